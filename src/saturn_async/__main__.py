@@ -1,0 +1,3 @@
+from saturn_async.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""The ``saturn`` (alias ``sc``) command line: one module per command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from saturn_async import __version__
+from saturn_async.exceptions import InputError
+
+
+class _Cli(click.Group):
+    """Turns InputError into one line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            click.echo(f"{ctx.info_name}: error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="saturn_async")
+def cli() -> None:
+    """Run massively parallel shell-command sweeps, capturing every run's output.
+
+    \b
+    saturn split RECIPE JOB OUTDIR     split a job into batch files and a recipe
+    saturn batch FILE...               run batch files, nprocs runs at a time
+    saturn status PATH                 what succeeded, failed and is left
+    """
+
+
+def _register() -> None:
+    from saturn_async.cli import batch, split, status
+
+    cli.add_command(split.split)
+    cli.add_command(batch.batch)
+    cli.add_command(status.status)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="saturn")

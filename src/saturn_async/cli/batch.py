@@ -1,0 +1,69 @@
+"""``saturn batch FILE...``: run batch files on this machine, nprocs runs at a time."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import anyio
+import click
+
+from saturn_async.cli.progress import show_progress, summary_line
+from saturn_async.spec import load_batch_files
+from saturn_async.supervisor import BatchSummary, Supervisor
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("--nprocs", type=click.IntRange(min=1), help="Slots (default: largest nprocs).")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL when stopping a run.",
+)
+@click.option("--skip-completed", is_flag=True, help="Skip runs whose status_code is 0.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def batch(
+    files: tuple[str, ...], nprocs: int | None, grace: float, skip_completed: bool, quiet: bool
+) -> None:
+    """Run every run of every batch FILE with at most nprocs at a time.
+
+    Slots are shared across files. Each run is `sh -c CMD` in its own process group;
+    its stdout, stderr, events and results go to its remote_output_path, and status_code
+    is written last. Exit code: 0 all succeeded, 1 some failed, 2 bad input (nothing
+    started), 130/143 when interrupted by SIGINT/SIGTERM. A second Ctrl-C skips the grace
+    period.
+    """
+    batches = load_batch_files(list(files), nprocs=nprocs)
+    slots = nprocs or max(b.nprocs or 1 for b in batches)
+    display = None if quiet else sys.stdout.isatty()
+    summary = anyio.run(_supervise, batches, slots, grace, skip_completed, display)
+    if not quiet:
+        print(
+            f"{summary.succeeded} succeeded, {summary.failed} failed, "
+            f"{summary.skipped} skipped, {summary.not_started} not started"
+        )
+    sys.exit(summary.exit_code)
+
+
+async def _supervise(
+    batches: list, slots: int, grace: float, skip_completed: bool, display: bool | None
+) -> BatchSummary:
+    supervisor = Supervisor(slots, grace=grace, skip_completed=skip_completed)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_forward_signals, supervisor)
+        if display is not None:
+            tg.start_soon(show_progress, supervisor.progress, display)
+        summary = await supervisor.run(batches)
+        tg.cancel_scope.cancel()
+    if display is False:
+        print(summary_line(supervisor.progress), file=sys.stderr)
+    return summary
+
+
+async def _forward_signals(supervisor: Supervisor) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            supervisor.stop(signum)

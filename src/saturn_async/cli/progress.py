@@ -1,0 +1,74 @@
+"""Progress displays: a rich live view on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import anyio
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from saturn_async.supervisor.progress import SweepProgress
+
+# How often the plain (non-terminal) display prints a line.
+PLAIN_INTERVAL = 5.0
+# How many running runs the live view lists.
+_SHOWN_RUNNING = 12
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def summary_line(p: SweepProgress) -> str:
+    return (
+        f"{p.succeeded} succeeded, {p.failed} failed, {p.skipped} skipped, "
+        f"{len(p.running)} running, {p.pending} pending of {p.total} | "
+        f"{p.rate():.1f} runs/s | ETA {_duration(p.eta_seconds())}"
+    )
+
+
+def render(p: SweepProgress) -> Group:
+    counts = Text.assemble(
+        (f"{p.succeeded} succeeded", "green"),
+        "  ",
+        (f"{p.failed} failed", "red" if p.failed else "dim"),
+        "  ",
+        (f"{p.skipped} skipped", "dim"),
+        "  ",
+        (f"{len(p.running)} running", "cyan"),
+        "  ",
+        f"{p.pending} pending of {p.total}",
+        "  |  ",
+        f"{p.rate():.1f} runs/s",
+        "  ETA ",
+        _duration(p.eta_seconds()),
+    )
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    table.add_column("slot", justify="right")
+    table.add_column("elapsed", justify="right")
+    table.add_column("run")
+    now = time.monotonic()
+    for rank, run in sorted(p.running.items())[:_SHOWN_RUNNING]:
+        table.add_row(str(rank), _duration(now - run.started), run.label)
+    return Group(counts, table)
+
+
+async def show_progress(progress: SweepProgress, live: bool) -> None:
+    """Display ``progress`` until cancelled: live on a terminal, else a line every 5 s."""
+    if live:
+        with Live(render(progress), console=Console(), auto_refresh=False) as view:
+            while True:
+                await anyio.sleep(0.25)
+                view.update(render(progress), refresh=True)
+    while True:
+        await anyio.sleep(PLAIN_INTERVAL)
+        print(summary_line(progress), file=sys.stderr, flush=True)

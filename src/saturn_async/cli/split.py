@@ -1,0 +1,69 @@
+"""``saturn split RECIPE JOB OUTDIR``: batch files plus a recipe that runs them."""
+
+from __future__ import annotations
+
+import click
+
+from saturn_async.split import split_job
+
+
+@click.command()
+@click.argument("recipe", metavar="RECIPE")
+@click.argument("job", metavar="JOB")
+@click.argument("outdir", metavar="OUTDIR")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Runs per batch [default: 3*nprocs].")
+@click.option("--nprocs", type=click.IntRange(min=1), help="Override the job's nprocs.")
+@click.option("--remote-output-path", help="Override the job's remote_output_path.")
+@click.option("--max-jobs", type=click.IntRange(min=0), help="Include at most this many runs.")
+@click.option("--skip-completed", is_flag=True, help="Leave out runs whose status_code is 0.")
+@click.option("--skip-failures", is_flag=True, help="Leave out runs with a non-zero status_code.")
+@click.option(
+    "--sync",
+    "syncs",
+    multiple=True,
+    metavar="SRC[:DEST]",
+    help="Pack SRC next to the batches; the recipe's start_script unpacks it to DEST "
+    "[default DEST: SRC's absolute path]. Repeatable.",
+)
+@click.option(
+    "--remote-commands-directory",
+    help="Where the batch files are on the machines that run them [default: OUTDIR].",
+)
+def split(
+    recipe: str,
+    job: str,
+    outdir: str,
+    batch_size: int | None,
+    nprocs: int | None,
+    remote_output_path: str | None,
+    max_jobs: int | None,
+    skip_completed: bool,
+    skip_failures: bool,
+    syncs: tuple[str, ...],
+    remote_commands_directory: str | None,
+) -> None:
+    """Split JOB (JSON or YAML) into OUTDIR/0.json ... OUTDIR/K.json and OUTDIR/recipe.yaml.
+
+    RECIPE is a Saturn Cloud job recipe; the written recipe.yaml has spec.command set to
+    one `sc batch <file>` line per batch file. Everything is validated before anything is
+    written.
+    """
+    report = split_job(
+        recipe,
+        job,
+        outdir,
+        batch_size=batch_size,
+        nprocs=nprocs,
+        remote_output_path=remote_output_path,
+        max_jobs=max_jobs,
+        skip_completed=skip_completed,
+        skip_failures=skip_failures,
+        syncs=syncs,
+        remote_commands_directory=remote_commands_directory,
+    )
+    for category, count in sorted(report.counts.items()):
+        click.echo(f"{category}: {count}")
+    click.echo(
+        f"wrote {report.batch_files} batch files of up to {report.batch_size} runs "
+        f"(nprocs {report.nprocs}) and recipe.yaml to {report.outdir}"
+    )

@@ -1,0 +1,51 @@
+"""``saturn status PATH``: counts and failed runs of a batch file or output directory."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from saturn_async.status import status_of
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+def status(path: str, as_json: bool) -> None:
+    """Show what succeeded, what failed and what is not finished.
+
+    PATH is a batch (or job) file, whose runs' output paths are read, or an output
+    directory, searched for run directories (those holding stdout, stderr, events or
+    status_code). Runs with no status_code are "not finished": not started, running, or
+    stopped before they could record one.
+    """
+    report = status_of(path)
+    if as_json:
+        document = {
+            "total": report.total,
+            "succeeded": report.succeeded,
+            "failed": len(report.failed),
+            "not_finished": len(report.not_finished),
+            "failed_runs": report.failed,
+            "not_finished_runs": report.not_finished,
+        }
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
+        return
+    console = Console()
+    console.print(
+        f"[green]{report.succeeded} succeeded[/], [red]{len(report.failed)} failed[/], "
+        f"{len(report.not_finished)} not finished, of {report.total} runs",
+        highlight=False,
+    )
+    if report.failed:
+        table = Table(title="failed runs", title_justify="left")
+        table.add_column("exit code", justify="right")
+        table.add_column("path", overflow="fold")
+        table.add_column("command", overflow="fold")
+        for failed in report.failed:
+            table.add_row(str(failed.status_code), failed.path, failed.cmd or "?")
+        console.print(table)

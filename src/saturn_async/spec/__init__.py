@@ -1,0 +1,38 @@
+"""The job/batch file format: Structs, decoding with field-path errors, resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from saturn_async.exceptions import InputError
+from saturn_async.spec.decode import decode_document, read_bytes
+from saturn_async.spec.models import Batch, Run
+from saturn_async.spec.resolve import resolve_batch
+
+__all__ = ["Batch", "Run", "load_batch_file", "load_batch_files", "resolve_batch"]
+
+
+def load_batch_file(
+    path: str | Path, *, nprocs: int | None = None, remote_output_path: str | None = None
+) -> Batch:
+    """Read, decode and resolve one job or batch file (JSON or YAML)."""
+    batch = decode_document(path, read_bytes(path), Batch)
+    return resolve_batch(batch, str(path), nprocs=nprocs, remote_output_path=remote_output_path)
+
+
+def load_batch_files(paths: list[str], *, nprocs: int | None = None) -> list[Batch]:
+    """Load several batch files; no two runs of any of them may share an output path."""
+    batches = [load_batch_file(path, nprocs=nprocs) for path in paths]
+    owner: dict[str, tuple[str, int]] = {}
+    for path, batch in zip(paths, batches, strict=True):
+        for index, run in enumerate(batch.runs):
+            assert run.remote_output_path is not None
+            first = owner.setdefault(run.remote_output_path, (path, index))
+            if first != (path, index):
+                raise InputError(
+                    f"{run.remote_output_path!r} is also the output path of "
+                    f"$.runs[{first[1]}] in {first[0]}",
+                    source=path,
+                    field=f"$.runs[{index}].remote_output_path",
+                )
+    return batches

@@ -1,0 +1,41 @@
+"""The job/batch file format of seed 000, as msgspec Structs.
+
+A *job file* (the input of ``split``) and a *batch file* (the input of ``batch``) share one
+format; ``split`` writes batch files in it. Fields beyond the seed (``timeout``,
+``retries``, ``env``) are documented in docs/job-format.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Env = dict[str, str]
+
+
+class Run(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One shell command with its own output location."""
+
+    remote_output_path: str | None = None
+    cmd: Annotated[str, msgspec.Meta(min_length=1)]
+    local_results_dir: str | None = None
+    timeout: PositiveSeconds | None = None
+    retries: Count | None = None
+    env: Env | None = None
+    # Written into batch files by the original client; accepted so its files still run.
+    status_code: int | None = None
+    status: str | None = None
+
+
+class Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A group of runs sharing ``nprocs`` and an output root; also the job file format."""
+
+    nprocs: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    remote_output_path: str | None = None
+    runs: Annotated[list[Run], msgspec.Meta(min_length=1)]
+    timeout: PositiveSeconds | None = None
+    retries: Count | None = None
+    env: Env | None = None

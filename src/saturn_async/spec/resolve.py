@@ -1,0 +1,74 @@
+"""Resolve a decoded batch in place: defaults, absolute output paths, and their checks."""
+
+from __future__ import annotations
+
+import os
+
+from saturn_async.exceptions import InputError
+from saturn_async.spec.models import Batch
+from saturn_async.spec.paths import is_strictly_inside, normalize_location
+
+
+def resolve_batch(
+    batch: Batch,
+    source: str,
+    *,
+    nprocs: int | None = None,
+    remote_output_path: str | None = None,
+) -> Batch:
+    """Fill in ``nprocs`` and every run's absolute ``remote_output_path``, then validate.
+
+    Overrides (from command-line flags) win over the file. Raises InputError naming the
+    file and field for: a missing ``nprocs`` or output root, an unsupported scheme, a run
+    path outside the root (``..``), two runs with one path, or one run's path inside
+    another's.
+    """
+    if nprocs is not None:
+        batch.nprocs = nprocs
+    if batch.nprocs is None:
+        raise InputError(
+            "required field is missing (or pass --nprocs)", source=source, field="$.nprocs"
+        )
+    if remote_output_path is not None:
+        batch.remote_output_path = remote_output_path
+    if batch.remote_output_path is None:
+        raise InputError(
+            "required field is missing (or pass --remote-output-path)",
+            source=source,
+            field="$.remote_output_path",
+        )
+    base = normalize_location(batch.remote_output_path, source=source, field="$.remote_output_path")
+    batch.remote_output_path = base
+    owner: dict[str, int] = {}
+    for index, run in enumerate(batch.runs):
+        field = f"$.runs[{index}].remote_output_path"
+        if run.remote_output_path is None:
+            path = f"{base}/{index}" if base != "/" else f"/{index}"
+        else:
+            path = normalize_location(run.remote_output_path, source=source, field=field)
+            if not is_strictly_inside(base, path):
+                raise InputError(
+                    f"{run.remote_output_path!r} is not inside the batch's remote_output_path "
+                    f"{base!r}",
+                    source=source,
+                    field=field,
+                )
+        previous = owner.setdefault(path, index)
+        if previous != index:
+            raise InputError(
+                f"{path!r} is also the output path of $.runs[{previous}]",
+                source=source,
+                field=field,
+            )
+        run.remote_output_path = path
+    for path, index in owner.items():
+        parent = os.path.dirname(path)
+        while len(parent) > len(base):
+            if parent in owner:
+                raise InputError(
+                    f"{path!r} lies inside the output path of $.runs[{owner[parent]}]",
+                    source=source,
+                    field=f"$.runs[{index}].remote_output_path",
+                )
+            parent = os.path.dirname(parent)
+    return batch

@@ -1,0 +1,181 @@
+"""``split``: cut a job into batch files and point a recipe's command at them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from saturn_async.exceptions import InputError
+from saturn_async.spec import Batch, Run, load_batch_file
+from saturn_async.spec.decode import load_yaml_mapping
+from saturn_async.storage.layout import RESULTS
+from saturn_async.storage.local import read_status_code, write_atomically
+
+SYNC_BEGIN = "# >>> saturn split --sync: managed block, replaced by every split >>>"
+SYNC_END = "# <<< saturn split --sync <<<"
+_SYNC_BLOCK = re.compile(re.escape(SYNC_BEGIN) + r".*?" + re.escape(SYNC_END) + r"\n?", re.DOTALL)
+_BATCH_FILE = re.compile(r"^(\d+)\.json$")
+
+
+@dataclass(frozen=True)
+class Sync:
+    """``--sync SRC[:DEST]``: a local tree packed next to the batches, unpacked at DEST."""
+
+    source: Path
+    dest: str
+
+    @classmethod
+    def parse(cls, value: str) -> Sync:
+        src, _, dest = value.partition(":")
+        source = Path(src).expanduser().absolute()
+        if not source.exists():
+            raise InputError(f"{src!r} does not exist", source="--sync")
+        return cls(source, dest or str(source))
+
+    @property
+    def tarball(self) -> str:
+        return f"sync-{self.source.name or 'root'}.tar.gz"
+
+
+@dataclass
+class SplitReport:
+    """What ``split`` did, by category."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    batch_files: int = 0
+    batch_size: int = 0
+    nprocs: int = 0
+    outdir: str = ""
+
+
+def split_job(
+    recipe_path: str,
+    job_path: str,
+    outdir: str,
+    *,
+    batch_size: int | None = None,
+    nprocs: int | None = None,
+    remote_output_path: str | None = None,
+    max_jobs: int | None = None,
+    skip_completed: bool = False,
+    skip_failures: bool = False,
+    syncs: tuple[str, ...] = (),
+    remote_commands_directory: str | None = None,
+) -> SplitReport:
+    """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``."""
+    recipe = load_yaml_mapping(recipe_path)
+    spec = recipe.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        raise InputError("expected a mapping", source=recipe_path, field="$.spec")
+    start_script = spec.get("start_script") or ""
+    if not isinstance(start_script, str):
+        raise InputError("expected a string", source=recipe_path, field="$.spec.start_script")
+    sync_specs = [Sync.parse(value) for value in syncs]
+    if len({s.tarball for s in sync_specs}) != len(sync_specs):
+        raise InputError("two sources share a directory name", source="--sync")
+    job = load_batch_file(job_path, nprocs=nprocs, remote_output_path=remote_output_path)
+    assert job.nprocs is not None
+    report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
+    runs = _select(job.runs, report.counts, skip_completed, skip_failures, max_jobs)
+
+    out = Path(outdir).absolute()
+    report.outdir = str(out)
+    remote_dir = (remote_commands_directory or str(out)).rstrip("/") or "/"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        report.batch_files = _write_batches(job, runs, out, report.batch_size)
+        for sync in sync_specs:
+            _pack(sync, out / sync.tarball)
+    except OSError as exc:
+        raise InputError(f"cannot write: {exc}", source=str(out)) from exc
+    spec["command"] = [
+        f"sc batch {shlex.quote(f'{remote_dir}/{i}.json')}" for i in range(report.batch_files)
+    ]
+    spec["start_script"] = _with_sync_block(start_script, sync_specs, remote_dir)
+    write_atomically(str(out / "recipe.yaml"), _dump_recipe(recipe))
+    return report
+
+
+def _select(
+    runs: list[Run],
+    counts: Counter[str],
+    skip_completed: bool,
+    skip_failures: bool,
+    max_jobs: int | None,
+) -> list[Run]:
+    """The runs to include, counting each run's category in ``counts``."""
+    if not (skip_completed or skip_failures):
+        selected = runs
+        counts["included"] += len(runs)
+    else:
+        selected = []
+        for run in runs:
+            assert run.remote_output_path is not None
+            code = read_status_code(run.remote_output_path)
+            if code is None:
+                counts["included: not run yet"] += 1
+            elif code == 0 and skip_completed:
+                counts["skipped: succeeded before"] += 1
+                continue
+            elif code != 0 and skip_failures:
+                counts["skipped: failed before"] += 1
+                continue
+            else:
+                counts[f"included: {'succeeded' if code == 0 else 'failed'} before"] += 1
+            selected.append(run)
+    if max_jobs is not None and len(selected) > max_jobs:
+        counts["left out by --max-jobs"] = len(selected) - max_jobs
+        selected = selected[:max_jobs]
+    return selected
+
+
+def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> int:
+    encoder = msgspec.json.Encoder()
+    count = 0
+    for count, start in enumerate(range(0, len(runs), size), start=1):
+        chunk = runs[start : start + size]
+        for run in chunk:
+            run.status_code = run.status = None
+            if run.local_results_dir is None:
+                run.local_results_dir = f"{run.remote_output_path}/{RESULTS}"
+        batch = msgspec.structs.replace(job, runs=chunk)
+        write_atomically(str(out / f"{count - 1}.json"), encoder.encode(batch))
+    for stale in out.iterdir():
+        match = _BATCH_FILE.match(stale.name)
+        if match and int(match.group(1)) >= count:
+            stale.unlink()
+    return count
+
+
+def _pack(sync: Sync, tarball: Path) -> None:
+    tmp = tarball.with_name(tarball.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        arcname = "." if sync.source.is_dir() else sync.source.name
+        tar.add(sync.source, arcname=arcname)
+    os.replace(tmp, tarball)
+
+
+def _with_sync_block(start_script: str, syncs: list[Sync], remote_dir: str) -> str:
+    script = _SYNC_BLOCK.sub("", start_script)
+    if not syncs:
+        return script
+    lines = [SYNC_BEGIN]
+    for sync in syncs:
+        dest = shlex.quote(sync.dest)
+        lines.append(f"mkdir -p {dest} && tar -xzf {shlex.quote(f'{remote_dir}/{sync.tarball}')} -C {dest}")
+    lines.append(SYNC_END)
+    return "\n".join(lines) + "\n" + script
+
+
+def _dump_recipe(recipe: dict[str, Any]) -> bytes:
+    text: str = yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False, width=10**6)
+    return text.encode()

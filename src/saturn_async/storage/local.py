@@ -1,0 +1,56 @@
+"""Run outputs on a local filesystem: blocking helpers, called from worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+from saturn_async.storage.layout import EVENTS, RESULTS, STATUS_CODE, STDERR, STDOUT, Event
+from saturn_async.storage.layout import encode_events
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old file, or all of the new one."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_status_code(run_dir: str) -> int | None:
+    """The run's recorded exit status, or None when it has not finished (or is garbled)."""
+    try:
+        with open(os.path.join(run_dir, STATUS_CODE), "rb") as f:
+            return int(f.read(32).strip())
+    except (OSError, ValueError):
+        return None
+
+
+def rotate_logs(run_dir: str, attempt: int) -> None:
+    """Keep the logs of a failed attempt as ``stdout.N``/``stderr.N`` before a retry."""
+    for name in (STDOUT, STDERR):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(os.path.join(run_dir, name), os.path.join(run_dir, f"{name}.{attempt}"))
+
+
+def collect_results(local_results_dir: str, run_dir: str) -> None:
+    """Bring a run's results into ``run_dir/results``; drop the directory if it is empty."""
+    target = os.path.join(run_dir, RESULTS)
+    if os.path.realpath(local_results_dir) != os.path.realpath(target):
+        if os.path.isdir(local_results_dir):
+            shutil.copytree(local_results_dir, target, symlinks=True, dirs_exist_ok=True)
+            shutil.rmtree(local_results_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(target)
+
+
+def write_final(run_dir: str, events: list[Event], status_code: int) -> None:
+    """Write ``events`` then, last, ``status_code``: its presence means all is written."""
+    write_atomically(os.path.join(run_dir, EVENTS), encode_events(events))
+    write_atomically(os.path.join(run_dir, STATUS_CODE), b"%d\n" % status_code)

@@ -1,0 +1,142 @@
+"""One run from start to final status: attempts, timeout, retries, events, outputs."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from saturn_async.spec.models import Batch, Run
+from saturn_async.storage import local
+from saturn_async.storage.layout import RESULTS, STDERR, STDOUT, Event, utcnow
+from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers
+
+if TYPE_CHECKING:
+    from saturn_async.supervisor.supervisor import Supervisor
+
+# The status recorded when a run could not be started at all (as a shell reports it).
+CANNOT_START = 127
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status_code: int
+    recorded: bool
+    """False when the final status could not be written (the run counts as failed)."""
+
+
+class RunLifecycle:
+    """Executes one run in one slot, retrying as configured, and records its outputs."""
+
+    def __init__(self, supervisor: Supervisor, batch: Batch, run: Run, rank: int) -> None:
+        assert run.remote_output_path is not None, "runs are resolved before they execute"
+        self.sup = supervisor
+        self.run = run
+        self.rank = rank
+        self.run_dir = run.remote_output_path
+        self.results_dir = run.local_results_dir or os.path.join(self.run_dir, RESULTS)
+        self.timeout = run.timeout if run.timeout is not None else batch.timeout
+        retries = run.retries if run.retries is not None else batch.retries
+        self.attempts = 1 + (retries or 0)
+        self.env = supervisor.environment_for(batch)
+        if run.env:
+            self.env = {**self.env, **run.env}
+        self.env.update(
+            SATURN_RUN_LOCAL_RESULTS_DIR=self.results_dir,
+            SATURN_RUN_LOCAL_RANK=str(rank),
+            SATURN_RUN_REMOTE_OUTPUT_PATH=self.run_dir,
+        )
+        self.events = [Event(type="submitted", utctimestamp=supervisor.submitted, cmd=run.cmd)]
+
+    async def execute(self) -> Outcome:
+        """Run to a final status and record it."""
+        status = CANNOT_START
+        for attempt in range(1, self.attempts + 1):
+            proc = await self._start(attempt)
+            if proc is None:
+                break
+            status, end = await self._supervise(proc)
+            self.events.append(self._end_event(end, proc.exit, attempt))
+            if end != "failed" or attempt == self.attempts or self.sup.stopping:
+                break
+            self.events.append(Event(type="retry", utctimestamp=utcnow(), attempt=attempt + 1))
+            await self.sup.in_thread(local.rotate_logs, self.run_dir, attempt)
+        return await self._finish(status)
+
+    async def _start(self, attempt: int) -> RunProcess | None:
+        def spawn() -> RunProcess:
+            os.makedirs(self.results_dir, exist_ok=True)
+            os.makedirs(self.run_dir, exist_ok=True)
+            return RunProcess(
+                self.run.cmd,
+                self.env,
+                os.path.join(self.run_dir, STDOUT),
+                os.path.join(self.run_dir, STDERR),
+            )
+
+        try:
+            proc = await self.sup.in_thread(spawn)
+        except OSError as exc:
+            self.events.append(
+                Event(type="failed", utctimestamp=utcnow(), attempt=attempt, error=str(exc))
+            )
+            return None
+        self.events.append(
+            Event(type="started", utctimestamp=utcnow(), attempt=attempt, rank=self.rank, pid=proc.pid)
+        )
+        return proc
+
+    async def _supervise(self, proc: RunProcess) -> tuple[int, str]:
+        """Wait for the run, enforcing the timeout; returns (status, end event type)."""
+        self.sup.track(proc)
+        timed_out = False
+        try:
+            with anyio.move_on_after(self.timeout or math.inf) as scope:
+                await proc.wait()
+            if scope.cancelled_caught:
+                timed_out = True
+                proc.signal_group(signal.SIGTERM)
+                with anyio.move_on_after(self.sup.grace):
+                    await proc.wait()
+                proc.signal_group(signal.SIGKILL)
+            exit = await proc.wait()
+            await stop_leftovers(proc.pgid, self.sup.grace, self.sup.forced)
+        finally:
+            self.sup.untrack(proc)
+            await proc.kill_and_reap()
+        if proc.terminated:
+            return exit.status, "terminated"
+        if timed_out:
+            return exit.status, "timeout"
+        return exit.status, "complete" if exit.status == 0 else "failed"
+
+    def _end_event(self, end: str, exit: Exit | None, attempt: int) -> Event:
+        assert exit is not None
+        usage = exit.rusage
+        return Event(
+            type=end,
+            utctimestamp=utcnow(),
+            attempt=attempt,
+            exit_code=exit.status,
+            signal=exit.signal,
+            wall_seconds=round(exit.wall_seconds, 6),
+            cpu_user_seconds=round(usage.ru_utime, 6),
+            cpu_system_seconds=round(usage.ru_stime, 6),
+            max_rss_kib=usage.ru_maxrss,
+        )
+
+    async def _finish(self, status: int) -> Outcome:
+        def record() -> None:
+            local.collect_results(self.results_dir, self.run_dir)
+            local.write_final(self.run_dir, self.events, status)
+
+        try:
+            await self.sup.in_thread(record)
+        except OSError as exc:
+            self.sup.report(f"could not record the outcome of {self.run_dir}: {exc}")
+            return Outcome(status, recorded=False)
+        return Outcome(status, recorded=True)
