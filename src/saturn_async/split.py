@@ -171,7 +171,9 @@ def _with_sync_block(start_script: str, syncs: list[Sync], remote_dir: str) -> s
     lines = [SYNC_BEGIN]
     for sync in syncs:
         dest = shlex.quote(sync.dest)
-        lines.append(f"mkdir -p {dest} && tar -xzf {shlex.quote(f'{remote_dir}/{sync.tarball}')} -C {dest}")
+        lines.append(
+            f"mkdir -p {dest} && tar -xzf {shlex.quote(f'{remote_dir}/{sync.tarball}')} -C {dest}"
+        )
     lines.append(SYNC_END)
     return "\n".join(lines) + "\n" + script
 

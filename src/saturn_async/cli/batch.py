@@ -9,7 +9,7 @@ import anyio
 import click
 
 from saturn_async.cli.progress import show_progress, summary_line
-from saturn_async.spec import load_batch_files
+from saturn_async.spec import Batch, load_batch_files
 from saturn_async.supervisor import BatchSummary, Supervisor
 
 
@@ -49,7 +49,7 @@ def batch(
 
 
 async def _supervise(
-    batches: list, slots: int, grace: float, skip_completed: bool, display: bool | None
+    batches: list[Batch], slots: int, grace: float, skip_completed: bool, display: bool | None
 ) -> BatchSummary:
     supervisor = Supervisor(slots, grace=grace, skip_completed=skip_completed)
     async with anyio.create_task_group() as tg:

@@ -11,7 +11,9 @@ from saturn_async.split import split_job
 @click.argument("recipe", metavar="RECIPE")
 @click.argument("job", metavar="JOB")
 @click.argument("outdir", metavar="OUTDIR")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Runs per batch [default: 3*nprocs].")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help="Runs per batch [default: 3*nprocs]."
+)
 @click.option("--nprocs", type=click.IntRange(min=1), help="Override the job's nprocs.")
 @click.option("--remote-output-path", help="Override the job's remote_output_path.")
 @click.option("--max-jobs", type=click.IntRange(min=0), help="Include at most this many runs.")

@@ -34,7 +34,7 @@ def is_yaml_path(path: str | Path, data: bytes) -> bool:
         return True
     if suffix == ".json":
         return False
-    return not data.lstrip()[:1] == b"{"
+    return data.lstrip()[:1] != b"{"
 
 
 def decode_document(path: str | Path, data: bytes, type_: type[T]) -> T:
@@ -82,7 +82,9 @@ def _field_error(exc: msgspec.ValidationError, source: str, type_: type) -> Inpu
     assert match is not None  # the pattern matches any string
     message, field = match.group("message"), match.group("field") or "$"
     if missing := _MISSING.match(message):
-        return InputError("required field is missing", source=source, field=f"{field}.{missing['name']}")
+        return InputError(
+            "required field is missing", source=source, field=f"{field}.{missing['name']}"
+        )
     if unknown := _UNKNOWN.match(message):
         name = unknown["name"]
         hint = _suggest(name, type_)
@@ -117,5 +119,5 @@ def _json_syntax_message(exc: msgspec.DecodeError, data: bytes) -> str:
     offset = int(byte.group(1))
     line = data.count(b"\n", 0, offset) + 1
     column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-    reason = text.split("(byte")[0].removeprefix("JSON is malformed:").strip()
+    reason = text.split("(byte", maxsplit=1)[0].removeprefix("JSON is malformed:").strip()
     return f"malformed JSON at line {line}, column {column}: {reason}"

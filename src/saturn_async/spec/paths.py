@@ -29,7 +29,7 @@ def normalize_location(value: str, *, source: str, field: str) -> str:
         parts = urlsplit(value)
         if parts.netloc not in ("", "localhost"):
             raise InputError(
-                f"file:// URL {value!r} names host {parts.netloc!r}; only local files are supported",
+                f"file:// URL {value!r} names host {parts.netloc!r}; only local files work",
                 source=source,
                 field=field,
             )

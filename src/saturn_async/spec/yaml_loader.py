@@ -47,9 +47,7 @@ _Yaml12Resolver.add_implicit_resolver(
 class _Yaml12Constructor(yaml.constructor.SafeConstructor):
     """SafeConstructor with YAML 1.2 numbers and duplicate keys rejected."""
 
-    def construct_mapping(
-        self, node: yaml.nodes.MappingNode, deep: bool = False
-    ) -> dict[Any, Any]:
+    def construct_mapping(self, node: yaml.nodes.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
@@ -71,17 +69,18 @@ class _Yaml12Constructor(yaml.constructor.SafeConstructor):
         return float(value)
 
 
-_Yaml12Constructor.add_constructor("tag:yaml.org,2002:int", _Yaml12Constructor.construct_yaml_int)
-_Yaml12Constructor.add_constructor(
-    "tag:yaml.org,2002:float", _Yaml12Constructor.construct_yaml_float
-)
+_Yaml12Constructor.yaml_constructors = {
+    **yaml.constructor.SafeConstructor.yaml_constructors,
+    "tag:yaml.org,2002:int": _Yaml12Constructor.construct_yaml_int,
+    "tag:yaml.org,2002:float": _Yaml12Constructor.construct_yaml_float,
+}
 
 _Parser: type = getattr(yaml, "CParser", None) or yaml.loader.Loader
 
 
 class _Yaml12Loader(_Parser, _Yaml12Constructor, _Yaml12Resolver):  # type: ignore[misc]
     def __init__(self, stream: str) -> None:
-        _Parser.__init__(self, stream)
+        _Parser.__init__(self, stream)  # type: ignore[misc]
         _Yaml12Constructor.__init__(self)
         _Yaml12Resolver.__init__(self)
 

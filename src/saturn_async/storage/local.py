@@ -6,8 +6,15 @@ import contextlib
 import os
 import shutil
 
-from saturn_async.storage.layout import EVENTS, RESULTS, STATUS_CODE, STDERR, STDOUT, Event
-from saturn_async.storage.layout import encode_events
+from saturn_async.storage.layout import (
+    EVENTS,
+    RESULTS,
+    STATUS_CODE,
+    STDERR,
+    STDOUT,
+    Event,
+    encode_events,
+)
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -41,16 +48,27 @@ def rotate_logs(run_dir: str, attempt: int) -> None:
 
 def collect_results(local_results_dir: str, run_dir: str) -> None:
     """Bring a run's results into ``run_dir/results``; drop the directory if it is empty."""
-    target = os.path.join(run_dir, RESULTS)
-    if os.path.realpath(local_results_dir) != os.path.realpath(target):
-        if os.path.isdir(local_results_dir):
-            shutil.copytree(local_results_dir, target, symlinks=True, dirs_exist_ok=True)
-            shutil.rmtree(local_results_dir, ignore_errors=True)
+    target = f"{run_dir}/{RESULTS}"
+    if local_results_dir.rstrip("/") != target and os.path.isdir(local_results_dir):
+        shutil.copytree(local_results_dir, target, symlinks=True, dirs_exist_ok=True)
+        shutil.rmtree(local_results_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir(target)
 
 
+def make_run_dirs(run_dir: str, results_dir: str) -> None:
+    """Create the run's directory and its results directory (the common case: inside)."""
+    if results_dir.rstrip("/") != f"{run_dir}/{RESULTS}":
+        os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.mkdir(results_dir)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(results_dir, exist_ok=True)
+
+
 def write_final(run_dir: str, events: list[Event], status_code: int) -> None:
     """Write ``events`` then, last, ``status_code``: its presence means all is written."""
-    write_atomically(os.path.join(run_dir, EVENTS), encode_events(events))
-    write_atomically(os.path.join(run_dir, STATUS_CODE), b"%d\n" % status_code)
+    write_atomically(f"{run_dir}/{EVENTS}", encode_events(events))
+    write_atomically(f"{run_dir}/{STATUS_CODE}", b"%d\n" % status_code)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,7 +37,7 @@ class RunLifecycle:
         self.run = run
         self.rank = rank
         self.run_dir = run.remote_output_path
-        self.results_dir = run.local_results_dir or os.path.join(self.run_dir, RESULTS)
+        self.results_dir = run.local_results_dir or f"{self.run_dir}/{RESULTS}"
         self.timeout = run.timeout if run.timeout is not None else batch.timeout
         retries = run.retries if run.retries is not None else batch.retries
         self.attempts = 1 + (retries or 0)
@@ -68,25 +67,21 @@ class RunLifecycle:
         return await self._finish(status)
 
     async def _start(self, attempt: int) -> RunProcess | None:
-        def spawn() -> RunProcess:
-            os.makedirs(self.results_dir, exist_ok=True)
-            os.makedirs(self.run_dir, exist_ok=True)
-            return RunProcess(
-                self.run.cmd,
-                self.env,
-                os.path.join(self.run_dir, STDOUT),
-                os.path.join(self.run_dir, STDERR),
-            )
-
+        # Inline on the event loop, not in a thread: see docs/architecture.md, "Spawning".
         try:
-            proc = await self.sup.in_thread(spawn)
+            local.make_run_dirs(self.run_dir, self.results_dir)
+            proc = RunProcess(
+                self.run.cmd, self.env, f"{self.run_dir}/{STDOUT}", f"{self.run_dir}/{STDERR}"
+            )
         except OSError as exc:
             self.events.append(
                 Event(type="failed", utctimestamp=utcnow(), attempt=attempt, error=str(exc))
             )
             return None
         self.events.append(
-            Event(type="started", utctimestamp=utcnow(), attempt=attempt, rank=self.rank, pid=proc.pid)
+            Event(
+                type="started", utctimestamp=utcnow(), attempt=attempt, rank=self.rank, pid=proc.pid
+            )
         )
         return proc
 
@@ -130,12 +125,9 @@ class RunLifecycle:
         )
 
     async def _finish(self, status: int) -> Outcome:
-        def record() -> None:
+        try:
             local.collect_results(self.results_dir, self.run_dir)
             local.write_final(self.run_dir, self.events, status)
-
-        try:
-            await self.sup.in_thread(record)
         except OSError as exc:
             self.sup.report(f"could not record the outcome of {self.run_dir}: {exc}")
             return Outcome(status, recorded=False)

@@ -119,9 +119,10 @@ class Supervisor:
             if self.stopping:
                 return
             assert run.remote_output_path is not None
-            if self.skip_completed and await self.in_thread(
-                local.read_status_code, run.remote_output_path
-            ) == 0:
+            if (
+                self.skip_completed
+                and await self.in_thread(local.read_status_code, run.remote_output_path) == 0
+            ):
                 self.progress.skipped += 1
                 continue
             self.progress.running[rank] = RunningRun(run.remote_output_path, time.monotonic())
