@@ -14,9 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
+import yaml.composer
 import yaml.constructor
 import yaml.nodes
+import yaml.parser
+import yaml.reader
 import yaml.resolver
+import yaml.scanner
 
 from saturn_async.exceptions import InputError
 
@@ -75,12 +79,28 @@ _Yaml12Constructor.yaml_constructors = {
     "tag:yaml.org,2002:float": _Yaml12Constructor.construct_yaml_float,
 }
 
-_Parser: type = getattr(yaml, "CParser", None) or yaml.loader.Loader
 
+class _PureParser(
+    yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer
+):
+    """PyYAML's pure-Python parser, for installs without libyaml."""
 
-class _Yaml12Loader(_Parser, _Yaml12Constructor, _Yaml12Resolver):  # type: ignore[misc]
     def __init__(self, stream: str) -> None:
-        _Parser.__init__(self, stream)  # type: ignore[misc]
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+
+
+try:
+    from yaml._yaml import CParser as _Parser
+except ImportError:  # PyYAML built without libyaml
+    _Parser = _PureParser  # type: ignore[assignment,misc]
+
+
+class _Yaml12Loader(_Parser, _Yaml12Constructor, _Yaml12Resolver):
+    def __init__(self, stream: str) -> None:
+        _Parser.__init__(self, stream)
         _Yaml12Constructor.__init__(self)
         _Yaml12Resolver.__init__(self)
 
