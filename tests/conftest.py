@@ -16,7 +16,9 @@ import pytest
 CLI = [sys.executable, "-m", "saturn_async"]
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], object], timeout: float = 20.0, what: str = "condition"
+) -> Any:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

@@ -76,7 +76,11 @@ def test_bad_job_file(case: str, command: str, tmp_path: Path, saturn: object) -
     text, fragment = BAD_JOBS[case]
     (tmp_path / "job.json").write_text(text)
     (tmp_path / "recipe.yaml").write_text("spec: {command: old}\n")
-    args = ["batch", "job.json"] if command == "batch" else ["split", "recipe.yaml", "job.json", "cmds"]
+    args = (
+        ["batch", "job.json"]
+        if command == "batch"
+        else ["split", "recipe.yaml", "job.json", "cmds"]
+    )
     result = saturn(*args)  # type: ignore[operator]
     _assert_one_line_error(result, f"job.json: {fragment}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "recipe.yaml"]
@@ -99,10 +103,14 @@ def test_yaml_field_path(tmp_path: Path, saturn: object) -> None:
     )
 
 
-def test_one_bad_file_of_several_starts_nothing(tmp_path: Path, write_job: object, saturn: object) -> None:
+def test_one_bad_file_of_several_starts_nothing(
+    tmp_path: Path, write_job: object, saturn: object
+) -> None:
     write_job(["touch ran"], name="good.json")  # type: ignore[operator]
     (tmp_path / "bad.json").write_text(json.dumps({"nprocs": 1, "runs": [{"cmd": "x"}]}))
-    _assert_one_line_error(saturn("batch", "good.json", "bad.json"), "bad.json: $.remote_output_path")  # type: ignore[operator]
+    _assert_one_line_error(
+        saturn("batch", "good.json", "bad.json"), "bad.json: $.remote_output_path"
+    )  # type: ignore[operator]
     assert not (tmp_path / "ran").exists()
     assert not (tmp_path / "out").exists()
 

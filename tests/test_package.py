@@ -1,0 +1,54 @@
+"""The package surface: public API, entry points, version."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+import saturn_async
+from saturn_async import Batch, Run, load_batch_file, run_batches
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(saturn_async.__all__) == [
+        "Batch",
+        "BatchSummary",
+        "InputError",
+        "Run",
+        "SaturnError",
+        "__version__",
+        "load_batch_file",
+        "run_batches",
+    ]
+
+
+@pytest.mark.parametrize("name", ["saturn", "sc"])
+def test_console_scripts(name: str) -> None:
+    exe = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert exe, f"{name} is not installed next to {sys.executable}"
+    result = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"saturn_async, version {saturn_async.__version__}"
+
+
+def test_python_dash_m_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "saturn_async", "--help"], capture_output=True, text=True, check=True
+    )
+    for command in ("split", "batch", "status"):
+        assert command in result.stdout
+
+
+def test_library_api_runs_a_batch(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"nprocs: 2\nremote_output_path: {tmp_path}/out\nruns:\n- cmd: 'true'\n- cmd: exit 2\n"
+    )
+    batch = load_batch_file(job)
+    assert isinstance(batch, Batch) and all(isinstance(r, Run) for r in batch.runs)
+    summary = anyio.run(run_batches, [batch])
+    assert (summary.succeeded, summary.failed, summary.exit_code) == (1, 1, 1)

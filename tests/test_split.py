@@ -1,0 +1,121 @@
+"""``saturn split``: batch files, the rewritten recipe, skip flags, --sync."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import yaml
+
+RECIPE = """\
+type: job
+spec:
+  name: backfill
+  image: saturncloud/python:latest
+  start_script: pip install -r requirements.txt
+  command: python old.py
+"""
+
+
+def write_inputs(tmp_path: Path, runs: int, nprocs: int = 4) -> None:
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    lines = [f"nprocs: {nprocs}", "remote_output_path: out/", "runs:"]
+    lines += [f"- cmd: echo {i}" for i in range(runs)]
+    (tmp_path / "batch.yaml").write_text("\n".join(lines) + "\n")
+
+
+def test_seed_example_168_runs_nprocs_4(tmp_path: Path, saturn) -> None:
+    write_inputs(tmp_path, 168)
+    result = saturn("split", "recipe.yaml", "batch.yaml", "commands")
+    assert result.returncode == 0, result.stderr
+    assert "included: 168" in result.stdout
+    assert "wrote 14 batch files of up to 12 runs" in result.stdout
+    commands = tmp_path / "commands"
+    files = sorted(commands.glob("*.json"), key=lambda p: int(p.stem))
+    assert [p.name for p in files] == [f"{i}.json" for i in range(14)]
+    first = json.loads(files[0].read_text())
+    assert list(first) == ["nprocs", "remote_output_path", "runs"]
+    assert first["nprocs"] == 4 and first["remote_output_path"] == str(tmp_path / "out")
+    assert first["runs"][0] == {
+        "remote_output_path": str(tmp_path / "out" / "0"),
+        "cmd": "echo 0",
+        "local_results_dir": str(tmp_path / "out" / "0" / "results"),
+    }
+    assert sum(len(json.loads(p.read_text())["runs"]) for p in files) == 168
+    recipe = yaml.safe_load((commands / "recipe.yaml").read_text())
+    assert recipe["spec"]["command"] == [f"sc batch {commands}/{i}.json" for i in range(14)]
+    assert recipe["spec"]["name"] == "backfill"
+
+
+def test_batch_files_run_and_skip_flags(tmp_path: Path, saturn) -> None:
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    runs = ["true", "exit 1", "true", "exit 2", "true"]
+    (tmp_path / "job.json").write_text(
+        json.dumps({"nprocs": 1, "remote_output_path": "out", "runs": [{"cmd": c} for c in runs]})
+    )
+    assert saturn("split", "recipe.yaml", "job.json", "c", "--batch-size", "2").returncode == 0
+    assert saturn("batch", *[f"c/{i}.json" for i in range(3)], "-q").returncode == 1
+    (tmp_path / "out" / "4" / "status_code").unlink()
+
+    result = saturn(
+        "split", "recipe.yaml", "job.json", "c", "--skip-completed", "--batch-size", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "skipped: succeeded before: 2" in result.stdout
+    assert "included: failed before: 2" in result.stdout
+    assert "included: not run yet: 1" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "c").glob("*.json")) == ["0.json", "1.json"]
+
+    result = saturn("split", "recipe.yaml", "job.json", "c", "--skip-completed", "--skip-failures")
+    assert "skipped: failed before: 2" in result.stdout
+    cmds = [r["cmd"] for r in json.loads((tmp_path / "c" / "0.json").read_text())["runs"]]
+    assert cmds == ["true"]
+
+    result = saturn("split", "recipe.yaml", "job.json", "c", "--max-jobs", "3", "--nprocs", "2")
+    assert "left out by --max-jobs: 2" in result.stdout
+    batch = json.loads((tmp_path / "c" / "0.json").read_text())
+    assert batch["nprocs"] == 2 and len(batch["runs"]) == 3
+
+
+def test_sync_block_is_replaced_not_stacked(tmp_path: Path, saturn) -> None:
+    write_inputs(tmp_path, 3)
+    src = tmp_path / "workspace"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg" / "code.py").write_text("print('hi')\n")
+    args = [
+        "--sync",
+        f"{src}:/home/jovyan/workspace",
+        "--remote-commands-directory",
+        "/home/jovyan/commands",
+    ]
+    assert saturn("split", "recipe.yaml", "batch.yaml", "c", *args).returncode == 0
+    # A second split, from the recipe the first one wrote, replaces the block.
+    assert saturn("split", "c/recipe.yaml", "batch.yaml", "c", *args).returncode == 0
+    spec = yaml.safe_load((tmp_path / "c" / "recipe.yaml").read_text())["spec"]
+    script = spec["start_script"]
+    assert script.count("tar -xzf") == 1
+    assert (
+        "mkdir -p /home/jovyan/workspace && tar -xzf /home/jovyan/commands/sync-workspace.tar.gz"
+        in script
+    )
+    assert script.endswith("pip install -r requirements.txt")
+    assert spec["command"][0] == "sc batch /home/jovyan/commands/0.json"
+    with tarfile.open(tmp_path / "c" / "sync-workspace.tar.gz") as tar:
+        assert "./pkg/code.py" in tar.getnames()
+
+
+def test_sync_of_missing_source_writes_nothing(tmp_path: Path, saturn) -> None:
+    write_inputs(tmp_path, 3)
+    result = saturn("split", "recipe.yaml", "batch.yaml", "c", "--sync", "nope")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "saturn: error: --sync: 'nope' does not exist"
+    assert not (tmp_path / "c").exists()
+
+
+def test_recipe_must_be_a_mapping(tmp_path: Path, saturn) -> None:
+    write_inputs(tmp_path, 3)
+    (tmp_path / "recipe.yaml").write_text("- a\n- b\n")
+    result = saturn("split", "recipe.yaml", "batch.yaml", "c")
+    assert result.returncode == 2
+    assert "recipe.yaml: $: expected a mapping at the top level, got list" in result.stderr
