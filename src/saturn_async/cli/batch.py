@@ -10,7 +10,7 @@ import click
 
 from saturn_async.cli.progress import show_progress, summary_line
 from saturn_async.spec import Batch, load_batch_files
-from saturn_async.supervisor import BatchSummary, Supervisor
+from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 
 
 @click.command()
@@ -37,7 +37,7 @@ def batch(
     period.
     """
     batches = load_batch_files(list(files), nprocs=nprocs)
-    slots = nprocs or max(b.nprocs or 1 for b in batches)
+    slots = slot_count(batches, nprocs)
     display = None if quiet else sys.stdout.isatty()
     summary = anyio.run(_supervise, batches, slots, grace, skip_completed, display)
     if not quiet:

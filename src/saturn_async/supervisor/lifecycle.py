@@ -97,13 +97,14 @@ class RunLifecycle:
                 proc.signal_group(signal.SIGTERM)
                 with anyio.move_on_after(self.sup.grace):
                     await proc.wait()
-                proc.signal_group(signal.SIGKILL)
+                if proc.exit is None:
+                    proc.signal_group(signal.SIGKILL)
             exit = await proc.wait()
             await stop_leftovers(proc.pgid, self.sup.grace, self.sup.forced)
         finally:
             self.sup.untrack(proc)
             await proc.kill_and_reap()
-        if proc.terminated:
+        if proc.terminated and exit.status != 0:
             return exit.status, "terminated"
         if timed_out:
             return exit.status, "timeout"

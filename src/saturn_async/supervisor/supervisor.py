@@ -167,6 +167,10 @@ async def run_batches(
     skip_completed: bool = False,
 ) -> BatchSummary:
     """Run resolved batches under one supervisor; ``nprocs`` defaults to the largest."""
-    slots = nprocs or max(b.nprocs or 1 for b in batches)
-    supervisor = Supervisor(slots, grace=grace, skip_completed=skip_completed)
+    supervisor = Supervisor(slot_count(batches, nprocs), grace=grace, skip_completed=skip_completed)
     return await supervisor.run(batches)
+
+
+def slot_count(batches: Sequence[Batch], nprocs: int | None = None) -> int:
+    """``nprocs`` when given, else the largest ``nprocs`` of ``batches``."""
+    return nprocs or max(b.nprocs or 1 for b in batches)
