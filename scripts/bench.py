@@ -34,7 +34,9 @@ def scratch_root() -> Path:
 
 
 def filesystem(path: Path) -> str:
-    out = subprocess.run(["df", "--output=fstype", str(path)], capture_output=True, text=True)
+    out = subprocess.run(
+        ["df", "--output=fstype", str(path)], capture_output=True, text=True, check=False
+    )
     return out.stdout.split()[-1] if out.returncode == 0 else "unknown"
 
 
@@ -49,17 +51,15 @@ def timed(cmd: list[str] | str, **kwargs: object) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss
 
 
+def write_true_job(path: Path, runs: int, output: Path) -> Path:
+    """A batch file of ``runs`` runs of ``true``, nprocs 4, output under ``output``."""
+    doc = {"nprocs": 4, "remote_output_path": str(output), "runs": [{"cmd": "true"}] * runs}
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def throughput(root: Path, runs: int, repeats: int) -> None:
-    job = root / "true.json"
-    job.write_text(
-        json.dumps(
-            {
-                "nprocs": 4,
-                "remote_output_path": str(root / "sat"),
-                "runs": [{"cmd": "true"} for _ in range(runs)],
-            }
-        )
-    )
+    job = write_true_job(root / "true.json", runs, root / "sat")
     results: dict[str, list[float]] = {"saturn": [], "xargs": [], "parallel": []}
     for _ in range(repeats):
         shutil.rmtree(root / "sat", ignore_errors=True)
@@ -72,7 +72,8 @@ def throughput(root: Path, runs: int, repeats: int) -> None:
             (xdir / str(i)).mkdir()
         results["xargs"].append(
             timed(
-                f"seq 0 {runs - 1} | xargs -P4 -I{{}} sh -c 'true >{xdir}/{{}}/stdout 2>{xdir}/{{}}/stderr'"
+                f"seq 0 {runs - 1} | xargs -P4 -I{{}} "
+                f"sh -c 'true >{xdir}/{{}}/stdout 2>{xdir}/{{}}/stderr'"
             )[0]
         )
         shutil.rmtree(xdir)
@@ -173,16 +174,7 @@ def rss_kib() -> int:
 
 
 def memory_flatness(root: Path, runs: int) -> None:
-    job = root / "mem.json"
-    job.write_text(
-        json.dumps(
-            {
-                "nprocs": 4,
-                "remote_output_path": str(root / "mem"),
-                "runs": [{"cmd": "true"} for _ in range(runs)],
-            }
-        )
-    )
+    job = write_true_job(root / "mem.json", runs, root / "mem")
     batch = load_batch_file(job)
     checkpoint = runs // 10
     samples: dict[str, int] = {}
@@ -191,7 +183,7 @@ def memory_flatness(root: Path, runs: int) -> None:
         supervisor = Supervisor(4)
 
         async def sample() -> None:
-            while supervisor.progress.finished < checkpoint:
+            while supervisor.progress.finished < checkpoint:  # noqa: ASYNC110 (a sampler)
                 await anyio.sleep(0.05)
             samples["early"] = rss_kib()
 

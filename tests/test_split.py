@@ -119,3 +119,12 @@ def test_recipe_must_be_a_mapping(tmp_path: Path, saturn) -> None:
     result = saturn("split", "recipe.yaml", "batch.yaml", "c")
     assert result.returncode == 2
     assert "recipe.yaml: $: expected a mapping at the top level, got list" in result.stderr
+
+
+def test_bad_job_leaves_an_earlier_split_untouched(tmp_path: Path, saturn) -> None:
+    write_inputs(tmp_path, 30)
+    assert saturn("split", "recipe.yaml", "batch.yaml", "c").returncode == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()}
+    (tmp_path / "batch.yaml").write_text("nprocs: 4\nremote_output_path: out\nruns:\n- cmd: 5\n")
+    assert saturn("split", "recipe.yaml", "batch.yaml", "c").returncode == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()} == before

@@ -46,7 +46,8 @@ class Supervisor:
     """Runs batches with at most ``nprocs`` runs at a time.
 
     Slot ``rank`` (0..nprocs-1) is a task that takes the next run from one iterator over
-    all batches, so no slot idles at a batch boundary while runs remain.
+    all batches, so no slot idles at a batch boundary while runs remain. Create it inside
+    a running event loop (it makes anyio Events).
     """
 
     def __init__(
