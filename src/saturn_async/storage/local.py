@@ -1,4 +1,4 @@
-"""Run outputs on a local filesystem: blocking helpers, called from worker threads."""
+"""Run outputs on a local filesystem: small blocking helpers (see architecture.md)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,17 @@ def write_atomically(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_status_code(run_dir: str) -> int | None:
