@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
@@ -45,4 +47,5 @@ _register()
 
 
 def main() -> None:
-    cli(prog_name="saturn")
+    name = os.path.basename(sys.argv[0])
+    cli(prog_name=name if name in ("saturn", "sc") else "saturn")
