@@ -43,7 +43,7 @@ class RunLifecycle:
         self.attempts = 1 + (retries or 0)
         self.env = supervisor.environment_for(batch)
         if run.env:
-            self.env = {**self.env, **run.env}
+            self.env.update(run.env)
         self.env.update(
             SATURN_RUN_LOCAL_RESULTS_DIR=self.results_dir,
             SATURN_RUN_LOCAL_RANK=str(rank),
@@ -58,8 +58,9 @@ class RunLifecycle:
             proc = await self._start(attempt)
             if proc is None:
                 break
-            status, end = await self._supervise(proc)
-            self.events.append(self._end_event(end, proc.exit, attempt))
+            exit, end = await self._supervise(proc)
+            status = exit.status
+            self.events.append(self._end_event(end, exit, attempt))
             if end != "failed" or attempt == self.attempts or self.sup.stopping:
                 break
             self.events.append(Event(type="retry", utctimestamp=utcnow(), attempt=attempt + 1))
@@ -85,8 +86,8 @@ class RunLifecycle:
         )
         return proc
 
-    async def _supervise(self, proc: RunProcess) -> tuple[int, str]:
-        """Wait for the run, enforcing the timeout; returns (status, end event type)."""
+    async def _supervise(self, proc: RunProcess) -> tuple[Exit, str]:
+        """Wait for the run, enforcing the timeout; returns (exit, end event type)."""
         self.sup.track(proc)
         timed_out = False
         try:
@@ -105,13 +106,12 @@ class RunLifecycle:
             self.sup.untrack(proc)
             await proc.kill_and_reap()
         if proc.terminated and exit.status != 0:
-            return exit.status, "terminated"
+            return exit, "terminated"
         if timed_out:
-            return exit.status, "timeout"
-        return exit.status, "complete" if exit.status == 0 else "failed"
+            return exit, "timeout"
+        return exit, "complete" if exit.status == 0 else "failed"
 
-    def _end_event(self, end: str, exit: Exit | None, attempt: int) -> Event:
-        assert exit is not None
+    def _end_event(self, end: str, exit: Exit, attempt: int) -> Event:
         usage = exit.rusage
         return Event(
             type=end,
