@@ -62,15 +62,14 @@ def collect_results(local_results_dir: str, run_dir: str) -> None:
 
 
 def make_run_dirs(run_dir: str, results_dir: str) -> None:
-    """Create the run's directory and its results directory (the common case: inside)."""
-    if results_dir.rstrip("/") != f"{run_dir}/{RESULTS}":
-        os.makedirs(run_dir, exist_ok=True)
-    try:
-        os.mkdir(results_dir)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(results_dir, exist_ok=True)
+    """Create the run's directory and its results directory (two mkdirs in the common case)."""
+    for path in (run_dir, results_dir):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(path, exist_ok=True)
 
 
 def write_final(run_dir: str, events: list[Event], status_code: int) -> None:

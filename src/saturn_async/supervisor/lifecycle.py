@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -91,15 +90,16 @@ class RunLifecycle:
         self.sup.track(proc)
         timed_out = False
         try:
-            with anyio.move_on_after(self.timeout or math.inf) as scope:
-                await proc.wait()
-            if scope.cancelled_caught:
-                timed_out = True
-                proc.signal_group(signal.SIGTERM)
-                with anyio.move_on_after(self.sup.grace):
+            if self.timeout:
+                with anyio.move_on_after(self.timeout):
                     await proc.wait()
                 if proc.exit is None:
-                    proc.signal_group(signal.SIGKILL)
+                    timed_out = True
+                    proc.signal_group(signal.SIGTERM)
+                    with anyio.move_on_after(self.sup.grace):
+                        await proc.wait()
+                    if proc.exit is None:
+                        proc.signal_group(signal.SIGKILL)
             exit = await proc.wait()
             await stop_leftovers(proc.pgid, self.sup.grace, self.sup.forced)
         finally:
