@@ -2,10 +2,12 @@
 
 The hierarchy::
 
-    SaturnError                 base of everything below
-    └── InputError              bad input from the user: a file, a field or a flag.
-                                The CLI prints it as one line and exits 2, having
-                                started and overwritten nothing.
+    SaturnError                 base of everything below; the CLI prints any of them
+    │                           as one line and exits 2, having started nothing
+    ├── InputError              bad input from the user: a file, a field or a flag
+    ├── MissingExtraError       an optional dependency is not installed; names the extra
+    └── StorageError            storage refused an operation for good (no such bucket,
+                                access denied), or stayed unreachable past the deadline
 
 Foreign errors (OSError from the filesystem, YAML parser errors, msgspec validation
 errors) are translated where they enter and chained with ``from exc``.
@@ -30,3 +32,20 @@ class InputError(SaturnError):
     def __str__(self) -> str:
         parts = [p for p in (self.source, self.field) if p]
         return ": ".join([*parts, self.message])
+
+
+class MissingExtraError(SaturnError):
+    """A feature needs an optional dependency; the message names the extra to install."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature} needs the extra: pip install 'saturn_async[{extra}]'")
+
+
+class StorageError(SaturnError):
+    """A storage operation failed for good; ``location`` and ``operation`` name it."""
+
+    def __init__(self, location: str, operation: str, reason: str) -> None:
+        self.location = location
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{location}: {operation}: {reason}")

@@ -9,16 +9,16 @@ from typing import Any
 import click
 
 from saturn_async import __version__
-from saturn_async.exceptions import InputError
+from saturn_async.exceptions import SaturnError
 
 
 class _Cli(click.Group):
-    """Turns InputError into one line on stderr and exit code 2, never a traceback."""
+    """Turns a SaturnError into one line on stderr and exit code 2, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except InputError as exc:
+        except SaturnError as exc:
             click.echo(f"{ctx.info_name}: error: {exc}", err=True)
             ctx.exit(2)
 

@@ -6,7 +6,7 @@ import os
 
 from saturn_async.exceptions import InputError
 from saturn_async.spec.models import Batch
-from saturn_async.spec.paths import is_strictly_inside, normalize_location
+from saturn_async.spec.paths import RESERVED, is_strictly_inside, normalize_location
 
 
 def resolve_batch(
@@ -53,6 +53,12 @@ def resolve_batch(
                     source=source,
                     field=field,
                 )
+        if path[len(base) :].lstrip("/").split("/", 1)[0] == RESERVED:
+            raise InputError(
+                f"{path!r} is inside {RESERVED}/, which saturn keeps for its own records",
+                source=source,
+                field=field,
+            )
         previous = owner.setdefault(path, index)
         if previous != index:
             raise InputError(

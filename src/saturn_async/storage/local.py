@@ -6,6 +6,10 @@ import contextlib
 import os
 import shutil
 
+import anyio.to_thread
+
+from saturn_async.exceptions import StorageError
+from saturn_async.storage.base import Storage, StoredObject
 from saturn_async.storage.layout import (
     EVENTS,
     RESULTS,
@@ -76,3 +80,74 @@ def write_final(run_dir: str, events: list[Event], status_code: int) -> None:
     """Write ``events`` then, last, ``status_code``: its presence means all is written."""
     write_atomically(f"{run_dir}/{EVENTS}", encode_events(events))
     write_atomically(f"{run_dir}/{STATUS_CODE}", b"%d\n" % status_code)
+
+
+class LocalStorage(Storage):
+    """The storage interface over the local filesystem; blocking calls run in threads."""
+
+    async def check(self, location: str) -> None:
+        await anyio.to_thread.run_sync(_check_writable, location)
+
+    async def put(self, location: str, data: bytes) -> None:
+        await anyio.to_thread.run_sync(_put, location, data)
+
+    async def put_file(self, location: str, path: str) -> None:
+        await anyio.to_thread.run_sync(_put_file, location, path)
+
+    async def get(self, location: str) -> bytes | None:
+        return await anyio.to_thread.run_sync(_get, location)
+
+    async def list(self, prefix: str) -> list[StoredObject]:
+        return await anyio.to_thread.run_sync(_list, prefix)
+
+    async def move(self, source: str, target: str) -> None:
+        await anyio.to_thread.run_sync(_move, source, target)
+
+
+def _check_writable(location: str) -> None:
+    try:
+        os.makedirs(location, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(location, "mkdir", exc.strerror or str(exc)) from exc
+    if not os.access(location, os.W_OK | os.X_OK):
+        raise StorageError(location, "write", "permission denied")
+
+
+def _put(location: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(location), exist_ok=True)
+    write_atomically(location, data)
+
+
+def _put_file(location: str, path: str) -> None:
+    os.makedirs(os.path.dirname(location), exist_ok=True)
+    tmp = f"{location}.tmp-{os.getpid()}"
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, location)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _get(location: str) -> bytes | None:
+    try:
+        with open(location, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def _list(prefix: str) -> list[StoredObject]:
+    found = []
+    for directory, _dirs, files in os.walk(prefix):
+        for name in files:
+            path = os.path.join(directory, name)
+            with contextlib.suppress(FileNotFoundError):
+                found.append(StoredObject(os.path.relpath(path, prefix), os.stat(path).st_size))
+    return sorted(found, key=lambda o: o.name)
+
+
+def _move(source: str, target: str) -> None:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(source, target)

@@ -1,0 +1,59 @@
+"""The storage interface: whole objects under URL-like locations, local or remote.
+
+A location is what ``spec.paths.normalize_location`` returns: an absolute local path or an
+``s3://bucket/key`` URL. Implementations are async context managers; every method may be
+called concurrently.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Self
+
+import msgspec
+
+
+class StoredObject(msgspec.Struct, frozen=True):
+    name: str
+    """The object's location relative to the listed prefix, with ``/`` separators."""
+    size: int
+
+
+class Storage(ABC):
+    """Whole-object storage. A reader never sees half an object: writes are atomic."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    @abstractmethod
+    async def check(self, location: str) -> None:
+        """Fail fast (StorageError) when ``location`` cannot be written at all."""
+
+    @abstractmethod
+    async def put(self, location: str, data: bytes) -> None:
+        """Write a whole object, replacing any object of that name."""
+
+    @abstractmethod
+    async def put_file(self, location: str, path: str) -> None:
+        """Upload the local file ``path`` as one object."""
+
+    @abstractmethod
+    async def get(self, location: str) -> bytes | None:
+        """The object's content, or None when there is no such object."""
+
+    @abstractmethod
+    async def list(self, prefix: str) -> list[StoredObject]:
+        """Every object below ``prefix`` (recursively), sorted by name."""
+
+    @abstractmethod
+    async def move(self, source: str, target: str) -> None:
+        """Rename one object (a copy then a delete where renaming does not exist)."""

@@ -1,0 +1,258 @@
+"""The storage interface over S3 with aiobotocore (extra ``saturn_async[s3]``).
+
+Credentials, region and endpoint come from the standard AWS chain (``AWS_PROFILE``,
+``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``, instance roles, ...); none
+of them is ever printed. Transient failures (5xx, SlowDown, throttling, reset or timed-out
+connections) are retried with backoff and jitter until ``deadline``; anything else is a
+StorageError at once, naming the bucket and the operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiohttp
+import anyio
+import anyio.to_thread
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    ResponseStreamingError,
+)
+
+from saturn_async.exceptions import StorageError
+from saturn_async.storage.base import Storage, StoredObject
+from saturn_async.storage.retry import retry_transient
+
+T = TypeVar("T")
+
+MULTIPART_THRESHOLD = 16 * 2**20
+PART_SIZE = 8 * 2**20
+_TRANSIENT_CODES = frozenset(
+    (
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestLimitExceeded",
+    )
+)
+_REASONS = {
+    "NoSuchBucket": "no such bucket",
+    "AccessDenied": "access denied",
+    "InvalidAccessKeyId": "the access key is not valid",
+    "SignatureDoesNotMatch": "the secret key does not match",
+    "403": "access denied",
+    "404": "no such bucket",
+}
+
+
+def split_url(location: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as ``(bucket, key)``."""
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
+    return isinstance(
+        exc, HTTPClientError | ResponseStreamingError | aiohttp.ClientError | OSError
+    )
+
+
+class S3Storage(Storage):
+    """Whole objects in S3; ``put_file`` switches to multipart above the threshold."""
+
+    def __init__(self, *, deadline: float = 600.0, concurrency: int = 16) -> None:
+        self.deadline = deadline
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+        self._transfers = anyio.CapacityLimiter(concurrency)
+        self._concurrency = concurrency
+
+    async def __aenter__(self) -> Self:
+        config = AioConfig(
+            retries={"total_max_attempts": 1},  # retried here, with a deadline
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=self._concurrency * 2,
+        )
+        session = get_session()
+        self._client = await self._stack.enter_async_context(
+            session.create_client("s3", region_name=os.environ.get("AWS_REGION"), config=config)
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _call(
+        self, operation: str, location: str, attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        try:
+            return await retry_transient(attempt, is_transient, self.deadline)
+        except NoCredentialsError as exc:
+            raise StorageError(location, operation, "no AWS credentials found") from exc
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "?"))
+            reason = _REASONS.get(code) or f"{code}: {error.get('Message', '')}".strip(": ")
+            raise StorageError(location, operation, reason) from exc
+        except Exception as exc:
+            if is_transient(exc):
+                raise StorageError(
+                    location,
+                    operation,
+                    f"still failing after {self.deadline:g} s of retries ({type(exc).__name__})",
+                ) from exc
+            raise
+
+    async def check(self, location: str) -> None:
+        bucket, _ = split_url(location)
+        await self._call(
+            "HeadBucket", f"s3://{bucket}", lambda: self._client.head_bucket(Bucket=bucket)
+        )
+
+    async def put(self, location: str, data: bytes) -> None:
+        bucket, key = split_url(location)
+        async with self._transfers:
+            await self._call(
+                "PutObject",
+                location,
+                lambda: self._client.put_object(Bucket=bucket, Key=key, Body=data),
+            )
+
+    async def put_file(self, location: str, path: str) -> None:
+        size = os.stat(path).st_size
+        if size <= MULTIPART_THRESHOLD:
+            data = await anyio.to_thread.run_sync(_read_range, path, 0, size)
+            await self.put(location, data)
+        else:
+            await self._multipart(location, path, size)
+
+    async def _multipart(self, location: str, path: str, size: int) -> None:
+        bucket, key = split_url(location)
+        created = await self._call(
+            "CreateMultipartUpload",
+            location,
+            lambda: self._client.create_multipart_upload(Bucket=bucket, Key=key),
+        )
+        upload_id = created["UploadId"]
+        count = (size + PART_SIZE - 1) // PART_SIZE
+        parts: list[dict[str, Any]] = [{} for _ in range(count)]
+
+        async def upload(index: int) -> None:
+            async with self._transfers:
+                start = index * PART_SIZE
+                body = await anyio.to_thread.run_sync(
+                    _read_range, path, start, min(PART_SIZE, size - start)
+                )
+                response = await self._call(
+                    "UploadPart",
+                    location,
+                    lambda: self._client.upload_part(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=index + 1,
+                        Body=body,
+                    ),
+                )
+                parts[index] = {"ETag": response["ETag"], "PartNumber": index + 1}
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for index in range(count):
+                    tg.start_soon(upload, index)
+            await self._call(
+                "CompleteMultipartUpload",
+                location,
+                lambda: self._client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                ),
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self._client.abort_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id
+                )
+            raise
+
+    async def get(self, location: str) -> bytes | None:
+        bucket, key = split_url(location)
+
+        async def attempt() -> bytes | None:
+            try:
+                response = await self._client.get_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+                return data
+
+        return await self._call("GetObject", location, attempt)
+
+    async def list(self, prefix: str) -> list[StoredObject]:
+        bucket, key = split_url(prefix)
+        key = f"{key}/" if key else ""
+        found: list[StoredObject] = []
+        token: str | None = None
+        while True:
+            kwargs = {"Bucket": bucket, "Prefix": key}
+            if token:
+                kwargs["ContinuationToken"] = token
+
+            async def attempt(kwargs: dict[str, str] = kwargs) -> dict[str, Any]:
+                page: dict[str, Any] = await self._client.list_objects_v2(**kwargs)
+                return page
+
+            page = await self._call("ListObjectsV2", prefix, attempt)
+            found.extend(
+                StoredObject(item["Key"][len(key) :], item["Size"])
+                for item in page.get("Contents", [])
+            )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return sorted(found, key=lambda o: o.name)
+
+    async def move(self, source: str, target: str) -> None:
+        source_bucket, source_key = split_url(source)
+        bucket, key = split_url(target)
+        await self._call(
+            "CopyObject",
+            target,
+            lambda: self._client.copy_object(
+                Bucket=bucket, Key=key, CopySource={"Bucket": source_bucket, "Key": source_key}
+            ),
+        )
+        await self._call(
+            "DeleteObject",
+            source,
+            lambda: self._client.delete_object(Bucket=source_bucket, Key=source_key),
+        )
+
+
+def _read_range(path: str, start: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(length)
