@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,114 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("SATURN_RUN_LOCAL_RANK", raising=False)
     os.environ.pop("PYTHONWARNINGS", None)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 server (moto_server) in its own process; yields its endpoint URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("moto_server")),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(f"{endpoint}/moto-api/"), timeout=60, what="moto_server")
+        yield endpoint
+    finally:
+        _stop(proc)
+
+
+BUCKET = "saturn-test"
+
+
+@pytest.fixture
+def s3(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty bucket on a freshly reset moto_server; the AWS variables point at it.
+
+    Yields the bucket's URL, ``s3://saturn-test``.
+    """
+    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    request = urllib.request.Request(f"{moto_server}/{BUCKET}", method="PUT")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    return f"s3://{BUCKET}"
+
+
+class FaultProxy:
+    """Controls a running ``tests/fault_proxy.py``."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def set(self, mode: str, rate: float = 1.0) -> dict[str, Any]:
+        url = f"{self.endpoint}/__fault__?mode={mode}&rate={rate}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            state: dict[str, Any] = json.loads(response.read())
+            return state
+
+    def counts(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.endpoint}/__fault__", timeout=5) as response:
+            state: dict[str, Any] = json.loads(response.read())
+            return state
+
+
+@pytest.fixture
+def fault_proxy(s3: str, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of moto_server; the AWS endpoint points at it."""
+    upstream = moto_server.rsplit(":", 1)[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("fault_proxy.py")), upstream],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        endpoint = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        yield FaultProxy(endpoint)
+    finally:
+        _stop(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -26,6 +26,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     ResponseStreamingError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from saturn_async.exceptions import StorageError
 from saturn_async.storage.base import Storage, StoredObject
@@ -69,7 +70,12 @@ def is_transient(exc: BaseException) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return error.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
     return isinstance(
-        exc, HTTPClientError | ResponseStreamingError | aiohttp.ClientError | OSError
+        exc,
+        BotoConnectionError
+        | HTTPClientError
+        | ResponseStreamingError
+        | aiohttp.ClientError
+        | OSError,
     )
 
 
@@ -104,9 +110,7 @@ class S3Storage(Storage):
     ) -> None:
         await self._stack.aclose()
 
-    async def _call(
-        self, operation: str, location: str, attempt: Callable[[], Awaitable[T]]
-    ) -> T:
+    async def _call(self, operation: str, location: str, attempt: Callable[[], Awaitable[T]]) -> T:
         try:
             return await retry_transient(attempt, is_transient, self.deadline)
         except NoCredentialsError as exc:
