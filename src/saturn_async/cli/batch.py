@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Any
 
 import anyio
 import click
@@ -24,22 +25,48 @@ from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
     help="Seconds between SIGTERM and SIGKILL when stopping a run.",
 )
 @click.option("--skip-completed", is_flag=True, help="Skip runs whose status_code is 0.")
+@click.option(
+    "--log-chunk-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="For s3:// outputs: ship stdout/stderr as a new chunk this often (fractions work).",
+)
+@click.option(
+    "--staging-dir",
+    type=click.Path(file_okay=False),
+    help="For s3:// outputs: local directory runs write into before shipping "
+    "[default: $SATURN_STAGING_DIR or $TMPDIR/saturn_async-staging-UID].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def batch(
-    files: tuple[str, ...], nprocs: int | None, grace: float, skip_completed: bool, quiet: bool
+    files: tuple[str, ...],
+    nprocs: int | None,
+    grace: float,
+    skip_completed: bool,
+    log_chunk_minutes: float,
+    staging_dir: str | None,
+    quiet: bool,
 ) -> None:
     """Run every run of every batch FILE with at most nprocs at a time.
 
     Slots are shared across files. Each run is `sh -c CMD` in its own process group;
     its stdout, stderr, events and results go to its remote_output_path, and status_code
-    is written last. Exit code: 0 all succeeded, 1 some failed, 2 bad input (nothing
+    is written last. For s3:// paths, logs are shipped as numbered chunks while the run
+    runs (see `saturn logs`). Exit code: 0 all succeeded, 1 some failed, 2 bad input (nothing
     started), 130/143 when interrupted by SIGINT/SIGTERM. A second Ctrl-C skips the grace
     period.
     """
     batches = load_batch_files(list(files), nprocs=nprocs)
     slots = slot_count(batches, nprocs)
     display = None if quiet else sys.stdout.isatty()
-    summary = anyio.run(_supervise, batches, slots, grace, skip_completed, display)
+    supervisor_options = {
+        "grace": grace,
+        "skip_completed": skip_completed,
+        "log_chunk_seconds": log_chunk_minutes * 60,
+        "staging_dir": staging_dir,
+    }
+    summary = anyio.run(_supervise, batches, slots, supervisor_options, display)
     if not quiet:
         print(
             f"{summary.succeeded} succeeded, {summary.failed} failed, "
@@ -49,9 +76,9 @@ def batch(
 
 
 async def _supervise(
-    batches: list[Batch], slots: int, grace: float, skip_completed: bool, display: bool | None
+    batches: list[Batch], slots: int, options: dict[str, Any], display: bool | None
 ) -> BatchSummary:
-    supervisor = Supervisor(slots, grace=grace, skip_completed=skip_completed)
+    supervisor = Supervisor(slots, **options)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_forward_signals, supervisor)
         if display is not None:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
-from saturn_async.storage import local
-from saturn_async.storage.layout import RESULTS, STDERR, STDOUT, Event, utcnow
+from saturn_async.storage.layout import Event, utcnow
 from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class RunLifecycle:
         self.run = run
         self.rank = rank
         self.run_dir = run.remote_output_path
-        self.results_dir = run.local_results_dir or f"{self.run_dir}/{RESULTS}"
+        self.outputs = supervisor.outputs_for(batch, run)
         self.timeout = run.timeout if run.timeout is not None else batch.timeout
         retries = run.retries if run.retries is not None else batch.retries
         self.attempts = 1 + (retries or 0)
@@ -44,7 +44,7 @@ class RunLifecycle:
         if run.env:
             self.env.update(run.env)
         self.env.update(
-            SATURN_RUN_LOCAL_RESULTS_DIR=self.results_dir,
+            SATURN_RUN_LOCAL_RESULTS_DIR=self.outputs.results_dir,
             SATURN_RUN_LOCAL_RANK=str(rank),
             SATURN_RUN_REMOTE_OUTPUT_PATH=self.run_dir,
         )
@@ -57,22 +57,21 @@ class RunLifecycle:
             proc = await self._start(attempt)
             if proc is None:
                 break
-            exit, end = await self._supervise(proc)
+            async with self.outputs.shipping():
+                exit, end = await self._supervise(proc)
             status = exit.status
             self.events.append(self._end_event(end, exit, attempt))
             if end != "failed" or attempt == self.attempts or self.sup.stopping:
                 break
             self.events.append(Event(type="retry", utctimestamp=utcnow(), attempt=attempt + 1))
-            await self.sup.in_thread(local.rotate_logs, self.run_dir, attempt)
+            await self.outputs.rotate(attempt)
         return await self._finish(status)
 
     async def _start(self, attempt: int) -> RunProcess | None:
         # Inline on the event loop, not in a thread: see docs/architecture.md, "Spawning".
         try:
-            local.make_run_dirs(self.run_dir, self.results_dir)
-            proc = RunProcess(
-                self.run.cmd, self.env, f"{self.run_dir}/{STDOUT}", f"{self.run_dir}/{STDERR}"
-            )
+            self.outputs.prepare()
+            proc = RunProcess(self.run.cmd, self.env, self.outputs.stdout, self.outputs.stderr)
         except OSError as exc:
             self.events.append(
                 Event(type="failed", utctimestamp=utcnow(), attempt=attempt, error=str(exc))
@@ -127,9 +126,8 @@ class RunLifecycle:
 
     async def _finish(self, status: int) -> Outcome:
         try:
-            local.collect_results(self.results_dir, self.run_dir)
-            local.write_final(self.run_dir, self.events, status)
-        except OSError as exc:
+            await self.outputs.finish(self.events, status)
+        except (OSError, StorageError) as exc:
             self.sup.report(f"could not record the outcome of {self.run_dir}: {exc}")
             return Outcome(status, recorded=False)
         return Outcome(status, recorded=True)

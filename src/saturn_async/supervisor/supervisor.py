@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,15 +16,25 @@ import anyio
 import anyio.to_thread
 
 from saturn_async.spec.models import Batch, Run
-from saturn_async.storage import local
-from saturn_async.storage.layout import utcnow
+from saturn_async.spec.paths import is_remote
+from saturn_async.storage import Storage, local, storage_for
+from saturn_async.storage.layout import RESULTS, utcnow
+from saturn_async.storage.ledger import LedgerWriter, read_ledger
 from saturn_async.supervisor.lifecycle import RunLifecycle
+from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
 from saturn_async.supervisor.process import RunProcess
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 
 T = TypeVar("T")
 # Threads for blocking filesystem work; each slot uses at most one at a time.
 _MAX_IO_THREADS = 16
+
+
+def default_staging_dir() -> str:
+    """Where runs with remote outputs write before shipping: ``$SATURN_STAGING_DIR``."""
+    return os.environ.get("SATURN_STAGING_DIR") or os.path.join(
+        tempfile.gettempdir(), f"saturn_async-staging-{os.getuid()}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +69,19 @@ class Supervisor:
         grace: float = 10.0,
         skip_completed: bool = False,
         report: Callable[[str], None] | None = None,
+        log_chunk_seconds: float = 60.0,
+        staging_dir: str | None = None,
     ) -> None:
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
         self.grace = grace
         self.skip_completed = skip_completed
+        self.log_chunk_seconds = log_chunk_seconds
+        self.staging_dir = staging_dir or default_staging_dir()
+        self.storage: Storage | None = None
+        self.ledger: LedgerWriter | None = None
+        self._ledger_statuses: dict[str, int] = {}
         self.report = report or (lambda message: print(message, file=sys.stderr))
         self.progress = SweepProgress(total=0)
         self.submitted = utcnow()
@@ -79,17 +98,39 @@ class Supervisor:
         return self.stop_signal is not None
 
     async def run(self, batches: Sequence[Batch]) -> BatchSummary:
-        """Execute every run of ``batches``; returns when all have a final status."""
+        """Execute every run of ``batches``; returns when all have a final status.
+
+        Remote output roots are checked before any run starts (StorageError if one
+        cannot be written).
+        """
         self.progress.total = sum(len(b.runs) for b in batches)
-        jobs = ((batch, run) for batch in batches for run in batch.runs)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._enforce_grace)
-            async with anyio.create_task_group() as slots:
-                for rank in range(self.nprocs):
-                    slots.start_soon(self._slot, rank, jobs)
-            tg.cancel_scope.cancel()
+        roots = sorted({_remote_root(b) for b in batches} - {""})
+        async with contextlib.AsyncExitStack() as stack:
+            if roots:
+                await self._open_storage(stack, roots)
+            jobs = ((batch, run) for batch in batches for run in batch.runs)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._enforce_grace)
+                if self.ledger is not None:
+                    tg.start_soon(self.ledger.flush_every)
+                async with anyio.create_task_group() as slots:
+                    for rank in range(self.nprocs):
+                        slots.start_soon(self._slot, rank, jobs)
+                tg.cancel_scope.cancel()
+            if self.ledger is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.ledger.flush()
         p = self.progress
         return BatchSummary(p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal)
+
+    async def _open_storage(self, stack: contextlib.AsyncExitStack, roots: list[str]) -> None:
+        self.storage = await stack.enter_async_context(storage_for(roots[0]))
+        for root in roots:
+            await self.storage.check(root)
+        self.ledger = LedgerWriter(self.storage)
+        if self.skip_completed:
+            for root in roots:
+                self._ledger_statuses.update(await read_ledger(self.storage, root))
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Start nothing new and TERM every running run; a second call forces (KILL)."""
@@ -120,10 +161,7 @@ class Supervisor:
             if self.stopping:
                 return
             assert run.remote_output_path is not None
-            if (
-                self.skip_completed
-                and await self.in_thread(local.read_status_code, run.remote_output_path) == 0
-            ):
+            if self.skip_completed and await self._succeeded_before(run.remote_output_path):
                 self.progress.skipped += 1
                 continue
             self.progress.running[rank] = RunningRun(run.remote_output_path, time.monotonic())
@@ -137,6 +175,28 @@ class Supervisor:
                 self.progress.add_failure(
                     FailedRun(run.remote_output_path, run.cmd, outcome.status_code)
                 )
+
+    async def _succeeded_before(self, location: str) -> bool:
+        if is_remote(location):
+            return self._ledger_statuses.get(location) == 0
+        return await self.in_thread(local.read_status_code, location) == 0
+
+    def outputs_for(self, batch: Batch, run: Run) -> RunOutputs:
+        """Where ``run`` writes: its own directory, or staging shipped to storage."""
+        location = run.remote_output_path
+        assert location is not None and batch.remote_output_path is not None
+        if not is_remote(location):
+            return LocalOutputs(location, run.local_results_dir or f"{location}/{RESULTS}")
+        assert self.storage is not None and self.ledger is not None
+        return ShippedOutputs(
+            self.storage,
+            location,
+            self.staging_dir,
+            run.local_results_dir,
+            self.log_chunk_seconds,
+            self.ledger,
+            batch.remote_output_path,
+        )
 
     def environment_for(self, batch: Batch) -> dict[str, str]:
         """The environment of a batch's runs (a fresh dict the caller may change)."""
@@ -158,6 +218,12 @@ class Supervisor:
 
     async def in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._io)
+
+
+def _remote_root(batch: Batch) -> str:
+    """The batch's output root when it is remote, else an empty string."""
+    root = batch.remote_output_path or ""
+    return root if is_remote(root) else ""
 
 
 async def run_batches(

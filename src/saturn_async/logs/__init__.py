@@ -1,0 +1,1 @@
+"""Run logs: cutting growing files into numbered chunks, shipping them, reading them back."""

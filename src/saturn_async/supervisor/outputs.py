@@ -1,0 +1,165 @@
+"""Where one run's outputs go: straight into a local directory, or shipped to storage.
+
+``LocalOutputs`` is the fast path: the run writes into its own directory and the final
+files are written in place. ``ShippedOutputs`` stages stdout, stderr and results on local
+disk, ships the logs as chunks while the run runs, and at the end uploads results, then
+``events``, then ``status_code``, so its presence means everything else is there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import anyio
+
+from saturn_async.exceptions import StorageError
+from saturn_async.logs.shipper import ship_log
+from saturn_async.storage import local
+from saturn_async.storage.base import Storage
+from saturn_async.storage.layout import (
+    EVENTS,
+    RESULTS,
+    STATUS_CODE,
+    STDERR,
+    STDOUT,
+    Event,
+    encode_events,
+)
+from saturn_async.storage.ledger import LedgerWriter
+
+_RESULT_UPLOADS = 8
+
+
+class RunOutputs(Protocol):
+    stdout: str
+    stderr: str
+    results_dir: str
+
+    def prepare(self) -> None:
+        """Create what the run writes into (before each attempt)."""
+
+    def shipping(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Ship the logs while the body of this context runs, and what is left at its end."""
+
+    async def rotate(self, attempt: int) -> None:
+        """Keep a failed attempt's logs as ``stdout.N``/``stderr.N`` before a retry."""
+
+    async def finish(self, events: list[Event], status_code: int) -> None:
+        """Record the outcome; ``status_code`` last. Raises OSError or StorageError."""
+
+
+class LocalOutputs:
+    def __init__(self, run_dir: str, results_dir: str) -> None:
+        self.run_dir = run_dir
+        self.results_dir = results_dir
+        self.stdout = f"{run_dir}/{STDOUT}"
+        self.stderr = f"{run_dir}/{STDERR}"
+
+    def prepare(self) -> None:
+        local.make_run_dirs(self.run_dir, self.results_dir)
+
+    @contextlib.asynccontextmanager
+    async def shipping(self) -> AsyncIterator[None]:
+        yield
+
+    async def rotate(self, attempt: int) -> None:
+        await anyio.to_thread.run_sync(local.rotate_logs, self.run_dir, attempt)
+
+    async def finish(self, events: list[Event], status_code: int) -> None:
+        local.collect_results(self.results_dir, self.run_dir)
+        local.write_final(self.run_dir, events, status_code)
+
+
+class ShippedOutputs:
+    def __init__(
+        self,
+        storage: Storage,
+        location: str,
+        staging_root: str,
+        results_dir: str | None,
+        chunk_seconds: float,
+        ledger: LedgerWriter,
+        root: str,
+    ) -> None:
+        self.storage = storage
+        self.location = location
+        self.staging = os.path.join(staging_root, hashlib.sha1(location.encode()).hexdigest()[:24])
+        self.stdout = f"{self.staging}/{STDOUT}"
+        self.stderr = f"{self.staging}/{STDERR}"
+        self.results_dir = results_dir or f"{self.staging}/{RESULTS}"
+        self.chunk_seconds = chunk_seconds
+        self.ledger = ledger
+        self.root = root
+        self.shipping_failed: StorageError | None = None
+
+    def prepare(self) -> None:
+        os.makedirs(self.staging, exist_ok=True)
+        os.makedirs(self.results_dir, exist_ok=True)
+
+    @contextlib.asynccontextmanager
+    async def shipping(self) -> AsyncIterator[None]:
+        done = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            for name, path in ((STDOUT, self.stdout), (STDERR, self.stderr)):
+                tg.start_soon(self._ship, path, f"{self.location}/{name}", done)
+            try:
+                yield
+            finally:
+                done.set()
+
+    async def _ship(self, path: str, target: str, done: anyio.Event) -> None:
+        """Ship one log; if storage stays away past its deadline, keep the staged copy."""
+        try:
+            await ship_log(self.storage, path, target, self.chunk_seconds, done)
+        except StorageError as exc:
+            self.shipping_failed = exc
+
+    async def rotate(self, attempt: int) -> None:
+        for name in (STDOUT, STDERR):
+            for stored in await self.storage.list(f"{self.location}/{name}"):
+                await self.storage.move(
+                    f"{self.location}/{name}/{stored.name}",
+                    f"{self.location}/{name}.{attempt}/{stored.name}",
+                )
+
+    async def finish(self, events: list[Event], status_code: int) -> None:
+        if self.shipping_failed is not None:
+            raise StorageError(
+                self.location,
+                "ship logs",
+                f"{self.shipping_failed.reason}; the logs are kept in {self.staging}",
+            )
+        await self._upload_results()
+        await self.storage.put(f"{self.location}/{EVENTS}", encode_events(events))
+        await self.storage.put(f"{self.location}/{STATUS_CODE}", b"%d\n" % status_code)
+        self.ledger.record(self.root, self.location, status_code)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.results_dir, ignore_errors=True)
+
+    async def _upload_results(self) -> None:
+        files = await anyio.to_thread.run_sync(_files_under, self.results_dir)
+        if not files:
+            return
+        limiter = anyio.CapacityLimiter(_RESULT_UPLOADS)
+
+        async def upload(relative: str) -> None:
+            async with limiter:
+                await self.storage.put_file(
+                    f"{self.location}/{RESULTS}/{relative}", f"{self.results_dir}/{relative}"
+                )
+
+        async with anyio.create_task_group() as tg:
+            for relative in files:
+                tg.start_soon(upload, relative)
+
+
+def _files_under(directory: str) -> list[str]:
+    found: list[str] = []
+    for parent, _dirs, files in os.walk(directory):
+        found.extend(os.path.relpath(os.path.join(parent, name), directory) for name in files)
+    return found
