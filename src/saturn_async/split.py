@@ -6,6 +6,8 @@ import os
 import re
 import shlex
 import tarfile
+import tempfile
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,10 @@ import yaml
 from saturn_async.exceptions import InputError
 from saturn_async.spec import Batch, Run, load_batch_file
 from saturn_async.spec.decode import load_yaml_mapping
+from saturn_async.spec.paths import is_remote
+from saturn_async.status import status_reader
 from saturn_async.storage.layout import RESULTS
-from saturn_async.storage.local import read_status_code, write_atomically
+from saturn_async.storage.local import write_atomically
 
 SYNC_BEGIN = "# >>> saturn split --sync: managed block, replaced by every split >>>"
 SYNC_END = "# <<< saturn split --sync <<<"
@@ -85,7 +89,7 @@ def split_job(
     job = load_batch_file(job_path, nprocs=nprocs, remote_output_path=remote_output_path)
     assert job.nprocs is not None
     report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
-    runs = _select(job.runs, report.counts, skip_completed, skip_failures, max_jobs)
+    runs = _select(job, report.counts, skip_completed, skip_failures, max_jobs)
 
     out = Path(outdir).absolute()
     report.outdir = str(out)
@@ -106,21 +110,24 @@ def split_job(
 
 
 def _select(
-    runs: list[Run],
+    job: Batch,
     counts: Counter[str],
     skip_completed: bool,
     skip_failures: bool,
     max_jobs: int | None,
 ) -> list[Run]:
     """The runs to include, counting each run's category in ``counts``."""
+    runs = job.runs
     if not (skip_completed or skip_failures):
         selected = runs
         counts["included"] += len(runs)
     else:
         selected = []
+        assert job.remote_output_path is not None
+        recorded = status_reader(job.remote_output_path)
         for run in runs:
             assert run.remote_output_path is not None
-            code = read_status_code(run.remote_output_path)
+            code = recorded(run.remote_output_path)
             if code is None:
                 counts["included: not run yet"] += 1
             elif code == 0 and skip_completed:
@@ -146,7 +153,7 @@ def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> int:
         for run in chunk:
             run.status_code = run.status = None
             if run.local_results_dir is None:
-                run.local_results_dir = f"{run.remote_output_path}/{RESULTS}"
+                run.local_results_dir = _local_results_dir(run.remote_output_path)
         batch = msgspec.structs.replace(job, runs=chunk)
         write_atomically(str(out / f"{count - 1}.json"), encoder.encode(batch))
     for stale in out.iterdir():
@@ -154,6 +161,14 @@ def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> int:
         if match and int(match.group(1)) >= count:
             stale.unlink()
     return count
+
+
+def _local_results_dir(location: str | None) -> str:
+    """Results of a local run go straight into place; a remote run's are staged in /tmp."""
+    assert location is not None
+    if is_remote(location):
+        return f"{tempfile.gettempdir()}/{uuid.uuid4().hex}/"
+    return f"{location}/{RESULTS}"
 
 
 def _pack(sync: Sync, tarball: Path) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import anyio
 import msgspec
 
 from saturn_async.spec import load_batch_file
+from saturn_async.spec.paths import is_remote, normalize_location
+from saturn_async.storage import storage_for
 from saturn_async.storage.layout import EVENTS, STATUS_CODE, STDERR, STDOUT, decode_events
+from saturn_async.storage.ledger import read_ledger
 from saturn_async.storage.local import read_status_code
 
 _RUN_MARKERS = frozenset((STATUS_CODE, EVENTS, STDOUT, STDERR))
@@ -31,26 +35,53 @@ class StatusReport:
     def total(self) -> int:
         return self.succeeded + len(self.failed) + len(self.not_finished)
 
-    def add(self, path: str, cmd: str | None) -> None:
-        code = read_status_code(path)
+    def add(self, path: str, code: int | None, cmd: str | None) -> None:
         if code == 0:
             self.succeeded += 1
         elif code is None:
             self.not_finished.append(path)
         else:
-            self.failed.append(FailedRunReport(path, code, cmd or _command_from_events(path)))
+            if cmd is None and not is_remote(path):
+                cmd = _command_from_events(path)
+            self.failed.append(FailedRunReport(path, code, cmd))
+
+
+def status_reader(root: str) -> Callable[[str], int | None]:
+    """A lookup of recorded status codes for runs under ``root``.
+
+    Local runs: each run's ``status_code`` file. Remote runs: the root's ledger, read
+    once (see storage/ledger.py), so a million runs do not cost a million requests.
+    """
+    if not is_remote(root):
+        return read_status_code
+    return anyio.run(_ledger_of, root).get
+
+
+async def _ledger_of(root: str) -> dict[str, int]:
+    async with storage_for(root) as storage:
+        return await read_ledger(storage, root)
 
 
 def status_of(path: str) -> StatusReport:
-    """Status of every run of a batch file, or of every run found under a directory."""
+    """Status of every run of a batch file, or of every run found under a directory.
+
+    For an ``s3://`` root, the runs are those its ledger knows (finished ones).
+    """
     report = StatusReport()
-    if os.path.isdir(path):
+    if is_remote(path):
+        root = normalize_location(path, source="PATH", field="")
+        for location, code in sorted(anyio.run(_ledger_of, root).items()):
+            report.add(location, code, None)
+    elif os.path.isdir(path):
         for run_dir in _run_dirs(os.path.abspath(path)):
-            report.add(run_dir, None)
+            report.add(run_dir, read_status_code(run_dir), None)
     else:
-        for run in load_batch_file(path).runs:
+        batch = load_batch_file(path)
+        assert batch.remote_output_path is not None
+        lookup = status_reader(batch.remote_output_path)
+        for run in batch.runs:
             assert run.remote_output_path is not None
-            report.add(run.remote_output_path, run.cmd)
+            report.add(run.remote_output_path, lookup(run.remote_output_path), run.cmd)
     return report
 
 

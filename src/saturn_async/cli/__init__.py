@@ -21,6 +21,19 @@ class _Cli(click.Group):
         except SaturnError as exc:
             click.echo(f"{ctx.info_name}: error: {exc}", err=True)
             ctx.exit(2)
+        except BaseExceptionGroup as group:  # raised inside a task group
+            errors, others = group.split(SaturnError)
+            if errors is None or others is not None:
+                raise
+            click.echo(f"{ctx.info_name}: error: {_first(errors)}", err=True)
+            ctx.exit(2)
+
+
+def _first(group: BaseExceptionGroup[SaturnError]) -> BaseException:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,15 +45,17 @@ def cli() -> None:
     saturn split RECIPE JOB OUTDIR     split a job into batch files and a recipe
     saturn batch FILE...               run batch files, nprocs runs at a time
     saturn status PATH                 what succeeded, failed and is left
+    saturn logs PATH_OR_URL            print a run's stdout or stderr (--follow)
     """
 
 
 def _register() -> None:
-    from saturn_async.cli import batch, split, status
+    from saturn_async.cli import batch, logs, split, status
 
     cli.add_command(split.split)
     cli.add_command(batch.batch)
     cli.add_command(status.status)
+    cli.add_command(logs.logs)
 
 
 _register()

@@ -1,0 +1,48 @@
+"""``saturn logs LOCATION``: print a run's stdout or stderr, local or reassembled from S3."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+import click
+
+from saturn_async.logs.reader import copy_log
+from saturn_async.spec.paths import normalize_location
+from saturn_async.storage.layout import STDERR, STDOUT
+
+
+@click.command()
+@click.argument("location", metavar="PATH_OR_URL")
+@click.option(
+    "--stream",
+    type=click.Choice([STDOUT, STDERR]),
+    default=STDOUT,
+    show_default=True,
+    help="Which log to print.",
+)
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep printing new output until the run's status_code appears.",
+)
+def logs(location: str, stream: str, follow: bool) -> None:
+    """Print a run's log. PATH_OR_URL is the run's remote_output_path.
+
+    On a local path this is the plain file. On s3:// the log is stored as numbered
+    chunks (stdout/000000, stdout/000001, ...), printed here in order as one stream.
+    """
+    run = normalize_location(location, source="PATH_OR_URL", field="")
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    try:
+        anyio.run(copy_log, run, stream, write, follow)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,79 @@
+"""Read a run's log back: a plain local file, or numbered chunks reassembled in order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import anyio
+import anyio.to_thread
+
+from saturn_async.spec.paths import is_remote
+from saturn_async.storage import storage_for
+from saturn_async.storage.base import Storage
+from saturn_async.storage.layout import STATUS_CODE
+
+_POLL = 0.5
+
+
+async def copy_log(
+    location: str, stream: str, write: Callable[[bytes], object], follow: bool
+) -> None:
+    """Write the run's ``stream`` to ``write``; with ``follow``, until its status appears."""
+    async with storage_for(location) as storage:
+        if is_remote(location):
+            await _copy_chunks(storage, location, stream, write, follow)
+        else:
+            await _copy_file(location, stream, write, follow)
+
+
+async def _copy_chunks(
+    storage: Storage,
+    location: str,
+    stream: str,
+    write: Callable[[bytes], object],
+    follow: bool,
+) -> None:
+    printed: set[str] = set()
+    while True:
+        finished = follow and await storage.get(f"{location}/{STATUS_CODE}") is not None
+        chunks = [o.name for o in await storage.list(f"{location}/{stream}") if "/" not in o.name]
+        for name in sorted(chunks, key=_chunk_number):
+            if name not in printed:
+                data = await storage.get(f"{location}/{stream}/{name}")
+                write(data or b"")
+                printed.add(name)
+        if not follow or finished:
+            return
+        await anyio.sleep(_POLL)
+
+
+def _chunk_number(name: str) -> tuple[int, str]:
+    return (int(name), name) if name.isdigit() else (-1, name)
+
+
+async def _copy_file(
+    location: str, stream: str, write: Callable[[bytes], object], follow: bool
+) -> None:
+    path = os.path.join(location, stream)
+    offset = 0
+    while True:
+        finished = follow and await anyio.to_thread.run_sync(
+            os.access, os.path.join(location, STATUS_CODE), os.F_OK
+        )
+        data = await anyio.to_thread.run_sync(_read_from, path, offset)
+        if data:
+            write(data)
+            offset += len(data)
+        if not follow or finished:
+            return
+        await anyio.sleep(_POLL)
+
+
+def _read_from(path: str, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
