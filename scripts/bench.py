@@ -19,8 +19,11 @@ from pathlib import Path
 
 import anyio
 
+from saturn_async.logs.reader import copy_log
 from saturn_async.spec import load_batch_file
 from saturn_async.spec.yaml_loader import load_yaml_pyyaml
+from saturn_async.storage.s3 import S3Storage
+from saturn_async.storage.transfer import upload_directory
 from saturn_async.supervisor import Supervisor
 
 SATURN = [sys.executable, "-m", "saturn_async"]
@@ -205,6 +208,147 @@ def memory_flatness(root: Path, runs: int) -> None:
     shutil.rmtree(root / "mem")
 
 
+def start_moto(root: Path) -> subprocess.Popen[bytes]:
+    """A moto_server on a free port; the AWS variables of this process point at it."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (root / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("moto_server did not start") from None
+            time.sleep(0.1)
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_REGION="us-east-1",
+    )
+    request = urllib.request.Request(f"{endpoint}/bench", method="PUT")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    return proc
+
+
+def s3_upload(root: Path) -> None:
+    tree = root / "results"
+    tree.mkdir()
+    for i in range(200):
+        (tree / f"part-{i:03d}.bin").write_bytes(os.urandom(2**20))
+    with (tree / "big.bin").open("wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(2**20))
+
+    async def ours() -> None:
+        async with S3Storage() as storage:
+            await upload_directory(storage, str(tree), "s3://bench/ours")
+
+    start = time.perf_counter()
+    anyio.run(ours)
+    saturn = time.perf_counter() - start
+    aws = str(Path(sys.executable).with_name("aws"))
+    cli, _ = timed([aws, "s3", "cp", "--recursive", "--quiet", str(tree), "s3://bench/aws"])
+    ROWS.append(("results upload 200 x 1 MiB + 200 MiB to moto: saturn", f"{saturn:.2f} s", "", ""))
+    ROWS.append(
+        ("  aws s3 cp --recursive", f"{cli:.2f} s", f"{cli / saturn:.2f}x its speed", ">= 1x")
+    )
+    shutil.rmtree(tree)
+
+
+def s3_log_lag(root: Path, chunk_minutes: float = 0.05) -> None:
+    """Lines are printed with their time; lag = when `logs` first shows them minus that."""
+    job = root / "lag.json"
+    cmd = (
+        "python3 -c 'import time\nfor i in range(24):\n"
+        "    print(time.time(), flush=True); time.sleep(0.5)'"
+    )
+    doc = {"nprocs": 1, "remote_output_path": "s3://bench/lag", "runs": [{"cmd": cmd}]}
+    job.write_text(json.dumps(doc))
+    proc = subprocess.Popen(
+        [*SATURN, "batch", str(job), "-q", "--log-chunk-minutes", str(chunk_minutes)]
+    )
+    seen: dict[str, float] = {}
+
+    def record(data: bytes) -> None:
+        for line in data.decode().split():
+            seen.setdefault(line, time.time())
+
+    async def follow() -> None:
+        while proc.poll() is None:
+            await copy_log("s3://bench/lag/0", "stdout", record, follow=False)
+            await anyio.sleep(0.2)
+
+    anyio.run(follow)
+    lags = [seen[line] - float(line) for line in seen]
+    interval = chunk_minutes * 60
+    ROWS.append(
+        (
+            f"log lag, --log-chunk-minutes {chunk_minutes:g} ({interval:g} s), {len(lags)} lines",
+            f"max {max(lags):.2f} s, median {statistics.median(lags):.2f} s",
+            f"{max(lags) / (interval + 2):.2f} of interval + 2 s",
+            "<= 1",
+        )
+    )
+
+
+def s3_short_runs(root: Path, runs: int = 1000) -> None:
+    async def ceiling() -> float:
+        async with S3Storage() as storage:
+            start = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for i in range(600):
+                    tg.start_soon(storage.put, f"s3://bench/ceiling/{i}", b"0\n")
+            return 600 / (time.perf_counter() - start)
+
+    puts_per_second = anyio.run(ceiling)
+    job = root / "short.json"
+    doc = {"nprocs": 16, "remote_output_path": "s3://bench/short", "runs": [{"cmd": "true"}] * runs}
+    job.write_text(json.dumps(doc))
+    elapsed, _ = timed([*SATURN, "batch", str(job), "-q"])
+
+    async def count() -> int:
+        async with S3Storage() as storage:
+            return len(await storage.list("s3://bench/short"))
+
+    # Requests: the PUTs (one per object written) plus one HeadBucket per batch.
+    per_run = (anyio.run(count) + 1) / runs
+    target = puts_per_second / per_run
+    ROWS.append(("S3 ceiling: concurrent small PUTs", f"{puts_per_second:.0f} PUT/s", "", ""))
+    ROWS.append(
+        (
+            f"{runs} x `true` to s3://, nprocs 16",
+            f"{runs / elapsed:.0f} runs/s, {per_run:.2f} requests/run",
+            f"{runs / elapsed / target:.2f} of ceiling / requests-per-run",
+            ">= 0.8, <= 4 requests",
+        )
+    )
+
+
+def s3_benchmarks(root: Path) -> None:
+    moto = start_moto(root)
+    try:
+        s3_upload(root)
+        s3_log_lag(root)
+        s3_short_runs(root)
+    finally:
+        moto.terminate()
+        moto.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5000, help="runs in the throughput test")
@@ -212,12 +356,15 @@ def main() -> None:
     parser.add_argument("--split-runs", type=int, default=1_000_000)
     parser.add_argument("--yaml-runs", type=int, default=100_000)
     parser.add_argument("--memory-runs", type=int, default=100_000)
+    parser.add_argument("--skip-s3", action="store_true", help="leave out the S3 benchmarks")
     args = parser.parse_args()
     root = scratch_root()
     try:
         throughput(root, args.runs, args.repeats)
         split_speed(root, args.split_runs, args.yaml_runs)
         memory_flatness(root, args.memory_runs)
+        if not args.skip_s3:
+            s3_benchmarks(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(

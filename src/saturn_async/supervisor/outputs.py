@@ -31,8 +31,7 @@ from saturn_async.storage.layout import (
     encode_events,
 )
 from saturn_async.storage.ledger import LedgerWriter
-
-_RESULT_UPLOADS = 8
+from saturn_async.storage.transfer import upload_directory
 
 
 class RunOutputs(Protocol):
@@ -134,32 +133,9 @@ class ShippedOutputs:
                 "ship logs",
                 f"{self.shipping_failed.reason}; the logs are kept in {self.staging}",
             )
-        await self._upload_results()
+        await upload_directory(self.storage, self.results_dir, f"{self.location}/{RESULTS}")
         await self.storage.put(f"{self.location}/{EVENTS}", encode_events(events))
         await self.storage.put(f"{self.location}/{STATUS_CODE}", b"%d\n" % status_code)
         self.ledger.record(self.root, self.location, status_code)
         shutil.rmtree(self.staging, ignore_errors=True)
         shutil.rmtree(self.results_dir, ignore_errors=True)
-
-    async def _upload_results(self) -> None:
-        files = await anyio.to_thread.run_sync(_files_under, self.results_dir)
-        if not files:
-            return
-        limiter = anyio.CapacityLimiter(_RESULT_UPLOADS)
-
-        async def upload(relative: str) -> None:
-            async with limiter:
-                await self.storage.put_file(
-                    f"{self.location}/{RESULTS}/{relative}", f"{self.results_dir}/{relative}"
-                )
-
-        async with anyio.create_task_group() as tg:
-            for relative in files:
-                tg.start_soon(upload, relative)
-
-
-def _files_under(directory: str) -> list[str]:
-    found: list[str] = []
-    for parent, _dirs, files in os.walk(directory):
-        found.extend(os.path.relpath(os.path.join(parent, name), directory) for name in files)
-    return found
