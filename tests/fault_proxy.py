@@ -33,13 +33,7 @@ async def read_request(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> tuple[bytes, dict[str, str], bytes]:
     """One HTTP/1.1 request: head line, lower-cased headers, body (length or chunked)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers = {}
-    for line in lines[1:]:
-        if b":" in line:
-            name, _, value = line.partition(b":")
-            headers[name.decode().strip().lower()] = value.decode().strip()
+    first, headers = await read_head(reader)
     if headers.pop("expect", "").lower() == "100-continue":
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         await writer.drain()
@@ -56,7 +50,19 @@ async def read_request(
         headers["content-length"] = str(len(body))
     else:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return lines[0], headers, body
+    return first, headers, body
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str]]:
+    """The first line and the lower-cased headers of an HTTP/1.1 message."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines[1:]:
+        if b":" in line:
+            name, _, value = line.partition(b":")
+            headers[name.decode().strip().lower()] = value.decode().strip()
+    return lines[0], headers
 
 
 def encode(first: bytes, headers: dict[str, str], body: bytes) -> bytes:
@@ -123,19 +129,13 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ups
 async def read_response(
     reader: asyncio.StreamReader, request_line: bytes
 ) -> tuple[bytes, dict[str, str], bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers = {}
-    for line in lines[1:]:
-        if b":" in line:
-            name, _, value = line.partition(b":")
-            headers[name.decode().strip().lower()] = value.decode().strip()
+    first, headers = await read_head(reader)
     if request_line.startswith(b"HEAD "):
-        return lines[0], headers, b""
+        return first, headers, b""
     if "content-length" in headers:
-        return lines[0], headers, await reader.readexactly(int(headers["content-length"]))
+        return first, headers, await reader.readexactly(int(headers["content-length"]))
     headers.pop("transfer-encoding", None)
-    return lines[0], headers, await reader.read()
+    return first, headers, await reader.read()
 
 
 async def main(upstream: int) -> None:

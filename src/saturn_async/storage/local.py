@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 
 import anyio.to_thread
 
@@ -23,15 +24,27 @@ from saturn_async.storage.layout import (
 
 def write_atomically(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file, or all of the new one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
+
+    def write(tmp: str) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
+
+    _replace_atomically(path, write)
+
+
+def _replace_atomically(path: str, write: Callable[[str], object]) -> None:
+    """``write`` a temporary file next to ``path``, then rename it over ``path``.
+
+    The temporary file is removed if anything fails.
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -120,14 +133,7 @@ def _put(location: str, data: bytes) -> None:
 
 def _put_file(location: str, path: str) -> None:
     os.makedirs(os.path.dirname(location), exist_ok=True)
-    tmp = f"{location}.tmp-{os.getpid()}"
-    try:
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, location)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    _replace_atomically(location, lambda tmp: shutil.copyfile(path, tmp))
 
 
 def _get(location: str) -> bytes | None:

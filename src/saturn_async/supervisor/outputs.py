@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 import anyio
+import anyio.to_thread
 
 from saturn_async.exceptions import StorageError
 from saturn_async.logs.shipper import ship_log
@@ -137,5 +138,9 @@ class ShippedOutputs:
         await self.storage.put(f"{self.location}/{EVENTS}", encode_events(events))
         await self.storage.put(f"{self.location}/{STATUS_CODE}", b"%d\n" % status_code)
         self.ledger.record(self.root, self.location, status_code)
-        shutil.rmtree(self.staging, ignore_errors=True)
-        shutil.rmtree(self.results_dir, ignore_errors=True)
+        await anyio.to_thread.run_sync(_remove_trees, self.staging, self.results_dir)
+
+
+def _remove_trees(*directories: str) -> None:
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
