@@ -12,11 +12,19 @@ import msgspec
 from saturn_async.spec import load_batch_file
 from saturn_async.spec.paths import is_remote, normalize_location
 from saturn_async.storage import storage_for
-from saturn_async.storage.layout import EVENTS, STATUS_CODE, STDERR, STDOUT, decode_events
+from saturn_async.storage.layout import (
+    EVENTS,
+    LOG,
+    STATUS,
+    STATUS_CODE,
+    STDERR,
+    STDOUT,
+    decode_events,
+)
 from saturn_async.storage.ledger import read_ledger
 from saturn_async.storage.local import read_status_code
 
-_RUN_MARKERS = frozenset((STATUS_CODE, EVENTS, STDOUT, STDERR))
+_RUN_MARKERS = frozenset((STATUS_CODE, STATUS, EVENTS, STDOUT, STDERR, LOG))
 
 
 class FailedRunReport(msgspec.Struct):

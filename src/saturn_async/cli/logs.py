@@ -9,29 +9,28 @@ import click
 
 from saturn_async.logs.reader import copy_log
 from saturn_async.spec.paths import normalize_location
-from saturn_async.storage.layout import STDERR, STDOUT
+from saturn_async.storage.layout import LOG, STDERR, STDOUT
 
 
 @click.command()
 @click.argument("location", metavar="PATH_OR_URL")
 @click.option(
     "--stream",
-    type=click.Choice([STDOUT, STDERR]),
-    default=STDOUT,
-    show_default=True,
-    help="Which log to print.",
+    type=click.Choice([STDOUT, STDERR, LOG]),
+    help="Which log to print [default: log for runs of `saturn run`, else stdout].",
 )
 @click.option(
     "--follow",
     "-f",
     is_flag=True,
-    help="Keep printing new output until the run's status_code appears.",
+    help="Keep printing new output until the run's status_code (or status) appears.",
 )
-def logs(location: str, stream: str, follow: bool) -> None:
-    """Print a run's log. PATH_OR_URL is the run's remote_output_path.
+def logs(location: str, stream: str | None, follow: bool) -> None:
+    """Print a run's log. PATH_OR_URL is the run's output directory or URL.
 
     On a local path this is the plain file. On s3:// the log is stored as numbered
     chunks (stdout/000000, stdout/000001, ...), printed here in order as one stream.
+    Runs of `saturn run` have one `log` with stdout and stderr interleaved.
     """
     run = normalize_location(location, source="PATH_OR_URL", field="")
     out = sys.stdout.buffer

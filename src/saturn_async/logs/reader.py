@@ -11,16 +11,21 @@ import anyio.to_thread
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage import storage_for
 from saturn_async.storage.base import Storage
-from saturn_async.storage.layout import STATUS_CODE
+from saturn_async.storage.layout import FINAL_MARKERS, LOG, STDOUT
 
 _POLL = 0.5
 
 
 async def copy_log(
-    location: str, stream: str, write: Callable[[bytes], object], follow: bool
+    location: str, stream: str | None, write: Callable[[bytes], object], follow: bool
 ) -> None:
-    """Write the run's ``stream`` to ``write``; with ``follow``, until its status appears."""
+    """Write the run's ``stream`` to ``write``; with ``follow``, until its status appears.
+
+    Without ``stream``: ``log`` when the run has one (the sweep layout), else ``stdout``.
+    """
     async with storage_for(location) as storage:
+        if stream is None:
+            stream = LOG if await _has_log(storage, location) else STDOUT
         if is_remote(location):
             await _copy_chunks(storage, location, stream, write, follow)
         else:
@@ -36,7 +41,7 @@ async def _copy_chunks(
 ) -> None:
     printed: set[str] = set()
     while True:
-        finished = follow and await storage.get(f"{location}/{STATUS_CODE}") is not None
+        finished = follow and await _remote_finished(storage, location)
         chunks = [o.name for o in await storage.list(f"{location}/{stream}") if "/" not in o.name]
         for name in sorted(chunks, key=_chunk_number):
             if name not in printed:
@@ -46,6 +51,23 @@ async def _copy_chunks(
         if not follow or finished:
             return
         await anyio.sleep(_POLL)
+
+
+async def _has_log(storage: Storage, location: str) -> bool:
+    if is_remote(location):
+        return bool(await storage.list(f"{location}/{LOG}"))
+    return await anyio.Path(location, LOG).exists()
+
+
+async def _remote_finished(storage: Storage, location: str) -> bool:
+    for marker in FINAL_MARKERS:
+        if await storage.get(f"{location}/{marker}") is not None:
+            return True
+    return False
+
+
+def _local_finished(location: str) -> bool:
+    return any(os.access(os.path.join(location, marker), os.F_OK) for marker in FINAL_MARKERS)
 
 
 def _chunk_number(name: str) -> tuple[int, str]:
@@ -58,9 +80,7 @@ async def _copy_file(
     path = os.path.join(location, stream)
     offset = 0
     while True:
-        finished = follow and await anyio.to_thread.run_sync(
-            os.access, os.path.join(location, STATUS_CODE), os.F_OK
-        )
+        finished = follow and await anyio.to_thread.run_sync(_local_finished, location)
         data = await anyio.to_thread.run_sync(_read_from, path, offset)
         if data:
             write(data)

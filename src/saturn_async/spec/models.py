@@ -7,7 +7,7 @@ format; ``split`` writes batch files in it. Fields beyond the seed (``timeout``,
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -39,3 +39,5 @@ class Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
     env: Env | None = None
+    layout: Literal["batch", "sweep"] = "batch"
+    """Output file names: ``batch`` (seed 000) or ``sweep`` (seed 003, ``saturn run``)."""

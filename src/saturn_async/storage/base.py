@@ -55,5 +55,9 @@ class Storage(ABC):
         """Every object below ``prefix`` (recursively), sorted by name."""
 
     @abstractmethod
+    async def delete(self, location: str) -> None:
+        """Remove one object; no error when there is none."""
+
+    @abstractmethod
     async def move(self, source: str, target: str) -> None:
         """Rename one object (a copy then a delete where renaming does not exist)."""

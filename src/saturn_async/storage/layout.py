@@ -1,14 +1,22 @@
-"""The per-run output layout and the ``events`` file format.
+"""The per-run output layouts and the ``events`` file format.
 
-A run's directory holds ``stdout``, ``stderr``, ``events``, ``results/`` and, written last,
-``status_code``. ``events`` is YAML (``events:`` then one list item per line); each item is
-a JSON flow mapping, which any YAML 1.2 parser reads and which is cheap to write and read.
+Two layouts, one per seed, differ only in file names and in how the outcome is written:
+
+* ``batch`` (``sc batch``, seed 000): ``stdout``, ``stderr``, ``events``, ``results/`` and,
+  written last, ``status_code`` (the exit status as a number).
+* ``sweep`` (``saturn run``, seed 003): ``log`` (stdout and stderr interleaved as written),
+  ``events``, ``results/``, ``error`` (the exit status, only on failure) and, written last,
+  ``status`` (``success`` or ``failure``).
+
+``events`` is YAML (``events:`` then one list item per line); each item is a JSON flow
+mapping, which any YAML 1.2 parser reads and which is cheap to write and read.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -19,6 +27,65 @@ STDERR = "stderr"
 EVENTS = "events"
 RESULTS = "results"
 STATUS_CODE = "status_code"
+LOG = "log"
+STATUS = "status"
+ERROR = "error"
+SUCCESS = "success"
+FAILURE = "failure"
+FINAL_MARKERS = (STATUS_CODE, STATUS)
+"""The files whose presence means a run has finished and recorded everything else."""
+LayoutName = Literal["batch", "sweep"]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """File names of a run's outputs and how its outcome is written."""
+
+    name: LayoutName
+    stdout: str
+    stderr: str
+
+    @property
+    def logs(self) -> tuple[str, ...]:
+        """The log files, each once (the sweep layout interleaves both streams)."""
+        return (self.stdout,) if self.stdout == self.stderr else (self.stdout, self.stderr)
+
+    def final_writes(self, events: list[Event], status_code: int) -> list[tuple[str, bytes | None]]:
+        """What to write, in order, to record the outcome; None means remove that file.
+
+        The last item is the finish marker, so a reader that sees it sees the rest.
+        """
+        writes: list[tuple[str, bytes | None]] = [(EVENTS, encode_events(events))]
+        if self.name == "batch":
+            return [*writes, (STATUS_CODE, b"%d\n" % status_code)]
+        if status_code == 0:
+            return [*writes, (ERROR, None), (STATUS, SUCCESS.encode() + b"\n")]
+        return [*writes, (ERROR, b"%d\n" % status_code), (STATUS, FAILURE.encode() + b"\n")]
+
+
+LAYOUTS: dict[str, Layout] = {
+    "batch": Layout("batch", STDOUT, STDERR),
+    "sweep": Layout("sweep", LOG, LOG),
+}
+
+
+def parse_status(
+    status_code: bytes | None, status: bytes | None, error: bytes | None
+) -> int | None:
+    """The exit status recorded by either layout, or None when there is none (or garbled)."""
+    try:
+        if status_code is not None:
+            return int(status_code.strip())
+        if status is None:
+            return None
+        word = status.strip().decode()
+        if word == SUCCESS:
+            return 0
+        if word == FAILURE:
+            return int(error.strip()) if error and error.strip() else 1
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return None
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -12,13 +12,13 @@ import anyio.to_thread
 from saturn_async.exceptions import StorageError
 from saturn_async.storage.base import Storage, StoredObject
 from saturn_async.storage.layout import (
-    EVENTS,
+    ERROR,
     RESULTS,
+    STATUS,
     STATUS_CODE,
-    STDERR,
-    STDOUT,
     Event,
-    encode_events,
+    Layout,
+    parse_status,
 )
 
 
@@ -53,17 +53,30 @@ def _replace_atomically(path: str, write: Callable[[str], object]) -> None:
 
 
 def read_status_code(run_dir: str) -> int | None:
-    """The run's recorded exit status, or None when it has not finished (or is garbled)."""
+    """The run's recorded exit status in either layout, or None when it has not finished.
+
+    One open in the common case (``batch`` layout); a garbled file counts as no status.
+    """
+    status_code = _read_small(os.path.join(run_dir, STATUS_CODE))
+    if status_code is not None:
+        return parse_status(status_code, None, None)
+    status = _read_small(os.path.join(run_dir, STATUS))
+    if status is None:
+        return None
+    return parse_status(None, status, _read_small(os.path.join(run_dir, ERROR)))
+
+
+def _read_small(path: str) -> bytes | None:
     try:
-        with open(os.path.join(run_dir, STATUS_CODE), "rb") as f:
-            return int(f.read(32).strip())
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            return f.read(64)
+    except OSError:
         return None
 
 
-def rotate_logs(run_dir: str, attempt: int) -> None:
+def rotate_logs(run_dir: str, attempt: int, names: tuple[str, ...]) -> None:
     """Keep the logs of a failed attempt as ``stdout.N``/``stderr.N`` before a retry."""
-    for name in (STDOUT, STDERR):
+    for name in names:
         with contextlib.suppress(FileNotFoundError):
             os.replace(os.path.join(run_dir, name), os.path.join(run_dir, f"{name}.{attempt}"))
 
@@ -89,10 +102,14 @@ def make_run_dirs(run_dir: str, results_dir: str) -> None:
             os.makedirs(path, exist_ok=True)
 
 
-def write_final(run_dir: str, events: list[Event], status_code: int) -> None:
-    """Write ``events`` then, last, ``status_code``: its presence means all is written."""
-    write_atomically(f"{run_dir}/{EVENTS}", encode_events(events))
-    write_atomically(f"{run_dir}/{STATUS_CODE}", b"%d\n" % status_code)
+def write_final(run_dir: str, events: list[Event], status_code: int, layout: Layout) -> None:
+    """Record the outcome, the finish marker last: its presence means all is written."""
+    for name, data in layout.final_writes(events, status_code):
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{run_dir}/{name}")
+        else:
+            write_atomically(f"{run_dir}/{name}", data)
 
 
 class LocalStorage(Storage):
@@ -115,6 +132,9 @@ class LocalStorage(Storage):
 
     async def move(self, source: str, target: str) -> None:
         await anyio.to_thread.run_sync(_move, source, target)
+
+    async def delete(self, location: str) -> None:
+        await anyio.to_thread.run_sync(_delete, location)
 
 
 def _check_writable(location: str) -> None:
@@ -152,6 +172,11 @@ def _list(prefix: str) -> list[StoredObject]:
             with contextlib.suppress(FileNotFoundError):
                 found.append(StoredObject(os.path.relpath(path, prefix), os.stat(path).st_size))
     return sorted(found, key=lambda o: o.name)
+
+
+def _delete(location: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(location)
 
 
 def _move(source: str, target: str) -> None:

@@ -239,6 +239,12 @@ class S3Storage(Storage):
             if not page.get("IsTruncated") or not token:
                 return sorted(found, key=lambda o: o.name)
 
+    async def delete(self, location: str) -> None:
+        bucket, key = split_url(location)
+        await self._call(
+            "DeleteObject", location, lambda: self._client.delete_object(Bucket=bucket, Key=key)
+        )
+
     async def move(self, source: str, target: str) -> None:
         source_bucket, source_key = split_url(source)
         bucket, key = split_url(target)
@@ -249,11 +255,7 @@ class S3Storage(Storage):
                 Bucket=bucket, Key=key, CopySource={"Bucket": source_bucket, "Key": source_key}
             ),
         )
-        await self._call(
-            "DeleteObject",
-            source,
-            lambda: self._client.delete_object(Bucket=source_bucket, Key=source_key),
-        )
+        await self.delete(source)
 
 
 def _read_range(path: str, start: int, length: int) -> bytes:

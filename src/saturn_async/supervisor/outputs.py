@@ -22,15 +22,7 @@ from saturn_async.exceptions import StorageError
 from saturn_async.logs.shipper import ship_log
 from saturn_async.storage import local
 from saturn_async.storage.base import Storage
-from saturn_async.storage.layout import (
-    EVENTS,
-    RESULTS,
-    STATUS_CODE,
-    STDERR,
-    STDOUT,
-    Event,
-    encode_events,
-)
+from saturn_async.storage.layout import RESULTS, Event, Layout
 from saturn_async.storage.ledger import LedgerWriter
 from saturn_async.storage.transfer import upload_directory
 
@@ -54,11 +46,12 @@ class RunOutputs(Protocol):
 
 
 class LocalOutputs:
-    def __init__(self, run_dir: str, results_dir: str) -> None:
+    def __init__(self, run_dir: str, results_dir: str, layout: Layout) -> None:
         self.run_dir = run_dir
         self.results_dir = results_dir
-        self.stdout = f"{run_dir}/{STDOUT}"
-        self.stderr = f"{run_dir}/{STDERR}"
+        self.layout = layout
+        self.stdout = f"{run_dir}/{layout.stdout}"
+        self.stderr = f"{run_dir}/{layout.stderr}"
 
     def prepare(self) -> None:
         local.make_run_dirs(self.run_dir, self.results_dir)
@@ -68,11 +61,11 @@ class LocalOutputs:
         yield
 
     async def rotate(self, attempt: int) -> None:
-        await anyio.to_thread.run_sync(local.rotate_logs, self.run_dir, attempt)
+        await anyio.to_thread.run_sync(local.rotate_logs, self.run_dir, attempt, self.layout.logs)
 
     async def finish(self, events: list[Event], status_code: int) -> None:
         local.collect_results(self.results_dir, self.run_dir)
-        local.write_final(self.run_dir, events, status_code)
+        local.write_final(self.run_dir, events, status_code, self.layout)
 
 
 class ShippedOutputs:
@@ -85,12 +78,14 @@ class ShippedOutputs:
         chunk_seconds: float,
         ledger: LedgerWriter,
         root: str,
+        layout: Layout,
     ) -> None:
         self.storage = storage
         self.location = location
+        self.layout = layout
         self.staging = os.path.join(staging_root, hashlib.sha1(location.encode()).hexdigest()[:24])
-        self.stdout = f"{self.staging}/{STDOUT}"
-        self.stderr = f"{self.staging}/{STDERR}"
+        self.stdout = f"{self.staging}/{layout.stdout}"
+        self.stderr = f"{self.staging}/{layout.stderr}"
         self.results_dir = results_dir or f"{self.staging}/{RESULTS}"
         self.chunk_seconds = chunk_seconds
         self.ledger = ledger
@@ -105,8 +100,8 @@ class ShippedOutputs:
     async def shipping(self) -> AsyncIterator[None]:
         done = anyio.Event()
         async with anyio.create_task_group() as tg:
-            for name, path in ((STDOUT, self.stdout), (STDERR, self.stderr)):
-                tg.start_soon(self._ship, path, f"{self.location}/{name}", done)
+            for name in self.layout.logs:
+                tg.start_soon(self._ship, f"{self.staging}/{name}", f"{self.location}/{name}", done)
             try:
                 yield
             finally:
@@ -120,7 +115,7 @@ class ShippedOutputs:
             self.shipping_failed = exc
 
     async def rotate(self, attempt: int) -> None:
-        for name in (STDOUT, STDERR):
+        for name in self.layout.logs:
             for stored in await self.storage.list(f"{self.location}/{name}"):
                 await self.storage.move(
                     f"{self.location}/{name}/{stored.name}",
@@ -135,8 +130,11 @@ class ShippedOutputs:
                 f"{self.shipping_failed.reason}; the logs are kept in {self.staging}",
             )
         await upload_directory(self.storage, self.results_dir, f"{self.location}/{RESULTS}")
-        await self.storage.put(f"{self.location}/{EVENTS}", encode_events(events))
-        await self.storage.put(f"{self.location}/{STATUS_CODE}", b"%d\n" % status_code)
+        for name, data in self.layout.final_writes(events, status_code):
+            if data is None:
+                await self.storage.delete(f"{self.location}/{name}")
+            else:
+                await self.storage.put(f"{self.location}/{name}", data)
         self.ledger.record(self.root, self.location, status_code)
         await anyio.to_thread.run_sync(_remove_trees, self.staging, self.results_dir)
 

@@ -47,7 +47,10 @@ class RunProcess:
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, stdout, _OUT_FLAGS, 0o644),
-                (os.POSIX_SPAWN_OPEN, 2, stderr, _OUT_FLAGS, 0o644),
+                # One file for both: one open file description, so writes interleave in order.
+                (os.POSIX_SPAWN_DUP2, 1, 2)
+                if stderr == stdout
+                else (os.POSIX_SPAWN_OPEN, 2, stderr, _OUT_FLAGS, 0o644),
             ],
             setsid=True,
             setsigdef=_RESET_SIGNALS,

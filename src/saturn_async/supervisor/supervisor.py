@@ -18,7 +18,7 @@ import anyio.to_thread
 from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage import Storage, local, storage_for
-from saturn_async.storage.layout import RESULTS, utcnow
+from saturn_async.storage.layout import LAYOUTS, RESULTS, utcnow
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
@@ -185,8 +185,9 @@ class Supervisor:
         """Where ``run`` writes: its own directory, or staging shipped to storage."""
         location = run.remote_output_path
         assert location is not None and batch.remote_output_path is not None
+        layout = LAYOUTS[batch.layout]
         if not is_remote(location):
-            return LocalOutputs(location, run.local_results_dir or f"{location}/{RESULTS}")
+            return LocalOutputs(location, run.local_results_dir or f"{location}/{RESULTS}", layout)
         assert self.storage is not None and self.ledger is not None
         return ShippedOutputs(
             self.storage,
@@ -196,6 +197,7 @@ class Supervisor:
             self.log_chunk_seconds,
             self.ledger,
             batch.remote_output_path,
+            layout,
         )
 
     def environment_for(self, batch: Batch) -> dict[str, str]:
