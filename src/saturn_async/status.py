@@ -93,6 +93,15 @@ def status_of(path: str) -> StatusReport:
     return report
 
 
+def status_of_tasks(locations: list[str], root: str) -> StatusReport:
+    """Status of the runs at ``locations``, all under ``root`` (a sweep's tasks)."""
+    report = StatusReport()
+    lookup = status_reader(root)
+    for location in locations:
+        report.add(location, lookup(location), None)
+    return report
+
+
 def _run_dirs(root: str) -> Iterator[str]:
     """Directories holding a run's outputs; the search does not descend into runs."""
     try:

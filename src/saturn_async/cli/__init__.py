@@ -46,16 +46,23 @@ def cli() -> None:
     saturn batch FILE...               run batch files, nprocs runs at a time
     saturn status PATH                 what succeeded, failed and is left
     saturn logs PATH_OR_URL            print a run's stdout or stderr (--follow)
+    saturn run RUN_YAML [--name N]     dispatch a sweep through its executor, follow it
+    saturn collect --name N            reattach to a sweep; gather its outputs
+    saturn terminate --name N          stop every run of a sweep
+    saturn status --name N             counts and failed tasks of a sweep
     """
 
 
 def _register() -> None:
-    from saturn_async.cli import batch, logs, split, status
+    from saturn_async.cli import batch, collect, logs, run, split, status, terminate
 
     cli.add_command(split.split)
     cli.add_command(batch.batch)
     cli.add_command(status.status)
     cli.add_command(logs.logs)
+    cli.add_command(run.run)
+    cli.add_command(collect.collect)
+    cli.add_command(terminate.terminate)
 
 
 _register()

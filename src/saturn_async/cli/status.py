@@ -9,21 +9,30 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from saturn_async.status import status_of
+from saturn_async.exceptions import InputError
+from saturn_async.status import status_of, status_of_tasks
+from saturn_async.sweep.state import load_record
 
 
 @click.command()
-@click.argument("path", type=click.Path(exists=False))
+@click.argument("path", type=click.Path(exists=False), required=False)
+@click.option("--name", help="A sweep started by `saturn run` (instead of PATH).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
-def status(path: str, as_json: bool) -> None:
+def status(path: str | None, name: str | None, as_json: bool) -> None:
     """Show what succeeded, what failed and what is not finished.
 
     PATH is a batch (or job) file, whose runs' output paths are read, or an output
-    directory, searched for run directories (those holding stdout, stderr, events or
-    status_code). Runs with no status_code are "not finished": not started, running, or
-    stopped before they could record one.
+    directory, searched for run directories (those holding stdout, stderr, log, events,
+    status_code or status). With --name, the tasks of that sweep. Runs with no status
+    are "not finished": not started, running, or stopped before they could record one.
     """
-    report = status_of(path)
+    if (path is None) == (name is None):
+        raise InputError("give a PATH or --name, not both and not neither", source="status")
+    if path is not None:
+        report = status_of(path)
+    else:
+        record = load_record(name or "")
+        report = status_of_tasks(record.tasks, record.results_root)
     if as_json:
         document = {
             "total": report.total,

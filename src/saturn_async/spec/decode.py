@@ -58,6 +58,17 @@ def decode_document(path: str | Path, data: bytes, type_: type[T]) -> T:
         raise _field_error(exc, source, type_) from exc
 
 
+def convert_section(obj: object, type_: type[T], *, source: str, field: str) -> T:
+    """Convert an already decoded section (``$.executor``, say) into ``type_``.
+
+    Errors name ``source`` and the field path below ``field``.
+    """
+    try:
+        return msgspec.convert(obj, type=type_)
+    except msgspec.ValidationError as exc:
+        raise _field_error(exc, source, type_, prefix=field) from exc
+
+
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Load a YAML file whose top level must be a mapping (a recipe)."""
     data = read_bytes(path)
@@ -77,10 +88,13 @@ def _kind(obj: object) -> str:
     return "nothing" if obj is None else type(obj).__name__
 
 
-def _field_error(exc: msgspec.ValidationError, source: str, type_: type) -> InputError:
+def _field_error(
+    exc: msgspec.ValidationError, source: str, type_: type, prefix: str = "$"
+) -> InputError:
     match = _AT.match(str(exc))
     assert match is not None  # the pattern matches any string
     message, field = match.group("message"), match.group("field") or "$"
+    field = prefix + field[1:]
     if missing := _MISSING.match(message):
         return InputError(
             "required field is missing", source=source, field=f"{field}.{missing['name']}"

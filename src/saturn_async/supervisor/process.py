@@ -153,3 +153,17 @@ def group_has_live_members(pgid: int) -> bool:
         if int(pgrp) == pgid and state != b"Z":
             return True
     return False
+
+
+def start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), or None when it is gone.
+
+    With the pid it identifies a process safely: a reused pid has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19]) if fields[0] != b"Z" else None

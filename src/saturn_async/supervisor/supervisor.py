@@ -71,7 +71,10 @@ class Supervisor:
         report: Callable[[str], None] | None = None,
         log_chunk_seconds: float = 60.0,
         staging_dir: str | None = None,
+        storage: Storage | None = None,
     ) -> None:
+        """``storage``, when given, receives every run's outputs, local paths included
+        (they are then names the storage interprets: a queue to the client, say)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
@@ -79,7 +82,8 @@ class Supervisor:
         self.skip_completed = skip_completed
         self.log_chunk_seconds = log_chunk_seconds
         self.staging_dir = staging_dir or default_staging_dir()
-        self.storage: Storage | None = None
+        self.storage: Storage | None = storage
+        self._ship_everything = storage is not None
         self.ledger: LedgerWriter | None = None
         self._ledger_statuses: dict[str, int] = {}
         self.report = report or (lambda message: print(message, file=sys.stderr))
@@ -104,7 +108,7 @@ class Supervisor:
         cannot be written).
         """
         self.progress.total = sum(len(b.runs) for b in batches)
-        roots = sorted({_remote_root(b) for b in batches} - {""})
+        roots = sorted({self._shipped_root(b) for b in batches} - {""})
         async with contextlib.AsyncExitStack() as stack:
             if roots:
                 await self._open_storage(stack, roots)
@@ -124,7 +128,8 @@ class Supervisor:
         return BatchSummary(p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal)
 
     async def _open_storage(self, stack: contextlib.AsyncExitStack, roots: list[str]) -> None:
-        self.storage = await stack.enter_async_context(storage_for(roots[0]))
+        if self.storage is None:
+            self.storage = await stack.enter_async_context(storage_for(roots[0]))
         for root in roots:
             await self.storage.check(root)
         self.ledger = LedgerWriter(self.storage)
@@ -177,7 +182,7 @@ class Supervisor:
                 )
 
     async def _succeeded_before(self, location: str) -> bool:
-        if is_remote(location):
+        if self._ship_everything or is_remote(location):
             return self._ledger_statuses.get(location) == 0
         return await self.in_thread(local.read_status_code, location) == 0
 
@@ -186,7 +191,7 @@ class Supervisor:
         location = run.remote_output_path
         assert location is not None and batch.remote_output_path is not None
         layout = LAYOUTS[batch.layout]
-        if not is_remote(location):
+        if not (self._ship_everything or is_remote(location)):
             return LocalOutputs(location, run.local_results_dir or f"{location}/{RESULTS}", layout)
         assert self.storage is not None and self.ledger is not None
         return ShippedOutputs(
@@ -221,11 +226,10 @@ class Supervisor:
     async def in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._io)
 
-
-def _remote_root(batch: Batch) -> str:
-    """The batch's output root when it is remote, else an empty string."""
-    root = batch.remote_output_path or ""
-    return root if is_remote(root) else ""
+    def _shipped_root(self, batch: Batch) -> str:
+        """The batch's output root when its outputs are shipped, else an empty string."""
+        root = batch.remote_output_path or ""
+        return root if self._ship_everything or is_remote(root) else ""
 
 
 async def run_batches(

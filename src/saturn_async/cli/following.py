@@ -1,0 +1,91 @@
+"""Following a sweep from the client, shared by ``run`` and ``collect``."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+
+import anyio
+import click
+
+from saturn_async.cli.progress import show_progress, summary_line
+from saturn_async.executors import Executor
+from saturn_async.supervisor.progress import SweepProgress
+from saturn_async.sweep.follow import FollowOutcome, follow
+from saturn_async.sweep.results import results_backend
+from saturn_async.sweep.state import SweepRecord
+
+
+def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
+    """Follow until every task has a status; exit code 0 all succeeded, else 1.
+
+    SIGINT/SIGTERM: a detaching executor leaves the sweep running; others stop its runs.
+    """
+    display = None if quiet else sys.stdout.isatty()
+    progress = SweepProgress(total=len(record.tasks))
+    drain = None
+    if results_backend(record.results, source=record.source).shipped_through_queue:
+        drain = executor.results_drain(record.results_root)
+    outcome, signum = anyio.run(_follow, record, executor, progress, drain, display)
+    if outcome is None:
+        assert signum is not None
+        return _interrupted(record, executor, signum)
+    if display is False:
+        print(summary_line(progress), file=sys.stderr)
+    for error in outcome.errors:
+        click.echo(f"saturn: {error}", err=True)
+    if outcome.unfinished:
+        click.echo(
+            f"saturn: {len(outcome.unfinished)} tasks have no status and no batch is left to "
+            f"give them one (first: {outcome.unfinished[0]})",
+            err=True,
+        )
+    if not quiet:
+        print(
+            f"{progress.succeeded} succeeded, {progress.failed} failed, "
+            f"{len(outcome.unfinished)} unfinished of {progress.total} tasks; "
+            f"outputs in {record.results_root}"
+        )
+    return 0 if progress.failed == 0 and not outcome.unfinished else 1
+
+
+async def _follow(
+    record: SweepRecord,
+    executor: Executor,
+    progress: SweepProgress,
+    drain: Callable[[], object] | None,
+    display: bool | None,
+) -> tuple[FollowOutcome | None, int | None]:
+    """The outcome, or (None, signal) when SIGINT or SIGTERM came first."""
+    received: list[int] = []
+    outcome = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_cancel_on_signal, tg.cancel_scope, received)
+        if display is not None:
+            tg.start_soon(show_progress, progress, display)
+        outcome = await follow(record, executor, progress, drain)
+        tg.cancel_scope.cancel()
+    return (None, received[0]) if received else (outcome, None)
+
+
+async def _cancel_on_signal(scope: anyio.CancelScope, received: list[int]) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            received.append(signum)
+            scope.cancel()
+            return
+
+
+def _interrupted(record: SweepRecord, executor: Executor, signum: int) -> int:
+    if executor.detaches:
+        click.echo(
+            f"saturn: detached; the sweep keeps running. Reattach with: "
+            f"saturn collect --name {record.name}",
+            err=True,
+        )
+        return 128 + signum
+    click.echo("saturn: stopping the sweep's runs (TERM, then KILL after the grace)", err=True)
+    executor.terminate()
+    executor.close()
+    return 128 + signum

@@ -1,0 +1,143 @@
+"""``saturn run RUN_YAML``: dispatch a sweep through its executor, then follow it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from saturn_async.cli.following import follow_sweep
+from saturn_async.exceptions import InputError
+from saturn_async.executors import DEFAULT, WorkerJob, executor_class
+from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
+from saturn_async.status import status_reader
+from saturn_async.storage.layout import utcnow
+from saturn_async.supervisor.process import start_ticks
+from saturn_async.sweep import state
+from saturn_async.sweep.plan import plan_batches
+from saturn_async.sweep.results import results_backend
+
+
+@click.command()
+@click.argument("sweep_file", metavar="RUN_YAML", type=click.Path(dir_okay=False))
+@click.option("--name", help="The sweep's name (default: the file's name: field).")
+@click.option("--prefix", help="Name the sweep PREFIX-<UTC timestamp>.")
+@click.option("--replace", is_flag=True, help="Reuse a name in use, forgetting the old sweep.")
+@click.option(
+    "--nprocs",
+    type=click.IntRange(min=1),
+    help="Slots per batch [default: the file's nprocs, else the CPU count].",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL when stopping a run.",
+)
+@click.option(
+    "--log-chunk-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="For S3 and Dask results: ship each log as a new chunk this often.",
+)
+@click.option("--skip-completed", is_flag=True, help="Leave out tasks whose status is success.")
+@click.option("--detach", is_flag=True, help="Dispatch, then exit (Dask with a scheduler).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def run(
+    sweep_file: str,
+    name: str | None,
+    prefix: str | None,
+    replace: bool,
+    nprocs: int | None,
+    grace: float,
+    log_chunk_minutes: float,
+    skip_completed: bool,
+    detach: bool,
+    quiet: bool,
+) -> None:
+    """Run a sweep (seed 003's run.yaml): dispatch its tasks in batches, then follow them.
+
+    Each task writes log, events, results/, error (on failure) and, last, status
+    (success or failure) to <results>/<task name>. Ctrl-C detaches from executors whose
+    batches outlive this process (Dask with a scheduler address); with the others it
+    stops the runs. Exit code: 0 all succeeded, 1 some failed, 2 bad input, 130 when
+    interrupted. See docs/executors.md.
+    """
+    sweep = load_sweep(sweep_file)
+    source = os.path.abspath(sweep_file)
+    sweep_name = _sweep_name(sweep, name, prefix)
+    executor_section = sweep.executor or DEFAULT
+    cls, config = executor_class(executor_section, source=source)
+    if sweep.results is None:
+        raise InputError("required field is missing", source=source, field="$.results")
+    results = results_backend(sweep.results, source=source)
+    pid = os.getpid()
+    record = state.SweepRecord(
+        name=sweep_name,
+        created=utcnow(),
+        source=source,
+        executor=executor_section,
+        results=sweep.results,
+        results_root=results.root,
+        tasks=[f"{results.root}/{task.name}" for task in sweep.tasks],
+        batches=0,
+        client_pid=pid,
+        client_started=start_ticks(pid) or 0,
+    )
+    slots = nprocs or sweep.nprocs or os.cpu_count() or 1
+    if skip_completed:
+        lookup = status_reader(results.root)
+        sweep.tasks = [t for t in sweep.tasks if lookup(f"{results.root}/{t.name}") != 0]
+        record.tasks = [f"{results.root}/{task.name}" for task in sweep.tasks]
+        if not sweep.tasks:
+            print("every task has succeeded before; nothing to run")
+            return
+    with cls(config, record) as executor:
+        if detach and not executor.detaches:
+            raise InputError(
+                f"{cls.__name__} cannot detach; its batches end with this process",
+                source="--detach",
+            )
+        if results.shipped_through_queue:
+            executor.results_drain(results.root)
+        batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
+        record.batches = len(batches)
+        state.create(record, batches, replace=replace)
+        job = WorkerJob(
+            sweep=sweep_name,
+            grace=grace,
+            log_chunk_seconds=log_chunk_minutes * 60,
+            **executor.worker_job(),
+        )
+        executor.dispatch(job, batches)
+        state.save_record(record)
+        if not quiet:
+            print(
+                f"sweep {sweep_name}: {len(record.tasks)} tasks in {len(batches)} batches "
+                f"via {cls.__name__}",
+                file=sys.stderr,
+            )
+        if detach:
+            print(f"detached; follow with: saturn collect --name {sweep_name}")
+            return
+        code = follow_sweep(record, executor, quiet)
+    sys.exit(code)
+
+
+def _sweep_name(sweep: Sweep, name: str | None, prefix: str | None) -> str:
+    if name is not None and prefix is not None:
+        raise InputError("give --name or --prefix, not both", source="--prefix")
+    if prefix is not None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        return check_sweep_name(f"{prefix}-{stamp}", source="--prefix", field="")
+    if name is not None:
+        return check_sweep_name(name, source="--name", field="")
+    if sweep.name is None:
+        raise InputError(
+            "the sweep has no name: give name: in the file, --name or --prefix", source="--name"
+        )
+    return sweep.name

@@ -1,0 +1,52 @@
+"""``saturn terminate --name NAME``: stop every run of a sweep, wherever it runs."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import click
+
+from saturn_async.executors import open_executor
+from saturn_async.status import status_reader
+from saturn_async.sweep.follow import POLL, mark_terminated
+from saturn_async.sweep.results import results_backend
+from saturn_async.sweep.state import load_record
+
+# How long to wait for batches to stop beyond the runs' grace period.
+_MARGIN = 60.0
+
+
+@click.command()
+@click.option("--name", required=True, help="The sweep's name.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=10.0 + _MARGIN,
+    show_default=True,
+    help="Seconds to wait for running batches to stop before marking the rest.",
+)
+def terminate(name: str, wait: float) -> None:
+    """Stop sweep NAME: cancel queued batches, TERM (then KILL) running runs.
+
+    Every task without a status then gets status failure, error 143 and a terminated
+    event, so the sweep is complete and `saturn status` counts it.
+    """
+    record = load_record(name)
+    with open_executor(record) as executor:
+        executor.terminate()
+        drain = None
+        if results_backend(record.results, source=record.source).shipped_through_queue:
+            drain = executor.results_drain(record.results_root)
+        deadline = time.monotonic() + wait
+        while executor.outstanding().batches and time.monotonic() < deadline:
+            if drain is not None:
+                drain()
+            time.sleep(POLL)
+        if drain is not None:
+            drain()
+        lookup = status_reader(record.results_root)
+        left = [task for task in record.tasks if lookup(task) is None]
+        anyio.run(mark_terminated, record.results_root, left, record.created)
+        executor.forget()
+    click.echo(f"terminated {name}: {len(left)} tasks had not finished")

@@ -1,0 +1,195 @@
+"""``DaskExecutor``: one Dask task per batch on a scheduler that outlives ``saturn run``.
+
+The batch futures are published on the scheduler as the dataset ``saturn-<name>``, so
+they keep running (and keep their outcome) after the client goes away, and ``collect``
+finds them again by name. ``terminate`` sets the distributed Event the supervisors
+watch, cancels batches not yet running, and waits for the running ones to stop.
+
+Slots: by default a worker thread runs one batch at a time, so start workers with one
+thread per batch you want there. With ``slots_resource: NAME``, each batch asks for
+``NAME = its nprocs`` and workers declare ``--resources NAME=SLOTS``: a worker then runs
+batches as long as their slots fit (docs/executors.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+
+from saturn_async.exceptions import InputError, MissingExtraError
+from saturn_async.executors.base import Executor, Outstanding
+from saturn_async.executors.worker import WorkerJob, run_batches
+from saturn_async.plugins import load_object
+from saturn_async.spec.models import Batch
+from saturn_async.sweep.drain import QueueDrain, queue_name
+from saturn_async.sweep.results import results_backend
+
+try:
+    import distributed
+except ImportError as exc:
+    raise MissingExtraError("DaskExecutor", "dask") from exc
+
+# How long a Dask call may take before the scheduler counts as unreachable.
+_CONNECT_TIMEOUT = "10s"
+# How often a supervisor looks at the terminate Event.
+_EVENT_POLL = 1.0
+
+
+class DaskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    class_spec: str
+    scheduler_address: str | None = None
+    """``tcp://host:port``; default ``$DASK_SCHEDULER_ADDRESS``, else ``cluster_class``."""
+    cluster_class: str = "distributed:LocalCluster"
+    cluster_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
+    slots_resource: str | None = None
+    allowed_failures: int | None = None
+    """Per-batch retries when its worker dies (Dask's ``retries``); default 3."""
+
+
+def dataset_name(sweep: str) -> str:
+    return f"saturn-{sweep}"
+
+
+class DaskExecutor(Executor):
+    Config = DaskConfig
+
+    def __init__(self, config: Any, record: Any) -> None:
+        super().__init__(config, record)
+        self._cluster: Any = None
+        self._client: distributed.Client | None = None
+
+    @property
+    def address(self) -> str | None:
+        stored = self.record.handle.get("scheduler_address")
+        return stored or self.config.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+
+    @property
+    def detaches(self) -> bool:  # type: ignore[override]
+        """A cluster started by ``saturn run`` itself ends with it, so nothing detaches."""
+        return self.address is not None
+
+    def client(self) -> distributed.Client:
+        if self._client is None:
+            try:
+                if self.address is not None:
+                    self._client = distributed.Client(self.address, timeout=_CONNECT_TIMEOUT)
+                else:
+                    factory: Any = load_object(
+                        self.config.cluster_class,
+                        source=self.record.source,
+                        field="$.executor.cluster_class",
+                    )
+                    self._cluster = factory(**self.config.cluster_kwargs)
+                    self._client = distributed.Client(self._cluster)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot reach the Dask scheduler at {self.address}: {exc}",
+                    source=self.record.source,
+                    field="$.executor.scheduler_address",
+                ) from exc
+        return self._client
+
+    def slot_groups(self, nprocs: int) -> int:
+        info = self.client().scheduler_info()
+        workers = info.get("workers", {}).values()
+        if self.config.slots_resource:
+            slots = sum(w.get("resources", {}).get(self.config.slots_resource, 0) for w in workers)
+            return max(1, int(slots // max(nprocs, 1)))
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+
+    def _event_name(self) -> str:
+        return f"saturn-terminate-{self.record.name}-{self.record.created}"
+
+    def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
+        client = self.client()
+        token = self.record.created.replace(":", "").replace("+", "")
+        futures = []
+        for index, batch in enumerate(batches):
+            resources = None
+            if self.config.slots_resource:
+                resources = {self.config.slots_resource: batch.nprocs or 1}
+            futures.append(
+                client.submit(
+                    run_batches,
+                    job,
+                    [msgspec.json.encode(batch)],
+                    key=f"saturn-{self.record.name}-{token}-{index}",
+                    pure=False,
+                    resources=resources,
+                    retries=self.config.allowed_failures,
+                )
+            )
+        name = dataset_name(self.record.name)
+        if name in client.list_datasets():
+            client.unpublish_dataset(name)
+        client.publish_dataset(futures, name=name)
+        if self._cluster is None:
+            self.record.handle["scheduler_address"] = client.scheduler_info()["address"]
+
+    def _futures(self) -> list[distributed.Future[Any]]:
+        name = dataset_name(self.record.name)
+        client = self.client()
+        if name not in client.list_datasets():
+            return []
+        futures: list[distributed.Future[Any]] = client.get_dataset(name)
+        return futures
+
+    def outstanding(self) -> Outstanding:
+        futures = self._futures()
+        errors = []
+        for future in futures:
+            if future.status == "error":
+                errors.append(f"batch {future.key}: {future.exception()!r}")
+            elif future.status == "cancelled":
+                errors.append(f"batch {future.key}: cancelled")
+        return Outstanding(sum(f.status == "pending" for f in futures), errors)
+
+    def terminate(self) -> None:
+        client = self.client()
+        distributed.Event(self._event_name(), client=client).set()
+        futures = self._futures()
+        running = {key for keys in client.processing().values() for key in keys}
+        client.cancel([f for f in futures if f.key not in running and f.status == "pending"])
+
+    def worker_job(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"terminate_event": self._event_name()}
+        if results_backend(self.record.results, source=self.record.source).shipped_through_queue:
+            fields["results_queue"] = queue_name(self.record.name, self.record.created)
+        return fields
+
+    def results_drain(self, directory: str) -> Callable[[], object]:
+        name = queue_name(self.record.name, self.record.created)
+        return QueueDrain(self.client(), name, directory).drain
+
+    def forget(self) -> None:
+        """Drop the published futures (after ``collect`` has everything)."""
+        name = dataset_name(self.record.name)
+        if name in self.client().list_datasets():
+            self.client().unpublish_dataset(name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+class TerminateEvent:
+    """The sweep's terminate Event, seen from a worker. Create it on the Dask task's
+    thread, where ``get_client()`` finds the worker's client."""
+
+    def __init__(self, name: str) -> None:
+        self._event = distributed.Event(name, client=distributed.get_client())
+
+    def is_set(self) -> bool:
+        return bool(self._event.is_set())
+
+    async def wait(self) -> None:
+        while not await anyio.to_thread.run_sync(
+            lambda: self._event.wait(timeout=_EVENT_POLL), abandon_on_cancel=True
+        ):
+            pass

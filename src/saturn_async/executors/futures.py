@@ -1,0 +1,108 @@
+"""``FuturesExecutor`` (any ``concurrent.futures.Executor``) and ``MultiprocessingExecutor``.
+
+One batch per future. ``MultiprocessingExecutor`` is the futures executor over a
+``ProcessPoolExecutor`` of ``processes`` workers started by forkserver.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+
+from saturn_async.exceptions import InputError
+from saturn_async.executors.base import Outstanding
+from saturn_async.executors.local import OnClientMachine
+from saturn_async.executors.worker import WorkerJob, run_batches
+from saturn_async.plugins import load_object
+from saturn_async.spec.models import Batch
+
+
+class FuturesConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    class_spec: str
+    factory: str = "concurrent.futures:ProcessPoolExecutor"
+    """``module:attr`` of a callable returning a concurrent.futures.Executor."""
+    kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class MultiprocessingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    class_spec: str
+    processes: Annotated[int, msgspec.Meta(ge=1)] = msgspec.field(
+        default_factory=lambda: os.cpu_count() or 1
+    )
+
+
+def ignore_interrupts() -> None:
+    """Pool workers leave Ctrl-C to ``saturn run``, which stops them through the sweep."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class FuturesExecutor(OnClientMachine):
+    Config: ClassVar[type[msgspec.Struct]] = FuturesConfig
+
+    def __init__(self, config: Any, record: Any) -> None:
+        super().__init__(config, record)
+        self._pool: concurrent.futures.Executor | None = None
+        self._futures: list[concurrent.futures.Future[Any]] = []
+
+    def make_pool(self) -> concurrent.futures.Executor:
+        field = "$.executor.factory"
+        factory: Any = load_object(self.config.factory, source=self.record.source, field=field)
+        kwargs = dict(self.config.kwargs)
+        if factory is concurrent.futures.ProcessPoolExecutor:
+            kwargs.setdefault("initializer", ignore_interrupts)
+        pool = factory(**kwargs)
+        if not isinstance(pool, concurrent.futures.Executor):
+            raise InputError(
+                f"{self.config.factory!r} did not return a concurrent.futures.Executor",
+                source=self.record.source,
+                field=field,
+            )
+        return pool
+
+    def slot_groups(self, nprocs: int) -> int:
+        return int(self.config.kwargs.get("max_workers") or os.cpu_count() or 1)
+
+    def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
+        self._pool = self.make_pool()
+        self._futures = [
+            self._pool.submit(run_batches, job, [msgspec.json.encode(batch)]) for batch in batches
+        ]
+
+    def outstanding(self) -> Outstanding:
+        if self._pool is None:
+            return Outstanding(1 if self.client_alive() else 0, [])
+        running = sum(not f.done() for f in self._futures)
+        errors = [
+            f"batch {i}: {f.exception()!r}"
+            for i, f in enumerate(self._futures)
+            if f.done() and not f.cancelled() and f.exception() is not None
+        ]
+        return Outstanding(running, errors)
+
+    def terminate(self) -> None:
+        super().terminate()
+        for future in self._futures:
+            future.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class MultiprocessingExecutor(FuturesExecutor):
+    Config: ClassVar[type[msgspec.Struct]] = MultiprocessingConfig
+
+    def make_pool(self) -> concurrent.futures.Executor:
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.config.processes,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=ignore_interrupts,
+        )
+
+    def slot_groups(self, nprocs: int) -> int:
+        return int(self.config.processes)

@@ -1,0 +1,130 @@
+"""What runs on a worker: the supervisor over batches, stopped when the sweep is terminated.
+
+Executors send :class:`WorkerJob` and batches (JSON bytes, so workers need no shared
+filesystem) to :func:`run_batches`, a plain blocking function any pool can call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Protocol
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from saturn_async.spec.models import Batch
+from saturn_async.storage.base import Storage
+from saturn_async.supervisor import Supervisor
+
+# How often a worker looks at the terminate file.
+_TERMINATE_POLL = 0.25
+_batch_decoder = msgspec.json.Decoder(Batch)
+
+
+class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
+    """How a worker runs a sweep's batches; the same for every batch of the sweep."""
+
+    sweep: str
+    grace: float = 10.0
+    log_chunk_seconds: float = 60.0
+    terminate_file: str | None = None
+    """Stop when this file exists (executors on the client's machine)."""
+    terminate_event: str | None = None
+    """Stop when this distributed Event is set (Dask)."""
+    results_queue: str | None = None
+    """Ship every output through this distributed Queue (results backend Dask)."""
+
+
+class WorkerSummary(msgspec.Struct, kw_only=True, frozen=True):
+    succeeded: int
+    failed: int
+    skipped: int
+    not_started: int
+    terminated: bool
+
+
+class StopSignal(Protocol):
+    """How a worker learns that its sweep was terminated."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> None: ...
+
+
+class TerminateFile:
+    """Set when a file exists (executors on the client's machine)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def is_set(self) -> bool:
+        return os.access(self.path, os.F_OK)
+
+    async def wait(self) -> None:
+        path = anyio.Path(self.path)
+        while not await path.exists():  # noqa: ASYNC110 - set by another process
+            await anyio.sleep(_TERMINATE_POLL)
+
+
+def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
+    """Run ``batches`` under one supervisor (slots shared); blocks until all are done.
+
+    A sweep terminated before this starts runs nothing.
+    """
+    decoded = [_batch_decoder.decode(b) for b in batches]
+    stop = _stop_signal(job)
+    if stop is not None and stop.is_set():
+        not_started = sum(len(b.runs) for b in decoded)
+        return WorkerSummary(
+            succeeded=0, failed=0, skipped=0, not_started=not_started, terminated=True
+        )
+    return anyio.run(_run, job, decoded, stop)
+
+
+async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) -> WorkerSummary:
+    async with contextlib.AsyncExitStack() as stack:
+        storage = await _queue_storage(stack, job)
+        supervisor = Supervisor(
+            max(b.nprocs or 1 for b in batches),
+            grace=job.grace,
+            log_chunk_seconds=job.log_chunk_seconds,
+            storage=storage,
+        )
+        async with anyio.create_task_group() as tg:
+            if stop is not None:
+                tg.start_soon(_stop_when, stop, supervisor)
+            summary = await supervisor.run(batches)
+            tg.cancel_scope.cancel()
+    return WorkerSummary(
+        succeeded=summary.succeeded,
+        failed=summary.failed,
+        skipped=summary.skipped,
+        not_started=summary.not_started,
+        terminated=summary.stop_signal is not None,
+    )
+
+
+async def _stop_when(stop: StopSignal, supervisor: Supervisor) -> None:
+    await stop.wait()
+    supervisor.stop(signal.SIGTERM)
+
+
+def _stop_signal(job: WorkerJob) -> StopSignal | None:
+    if job.terminate_file is not None:
+        return TerminateFile(job.terminate_file)
+    if job.terminate_event is not None:
+        from saturn_async.executors.dask import TerminateEvent
+
+        return TerminateEvent(job.terminate_event)
+    return None
+
+
+async def _queue_storage(stack: contextlib.AsyncExitStack, job: WorkerJob) -> Storage | None:
+    if job.results_queue is None:
+        return None
+    from saturn_async.storage.dask_queue import QueueStorage
+
+    return await stack.enter_async_context(QueueStorage(job.results_queue))

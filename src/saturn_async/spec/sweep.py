@@ -1,0 +1,88 @@
+"""The sweep file of seed 003 (``saturn run run.yaml``), as msgspec Structs.
+
+``name``, ``tasks: [{name, command}]``, ``executor: {class_spec, ...}`` and
+``results: {class_spec, ...}`` are the seed's; ``nprocs``, ``batch_size``, ``timeout``,
+``retries`` and ``env`` are ours (docs/executors.md). The executor and results sections
+are checked by the backend that ``class_spec`` names, so their errors name the field too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from saturn_async.exceptions import InputError
+from saturn_async.spec.decode import decode_document, read_bytes
+from saturn_async.spec.models import Count, Env, PositiveSeconds
+from saturn_async.spec.paths import RESERVED
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""Sweep names: they name a directory in the state store and Dask keys."""
+
+
+class Task(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One run of a sweep: its output directory is ``<results>/<name>``."""
+
+    name: str | None = None
+    command: Annotated[str, msgspec.Meta(min_length=1)]
+    timeout: PositiveSeconds | None = None
+    retries: Count | None = None
+    env: Env | None = None
+
+
+class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    name: str | None = None
+    tasks: Annotated[list[Task], msgspec.Meta(min_length=1)]
+    executor: dict[str, Any] | None = None
+    results: dict[str, Any] | None = None
+    nprocs: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] | Literal["auto"] = "auto"
+    timeout: PositiveSeconds | None = None
+    retries: Count | None = None
+    env: Env | None = None
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file; every task gets a name (its index when it has none)."""
+    source = str(path)
+    sweep = decode_document(path, read_bytes(path), Sweep)
+    if sweep.name is not None:
+        check_sweep_name(sweep.name, source=source, field="$.name")
+    seen: dict[str, int] = {}
+    for index, task in enumerate(sweep.tasks):
+        field = f"$.tasks[{index}].name"
+        if task.name is None:
+            task.name = str(index)
+        elif "/" in task.name or task.name in ("", ".", "..") or task.name == RESERVED:
+            raise InputError(
+                f"{task.name!r} cannot name a directory (no '/', '.', '..' or {RESERVED!r})",
+                source=source,
+                field=field,
+            )
+        first = seen.setdefault(task.name, index)
+        if first != index:
+            raise InputError(
+                f"{task.name!r} is also the name of $.tasks[{first}]", source=source, field=field
+            )
+    return sweep
+
+
+def check_sweep_name(name: str, *, source: str, field: str) -> str:
+    if not NAME.match(name):
+        raise InputError(
+            f"{name!r} is not a sweep name (letters, digits, '.', '_', '-'; at most 128)",
+            source=source,
+            field=field,
+        )
+    return name
+
+
+def class_spec_of(section: dict[str, Any], *, source: str, field: str) -> str:
+    """The ``class_spec`` of an executor or results section (required, a string)."""
+    spec = section.get("class_spec")
+    if not isinstance(spec, str) or not spec:
+        raise InputError("required field is missing", source=source, field=f"{field}.class_spec")
+    return spec

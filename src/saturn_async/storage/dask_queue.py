@@ -1,0 +1,90 @@
+"""Storage over a Dask distributed Queue: the worker side of the ``Dask`` results backend.
+
+Every write becomes a message on the sweep's queue; the client drains it into its own
+directory (:mod:`saturn_async.sweep.collector`). Locations are the client's paths. Files
+go in parts of ``PART_SIZE`` so no message is large. Nothing can be read back, so
+:meth:`QueueStorage.get` finds nothing and :meth:`QueueStorage.list` lists what this
+worker wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import anyio
+import anyio.to_thread
+
+from saturn_async.exceptions import MissingExtraError
+from saturn_async.storage.base import Storage, StoredObject
+
+try:
+    import distributed
+except ImportError as exc:
+    raise MissingExtraError("the Dask results backend", "dask") from exc
+
+PART_SIZE = 4 << 20
+
+
+class QueueStorage(Storage):
+    def __init__(self, queue_name: str) -> None:
+        self.queue_name = queue_name
+        self._written: dict[str, int] = {}
+        self._queue: distributed.Queue | None = None
+
+    async def __aenter__(self) -> Self:
+        # Called on the Dask task's thread, where get_client() finds the worker's client.
+        self._queue = distributed.Queue(self.queue_name, client=distributed.get_client())
+        return self
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self._queue is not None
+        await anyio.to_thread.run_sync(self._queue.put, message)
+
+    async def check(self, location: str) -> None:
+        return None
+
+    async def put(self, location: str, data: bytes) -> None:
+        await self._send({"op": "put", "location": location, "data": data})
+        self._written[location] = len(data)
+
+    async def put_file(self, location: str, path: str) -> None:
+        size = (await anyio.Path(path).stat()).st_size
+        offset = 0
+        while True:
+            data = await anyio.to_thread.run_sync(_read_part, path, offset)
+            last = offset + len(data) >= size
+            await self._send(
+                {"op": "part", "location": location, "offset": offset, "data": data, "last": last}
+            )
+            offset += len(data)
+            if last:
+                break
+        self._written[location] = offset
+
+    async def get(self, location: str) -> bytes | None:
+        return None
+
+    async def list(self, prefix: str) -> list[StoredObject]:
+        start = prefix.rstrip("/") + "/"
+        return sorted(
+            (
+                StoredObject(k[len(start) :], size)
+                for k, size in self._written.items()
+                if k.startswith(start)
+            ),
+            key=lambda o: o.name,
+        )
+
+    async def delete(self, location: str) -> None:
+        await self._send({"op": "delete", "location": location})
+        self._written.pop(location, None)
+
+    async def move(self, source: str, target: str) -> None:
+        await self._send({"op": "move", "location": target, "source": source})
+        self._written[target] = self._written.pop(source, 0)
+
+
+def _read_part(path: str, offset: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(PART_SIZE)

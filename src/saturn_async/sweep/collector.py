@@ -1,0 +1,66 @@
+"""The client side of the ``Dask`` results backend: drain the queue into a directory.
+
+Messages come from :class:`saturn_async.storage.dask_queue.QueueStorage`, in order per
+worker. Log chunks land as numbered files (``log/000000``, ...), as on S3; when a run's
+``status`` arrives (always last), its chunk directories are joined into plain ``log``
+(and ``log.N``) files, so a finished run has the seed's layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from typing import Any
+
+from saturn_async.spec.paths import is_strictly_inside
+from saturn_async.storage.layout import FINAL_MARKERS, LOG
+from saturn_async.storage.local import write_atomically
+
+
+class Collector:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.rejected = 0
+        """Messages naming a location outside the directory (dropped)."""
+
+    def apply(self, message: dict[str, Any]) -> None:
+        location = str(message.get("location", ""))
+        if not is_strictly_inside(self.directory, os.path.normpath(location)):
+            self.rejected += 1
+            return
+        op = message.get("op")
+        os.makedirs(os.path.dirname(location), exist_ok=True)
+        if op == "put":
+            write_atomically(location, message["data"])
+            if os.path.basename(location) in FINAL_MARKERS:
+                join_chunks(os.path.dirname(location))
+        elif op == "part":
+            partial = f"{location}.partial"
+            with open(partial, "r+b" if message["offset"] else "wb") as f:
+                f.seek(message["offset"])
+                f.write(message["data"])
+            if message["last"]:
+                os.replace(partial, location)
+        elif op == "delete":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(location)
+        elif op == "move":
+            source = str(message.get("source", ""))
+            if is_strictly_inside(self.directory, os.path.normpath(source)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(source, location)
+
+
+def join_chunks(run_dir: str) -> None:
+    """Turn ``log/`` and ``log.N/`` chunk directories into plain files of the same name."""
+    for entry in os.scandir(run_dir):
+        if not (entry.name == LOG or entry.name.startswith(f"{LOG}.")) or not entry.is_dir():
+            continue
+        joined = f"{entry.path}.joined"
+        with open(joined, "wb") as out:
+            for chunk in sorted(os.listdir(entry.path)):
+                with open(os.path.join(entry.path, chunk), "rb") as f:
+                    shutil.copyfileobj(f, out)
+        shutil.rmtree(entry.path)
+        os.replace(joined, entry.path)

@@ -1,0 +1,37 @@
+"""Drain a sweep's results Queue (results backend ``Dask``) into the client's directory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saturn_async.exceptions import MissingExtraError
+from saturn_async.sweep.collector import Collector
+
+try:
+    import distributed
+except ImportError as exc:
+    raise MissingExtraError("the Dask results backend", "dask") from exc
+
+
+def queue_name(sweep: str, created: str) -> str:
+    return f"saturn-results-{sweep}-{created}"
+
+
+class QueueDrain:
+    """Takes every message waiting on the queue and writes it under ``directory``."""
+
+    def __init__(self, client: distributed.Client, name: str, directory: str) -> None:
+        self.queue = distributed.Queue(name, client=client)
+        self.collector = Collector(directory)
+
+    def drain(self) -> int:
+        """Apply what is waiting now; returns how many messages there were."""
+        count = 0
+        while True:
+            waiting = self.queue.qsize()
+            if not waiting:
+                return count
+            messages: list[dict[str, Any]] = self.queue.get(batch=waiting)
+            for message in messages:
+                self.collector.apply(message)
+            count += len(messages)

@@ -1,0 +1,96 @@
+"""Follow a sweep from the client: poll task statuses until every task has one.
+
+Statuses are read where the results backend puts them: each task's ``status`` file
+(LocalDir, and Dask after the queue is drained into the directory) or the root's ledger
+(S3; it is flushed every 10 s, so S3 progress moves in steps). Finished tasks are not
+polled again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.to_thread
+
+from saturn_async.executors.base import Executor
+from saturn_async.spec.paths import is_remote
+from saturn_async.status import status_reader
+from saturn_async.storage import storage_for
+from saturn_async.storage.layout import LAYOUTS, Event, utcnow
+from saturn_async.storage.ledger import LedgerWriter
+from saturn_async.supervisor.progress import FailedRun, SweepProgress
+from saturn_async.sweep.state import SweepRecord
+
+POLL = 0.5
+TERMINATED_STATUS = 143
+"""The exit status recorded for a task terminated before it started (128 + SIGTERM)."""
+
+
+@dataclass
+class FollowOutcome:
+    unfinished: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def follow(
+    record: SweepRecord,
+    executor: Executor,
+    progress: SweepProgress,
+    drain: Callable[[], object] | None = None,
+) -> FollowOutcome:
+    """Until every task has a status, or no batch is left that could give one."""
+    pending = list(record.tasks)
+    progress.total = len(pending)
+    while True:
+        if drain is not None:
+            await anyio.to_thread.run_sync(drain)
+        pending = await anyio.to_thread.run_sync(_poll, record.results_root, pending, progress)
+        if not pending:
+            return FollowOutcome()
+        outstanding = await anyio.to_thread.run_sync(executor.outstanding)
+        if outstanding.batches == 0:
+            # Every batch has ended: what has no status now never will.
+            if drain is not None:
+                await anyio.to_thread.run_sync(drain)
+            pending = await anyio.to_thread.run_sync(_poll, record.results_root, pending, progress)
+            return FollowOutcome(pending, outstanding.errors)
+        await anyio.sleep(POLL)
+
+
+def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
+    lookup = status_reader(root)
+    still = []
+    for location in pending:
+        code = lookup(location)
+        if code is None:
+            still.append(location)
+        elif code == 0:
+            progress.succeeded += 1
+        else:
+            progress.add_failure(FailedRun(location, location.rsplit("/", 1)[-1], code))
+    return still
+
+
+async def mark_terminated(root: str, locations: list[str], submitted: str) -> None:
+    """Give tasks that never got a status one: ``failure``, with a ``terminated`` event."""
+    if not locations:
+        return
+    layout = LAYOUTS["sweep"]
+    async with storage_for(root) as storage:
+        ledger = LedgerWriter(storage) if is_remote(root) else None
+        for location in locations:
+            events = [
+                Event(type="submitted", utctimestamp=submitted),
+                Event(type="terminated", utctimestamp=utcnow(), error="not started"),
+            ]
+            for name, data in layout.final_writes(events, TERMINATED_STATUS):
+                if data is None:
+                    await storage.delete(f"{location}/{name}")
+                else:
+                    await storage.put(f"{location}/{name}", data)
+            if ledger is not None:
+                ledger.record(root, location, TERMINATED_STATUS)
+        if ledger is not None:
+            await ledger.flush()

@@ -1,0 +1,59 @@
+"""Cut a sweep's tasks into batches: fixed sizes, or shrinking toward the end (``auto``).
+
+``auto`` is guided self-scheduling in the factoring variant: each batch takes
+``ceil(remaining / (2 * groups))`` tasks, where ``groups`` is how many batches the
+executor runs at once. Early batches are big (little dispatch overhead), the last ones
+hold a task or two, so no worker is left with a long batch when the others are done.
+"""
+
+from __future__ import annotations
+
+import math
+
+from saturn_async.spec.models import Batch, Run
+from saturn_async.spec.resolve import resolve_batch
+from saturn_async.spec.sweep import Sweep
+
+
+def batch_sizes(tasks: int, batch_size: int | str, groups: int) -> list[int]:
+    """Sizes of consecutive batches covering ``tasks`` tasks."""
+    sizes = []
+    remaining = tasks
+    while remaining:
+        if batch_size == "auto":
+            size = math.ceil(remaining / (2 * max(groups, 1)))
+        else:
+            assert isinstance(batch_size, int)
+            size = min(batch_size, remaining)
+        sizes.append(size)
+        remaining -= size
+    return sizes
+
+
+def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str) -> list[Batch]:
+    """The sweep's batches in the sweep layout, each task writing to ``root/<name>``."""
+    batches = []
+    start = 0
+    for size in batch_sizes(len(sweep.tasks), sweep.batch_size, groups):
+        runs = [
+            Run(
+                cmd=task.command,
+                remote_output_path=f"{root}/{task.name}",
+                timeout=task.timeout,
+                retries=task.retries,
+                env=task.env,
+            )
+            for task in sweep.tasks[start : start + size]
+        ]
+        batch = Batch(
+            nprocs=min(nprocs, size),
+            remote_output_path=root,
+            runs=runs,
+            timeout=sweep.timeout,
+            retries=sweep.retries,
+            env=sweep.env,
+            layout="sweep",
+        )
+        batches.append(resolve_batch(batch, source))
+        start += size
+    return batches

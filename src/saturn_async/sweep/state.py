@@ -1,0 +1,108 @@
+"""The local state store: what ``collect``, ``terminate`` and ``status`` need to find a sweep.
+
+One directory per sweep name under ``$XDG_DATA_HOME/saturn_async/sweeps`` (default
+``~/.local/share/saturn_async/sweeps``): ``sweep.json`` (a SweepRecord) and
+``batches/N.json`` (the batch files dispatched, runnable by ``saturn batch``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from saturn_async.exceptions import InputError
+from saturn_async.spec.models import Batch
+from saturn_async.storage.local import write_atomically
+
+RECORD = "sweep.json"
+TERMINATE = "terminate"
+"""A file whose presence asks every local supervisor of the sweep to stop (LocalExecutor,
+MultiprocessingExecutor, FuturesExecutor)."""
+
+
+class SweepRecord(msgspec.Struct, kw_only=True):
+    name: str
+    created: str
+    source: str
+    """The sweep file as given to ``saturn run``."""
+    executor: dict[str, Any]
+    results: dict[str, Any]
+    results_root: str
+    tasks: list[str]
+    """Every task's output location, in the sweep file's order."""
+    batches: int
+    client_pid: int
+    client_started: int
+    """The ``saturn run`` process (pid and start time in clock ticks, so a reused pid is
+    not mistaken for it)."""
+    handle: dict[str, Any] = msgspec.field(default_factory=dict)
+    """What the executor needs to find its batches again (Dask keys, for instance)."""
+
+
+def store_root() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
+    return Path(base) / "saturn_async" / "sweeps"
+
+
+def sweep_dir(name: str) -> Path:
+    return store_root() / name
+
+
+def known_names() -> list[str]:
+    try:
+        return sorted(p.name for p in store_root().iterdir() if (p / RECORD).is_file())
+    except FileNotFoundError:
+        return []
+
+
+def load_record(name: str) -> SweepRecord:
+    """The record of sweep ``name``; an unknown name is an InputError listing known names."""
+    path = sweep_dir(name) / RECORD
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        known = ", ".join(known_names()) or "none yet"
+        raise InputError(f"no sweep named {name!r} (known: {known})", source="--name") from None
+    try:
+        return msgspec.json.decode(data, type=SweepRecord)
+    except msgspec.MsgspecError as exc:
+        raise InputError(f"unreadable sweep record: {exc}", source=str(path)) from exc
+
+
+def create(record: SweepRecord, batches: list[Batch], *, replace: bool) -> Path:
+    """Write a new sweep's record and batch files; refuse a name in use unless ``replace``."""
+    directory = sweep_dir(record.name)
+    if (directory / RECORD).exists():
+        if not replace:
+            raise InputError(
+                f"a sweep named {record.name!r} exists; pass --replace to forget it and reuse "
+                "the name, or pick another --name",
+                source="--name",
+            )
+        shutil.rmtree(directory)
+    (directory / "batches").mkdir(parents=True, exist_ok=True)
+    for index, batch in enumerate(batches):
+        write_atomically(str(directory / "batches" / f"{index}.json"), msgspec.json.encode(batch))
+    save_record(record)
+    return directory
+
+
+def save_record(record: SweepRecord) -> None:
+    write_atomically(str(sweep_dir(record.name) / RECORD), msgspec.json.encode(record))
+
+
+def load_batches(name: str) -> list[Batch]:
+    record = load_record(name)
+    directory = sweep_dir(name) / "batches"
+    return [
+        msgspec.json.decode((directory / f"{i}.json").read_bytes(), type=Batch)
+        for i in range(record.batches)
+    ]
+
+
+def terminate_file(name: str) -> str:
+    return str(sweep_dir(name) / TERMINATE)
