@@ -84,8 +84,10 @@ def write_job(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "state"))  # the sweep state store
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     monkeypatch.delenv("SATURN_RUN_LOCAL_RANK", raising=False)
     os.environ.pop("PYTHONWARNINGS", None)
 
@@ -199,3 +201,97 @@ def fault_proxy(s3: str, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> I
         _stop(proc)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+class DaskCluster:
+    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.scheduler_file = directory / "scheduler.json"
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self.address = ""
+
+    def _spawn(self, *args: str, log: str) -> subprocess.Popen[bytes]:
+        with (self.directory / log).open("ab") as out:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).with_name("dask")), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+            )
+        self._procs.append(proc)
+        return proc
+
+    def start_scheduler(self) -> None:
+        self._spawn(
+            "scheduler",
+            "--host", "127.0.0.1",
+            "--port", "0",
+            "--scheduler-file", str(self.scheduler_file),
+            "--dashboard-address", "127.0.0.1:0",
+            log="scheduler.log",
+        )  # fmt: skip
+        info = wait_for(self._scheduler_info, timeout=60, what="dask scheduler file")
+        self.address = info["address"]
+
+    def _scheduler_info(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self.scheduler_file.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def add_worker(self, slots: int = 2, nanny: bool = True) -> subprocess.Popen[bytes]:
+        """One worker process (behind a nanny unless ``nanny=False``) with ``slots`` threads."""
+        index = len(self.workers)
+        proc = self._spawn(
+            "worker",
+            "--scheduler-file", str(self.scheduler_file),
+            "--host", "127.0.0.1",
+            "--nthreads", str(slots),
+            "--resources", f"saturn_slots={slots}",
+            "--dashboard-address", "127.0.0.1:0",
+            "--local-directory", str(self.directory / f"worker-{index}"),
+            "--name", f"worker-{index}",
+            "--nanny" if nanny else "--no-nanny",
+            log=f"worker-{index}.log",
+        )  # fmt: skip
+        self.workers.append(proc)
+        return proc
+
+    def wait_for_workers(self, count: int) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as client:
+            client.wait_for_workers(count, timeout=60)
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A scheduler and two workers (2 threads, saturn_slots=2 each), shared by the session."""
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"))
+    try:
+        cluster.start_scheduler()
+        cluster.add_worker()
+        cluster.add_worker()
+        cluster.wait_for_workers(2)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def own_dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
+    """A scheduler with no workers yet, for tests that kill workers."""
+    cluster = DaskCluster(tmp_path / "dask")
+    cluster.directory.mkdir()
+    try:
+        cluster.start_scheduler()
+        yield cluster
+    finally:
+        cluster.stop()

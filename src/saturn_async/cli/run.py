@@ -6,6 +6,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
+import anyio
 import click
 
 from saturn_async.cli.following import follow_sweep
@@ -16,6 +17,7 @@ from saturn_async.status import status_reader
 from saturn_async.storage.layout import utcnow
 from saturn_async.supervisor.process import start_ticks
 from saturn_async.sweep import state
+from saturn_async.sweep.follow import forget_outcomes
 from saturn_async.sweep.plan import plan_batches
 from saturn_async.sweep.results import results_backend
 
@@ -107,6 +109,7 @@ def run(
         batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
         record.batches = len(batches)
         state.create(record, batches, replace=replace)
+        anyio.run(forget_outcomes, results.root, record.tasks)
         job = WorkerJob(
             sweep=sweep_name,
             grace=grace,

@@ -25,8 +25,9 @@ FLUSH_SECONDS = 10.0
 
 class LedgerSegment(msgspec.Struct):
     written: str
-    runs: dict[str, int]
-    """Run location relative to the root -> status code."""
+    runs: dict[str, int | None]
+    """Run location relative to the root -> status code (None: dispatched again, so any
+    earlier outcome no longer counts)."""
 
 
 _decoder = msgspec.json.Decoder(LedgerSegment)
@@ -40,11 +41,11 @@ class LedgerWriter:
         self.storage = storage
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self._name = f"{stamp}-{uuid.uuid4().hex[:12]}"
-        self._pending: dict[str, dict[str, int]] = {}
+        self._pending: dict[str, dict[str, int | None]] = {}
         self._seq = 0
         self._lock = anyio.Lock()
 
-    def record(self, root: str, run: str, status_code: int) -> None:
+    def record(self, root: str, run: str, status_code: int | None) -> None:
         self._pending.setdefault(root, {})[run[len(root) + 1 :]] = status_code
 
     async def flush(self) -> None:
@@ -75,5 +76,8 @@ async def read_ledger(storage: Storage, root: str) -> dict[str, int]:
     statuses: dict[str, int] = {}
     for segment in sorted(segments, key=lambda s: s.written):
         for run, code in segment.runs.items():
-            statuses[f"{root}/{run}"] = code
+            if code is None:
+                statuses.pop(f"{root}/{run}", None)
+            else:
+                statuses[f"{root}/{run}"] = code
     return statuses

@@ -8,6 +8,8 @@ polled again.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +20,7 @@ from saturn_async.executors.base import Executor
 from saturn_async.spec.paths import is_remote
 from saturn_async.status import status_reader
 from saturn_async.storage import storage_for
-from saturn_async.storage.layout import LAYOUTS, Event, utcnow
+from saturn_async.storage.layout import ERROR, LAYOUTS, STATUS, STATUS_CODE, Event, utcnow
 from saturn_async.storage.ledger import LedgerWriter
 from saturn_async.supervisor.progress import FailedRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
@@ -71,6 +73,28 @@ def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
         else:
             progress.add_failure(FailedRun(location, location.rsplit("/", 1)[-1], code))
     return still
+
+
+async def forget_outcomes(root: str, locations: list[str]) -> None:
+    """Before tasks run again: drop their earlier outcome, so following them does not
+    count it. Locally the ``status`` and ``error`` files go; on S3 a ledger segment says
+    the outcome no longer counts (the objects stay until the new outcome replaces them).
+    """
+    async with storage_for(root) as storage:
+        if is_remote(root):
+            ledger = LedgerWriter(storage)
+            for location in locations:
+                ledger.record(root, location, None)
+            await ledger.flush()
+            return
+        await anyio.to_thread.run_sync(_remove_outcomes, locations)
+
+
+def _remove_outcomes(locations: list[str]) -> None:
+    for location in locations:
+        for name in (STATUS, ERROR, STATUS_CODE):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(f"{location}/{name}")
 
 
 async def mark_terminated(root: str, locations: list[str], submitted: str) -> None:

@@ -1,0 +1,57 @@
+"""Helpers for tests of ``saturn run``: write sweep files, read a task's outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# The seed's run.yaml (seed 003), with commands that run anywhere.
+SEED_TASKS = [
+    {"name": f"lr-0.{n}", "command": f"echo lr 0.{n}; echo warn 0.{n} >&2; "
+     f"echo 0.{n} > $SATURN_RUN_LOCAL_RESULTS_DIR/loss.txt"}
+    for n in (5, 6, 8)
+] + [{"name": "lr-0.7", "command": "echo diverged >&2; exit 3"}]  # fmt: skip
+
+
+def write_sweep(
+    directory: Path,
+    tasks: list[dict[str, Any]] | None = None,
+    *,
+    executor: dict[str, Any] | None = None,
+    results: dict[str, Any] | None = None,
+    name: str = "lr-sweep",
+    **fields: Any,
+) -> Path:
+    doc: dict[str, Any] = {"name": name, "tasks": tasks or SEED_TASKS, **fields}
+    if executor is not None:
+        doc["executor"] = executor
+    doc["results"] = results or {"class_spec": "LocalDir", "directory": str(directory / "results")}
+    path = directory / "run.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def events_of(task_dir: Path) -> list[dict[str, Any]]:
+    lines = task_dir.joinpath("events").read_text().splitlines()
+    assert lines[0] == "events:"
+    return [json.loads(line[2:]) for line in lines[1:]]
+
+
+def assert_seed_outputs(results: Path) -> None:
+    """The layout of seed 003 for SEED_TASKS: three successes, lr-0.7 failed with 3."""
+    for n in (5, 6, 8):
+        task = results / f"lr-0.{n}"
+        assert task.joinpath("status").read_text() == "success\n"
+        assert not task.joinpath("error").exists()
+        assert task.joinpath("log").read_text() == f"lr 0.{n}\nwarn 0.{n}\n"
+        assert task.joinpath("results", "loss.txt").read_text() == f"0.{n}\n"
+        types = [e["type"] for e in events_of(task)]
+        assert types == ["submitted", "started", "complete"]
+    failed = results / "lr-0.7"
+    assert failed.joinpath("status").read_text() == "failure\n"
+    assert failed.joinpath("error").read_text() == "3\n"
+    assert failed.joinpath("log").read_text() == "diverged\n"
+    assert [e["type"] for e in events_of(failed)] == ["submitted", "started", "failed"]

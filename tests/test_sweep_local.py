@@ -1,0 +1,229 @@
+"""``saturn run / collect / terminate / status --name`` with executors on this machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import CLI, pid_alive, wait_for
+from sweeps import assert_seed_outputs, events_of, write_sweep
+
+LOCAL_EXECUTORS = [
+    None,  # absent: LocalExecutor
+    {"class_spec": "LocalExecutor"},
+    {"class_spec": "MultiprocessingExecutor", "processes": 2},
+    {"class_spec": "FuturesExecutor", "kwargs": {"max_workers": 2}},
+    {"class_spec": "saturn_async.executors.futures:FuturesExecutor"},
+]
+
+
+@pytest.mark.parametrize(
+    "executor", LOCAL_EXECUTORS, ids=lambda e: (e or {}).get("class_spec", "default")
+)
+def test_seed_run_yaml_end_to_end(tmp_path, saturn, executor):
+    path = write_sweep(tmp_path, executor=executor, nprocs=2)
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 1, done.stderr  # lr-0.7 fails
+    assert_seed_outputs(tmp_path / "results")
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert status.returncode == 0, status.stderr
+    assert '"succeeded": 3' in status.stdout and '"failed": 1' in status.stdout
+
+
+def test_all_succeed_exits_0_and_unnamed_tasks_get_their_index(tmp_path, saturn):
+    path = write_sweep(tmp_path, [{"command": "true"}, {"name": "b", "command": "true"}])
+    done = saturn("run", str(path), "--name", "ok", "-q")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "results/0/status").read_text() == "success\n"
+    assert (tmp_path / "results/b/status").read_text() == "success\n"
+
+
+def test_name_in_use_is_refused_unless_replace(tmp_path, saturn):
+    path = write_sweep(tmp_path, [{"command": "true"}])
+    assert saturn("run", str(path), "-q").returncode == 0
+    again = saturn("run", str(path), "-q")
+    assert again.returncode == 2
+    assert "a sweep named 'lr-sweep' exists; pass --replace" in again.stderr
+    assert saturn("run", str(path), "-q", "--replace").returncode == 0
+
+
+def test_prefix_generates_a_timestamped_name(tmp_path, saturn):
+    path = write_sweep(tmp_path, [{"command": "true"}])
+    assert saturn("run", str(path), "--prefix", "nightly", "-q").returncode == 0
+    names = os.listdir(tmp_path / "state/saturn_async/sweeps")
+    assert len(names) == 1 and names[0].startswith("nightly-20")
+
+
+def test_unknown_name_lists_known_names(tmp_path, saturn):
+    path = write_sweep(tmp_path, [{"command": "true"}])
+    assert saturn("run", str(path), "-q").returncode == 0
+    for command in ("collect", "terminate", "status"):
+        done = saturn(command, "--name", "nope")
+        assert done.returncode == 2
+        assert done.stderr.strip().endswith("no sweep named 'nope' (known: lr-sweep)")
+        assert "Traceback" not in done.stderr
+
+
+def test_skip_completed_runs_only_what_did_not_succeed(tmp_path, saturn):
+    marker = tmp_path / "count"
+    tasks = [
+        {"name": "ok", "command": f"echo x >> {marker}"},
+        {"name": "flaky", "command": f"test -e {tmp_path}/fixed"},
+    ]
+    path = write_sweep(tmp_path, tasks)
+    assert saturn("run", str(path), "-q").returncode == 1
+    (tmp_path / "fixed").touch()
+    done = saturn("run", str(path), "-q", "--replace", "--skip-completed")
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "x\n"  # "ok" did not run again
+    assert (tmp_path / "results/flaky/status").read_text() == "success\n"
+    assert not (tmp_path / "results/flaky/error").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"executor": {"class_spec": "MultiprocessingExecutor", "procs": 2}},
+            "run.yaml: $.executor.procs: unknown field (did you mean 'processes'?)",
+        ),
+        ({"executor": {"class_spec": "Nope"}}, "$.executor.class_spec: unknown class_spec 'Nope'"),
+        ({"executor": {"processes": 2}}, "$.executor.class_spec: required field is missing"),
+        (
+            {"executor": {"class_spec": "os:getcwd"}},
+            "$.executor.class_spec: 'os:getcwd' is not a class",
+        ),
+        ({"results": {"class_spec": "LocalDir", "dir": "x"}}, "$.results.dir: unknown field"),
+        (
+            {"results": {"class_spec": "S3", "url": "/tmp/x"}},
+            "$.results.url: '/tmp/x' is not an s3:// URL",
+        ),
+        (
+            {"results": {"class_spec": "Dask", "directory": "r"}},
+            "$.results.class_spec: results class_spec Dask needs executor class_spec DaskExecutor",
+        ),
+        (
+            {"tasks": [{"name": "a", "command": "true"}, {"name": "a", "command": "true"}]},
+            "$.tasks[1].name: 'a' is also the name of $.tasks[0]",
+        ),
+        (
+            {"tasks": [{"name": "../up", "command": "true"}]},
+            "$.tasks[0].name: '../up' cannot name a directory",
+        ),
+        ({"tasks": [{"name": "a", "cmd": "true"}]}, "$.tasks[0].cmd: unknown field"),
+        ({"name": "no spaces"}, "$.name: 'no spaces' is not a sweep name"),
+        ({"batch_size": 0}, "$.batch_size"),
+    ],
+)
+def test_bad_sweep_files_are_one_line_and_start_nothing(tmp_path, saturn, change, message):
+    fields = {"tasks": [{"name": "a", "command": f"touch {tmp_path}/ran"}]} | change
+    path = write_sweep(tmp_path, **fields)
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "ran").exists()
+    assert not (tmp_path / "state/saturn_async/sweeps/lr-sweep").exists()
+
+
+def test_missing_results_section_is_an_error(tmp_path, saturn):
+    path = tmp_path / "run.yaml"
+    path.write_text("name: x\ntasks: [{command: 'true'}]\n")
+    done = saturn("run", str(path))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"saturn: error: {path}: $.results: required field is missing"
+
+
+def _started_pids(results: Path, names: list[str]) -> list[int]:
+    pids = []
+    for name in names:
+        events = events_of(results / name) if (results / name / "events").exists() else []
+        pids += [e["pid"] for e in events if e["type"] == "started"]
+    return pids
+
+
+def _wait_running(results: Path, count: int) -> list[Path]:
+    """Wait until ``count`` tasks have written their 'started' line to their log."""
+    return wait_for(
+        lambda: (logs := sorted(results.glob("*/log"))) and
+        len([p for p in logs if p.read_text().startswith("started")]) >= count and logs,
+        timeout=30, what=f"{count} running tasks",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("executor", LOCAL_EXECUTORS[1:4], ids=lambda e: e["class_spec"])
+def test_terminate_stops_running_and_marks_queued_tasks(tmp_path, saturn, executor):
+    # 6 tasks that write their pid, then sleep; 2 slots, so 2 run and 4 wait.
+    tasks = [{"name": f"t{i}", "command": "echo started $$; exec sleep 300"} for i in range(6)]
+    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=2, batch_size=3)
+    if executor["class_spec"] != "LocalExecutor":
+        path = write_sweep(
+            tmp_path,
+            tasks,
+            executor=executor | {"processes": 1}
+            if "processes" in executor
+            else executor | {"kwargs": {"max_workers": 1}},
+            nprocs=2,
+            batch_size=3,
+        )
+    run = subprocess.Popen(
+        [*CLI, "run", str(path), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        results = tmp_path / "results"
+        logs = _wait_running(results, 2)
+        pids = [int(p.read_text().split()[1]) for p in logs]
+        done = saturn("terminate", "--name", "lr-sweep", "--wait", "30")
+        assert done.returncode == 0, done.stderr
+        assert "terminated lr-sweep: 4 tasks had not finished" in done.stdout
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 1, stderr
+    assert not any(pid_alive(pid) for pid in pids)
+    for i in range(6):
+        task = results / f"t{i}"
+        assert task.joinpath("status").read_text() == "failure\n"
+        assert task.joinpath("error").read_text() == "143\n"
+        assert "terminated" in [e["type"] for e in events_of(task)]
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert '"failed": 6' in status.stdout
+
+
+def test_ctrl_c_on_run_stops_local_runs(tmp_path):
+    tasks = [{"name": f"t{i}", "command": "echo started $$; exec sleep 300"} for i in range(3)]
+    path = write_sweep(tmp_path, tasks, nprocs=2)
+    run = subprocess.Popen([*CLI, "run", str(path), "-q"], stderr=subprocess.PIPE, text=True)
+    try:
+        logs = _wait_running(tmp_path / "results", 2)
+        pids = [int(p.read_text().split()[1]) for p in logs]
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 130
+    assert "stopping the sweep's runs" in stderr
+    assert not any(pid_alive(pid) for pid in pids)
+    for log in logs:
+        assert log.with_name("status").read_text() == "failure\n"
+        assert events_of(log.parent)[-1]["type"] == "terminated"
+
+
+def test_s3_results(tmp_path, saturn, s3):
+    path = write_sweep(tmp_path, results={"class_spec": "S3", "url": f"{s3}/sweeps"})
+    done = saturn("run", str(path), "-q", "--log-chunk-minutes", "0.05")
+    assert done.returncode == 1, done.stderr
+    log = saturn("logs", f"{s3}/sweeps/lr-0.5")
+    assert log.stdout == "lr 0.5\nwarn 0.5\n"
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert '"succeeded": 3' in status.stdout and '"failed": 1' in status.stdout
+    listed = saturn("status", f"{s3}/sweeps", "--json")
+    assert '"total": 4' in listed.stdout
