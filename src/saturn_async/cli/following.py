@@ -27,10 +27,13 @@ def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
     drain = None
     if results_backend(record.results, source=record.source).shipped_through_queue:
         drain = executor.results_drain(record.results_root)
-    outcome, signum = anyio.run(_follow, record, executor, progress, drain, display)
+    try:
+        outcome, signum = anyio.run(_follow, record, executor, progress, drain, display)
+    except KeyboardInterrupt:  # before the signal receiver was in place
+        outcome, signum = None, signal.SIGINT
     if outcome is None:
         assert signum is not None
-        return _interrupted(record, executor, signum)
+        return interrupted(record, executor, signum)
     if display is False:
         print(summary_line(progress), file=sys.stderr)
     for error in outcome.errors:
@@ -77,7 +80,8 @@ async def _cancel_on_signal(scope: anyio.CancelScope, received: list[int]) -> No
             return
 
 
-def _interrupted(record: SweepRecord, executor: Executor, signum: int) -> int:
+def interrupted(record: SweepRecord, executor: Executor, signum: int) -> int:
+    """Detach, or stop the sweep's runs when they cannot outlive this process."""
     if executor.detaches:
         click.echo(
             f"saturn: detached; the sweep keeps running. Reattach with: "

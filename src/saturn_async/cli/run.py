@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from datetime import UTC, datetime
 
 import anyio
 import click
 
-from saturn_async.cli.following import follow_sweep
+from saturn_async.cli.following import follow_sweep, interrupted
 from saturn_async.exceptions import InputError
 from saturn_async.executors import DEFAULT, WorkerJob, executor_class
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
@@ -110,14 +111,17 @@ def run(
         record.batches = len(batches)
         state.create(record, batches, replace=replace)
         anyio.run(forget_outcomes, results.root, record.tasks)
-        job = WorkerJob(
-            sweep=sweep_name,
-            grace=grace,
-            log_chunk_seconds=log_chunk_minutes * 60,
-            **executor.worker_job(),
-        )
-        executor.dispatch(job, batches)
-        state.save_record(record)
+        try:
+            job = WorkerJob(
+                sweep=sweep_name,
+                grace=grace,
+                log_chunk_seconds=log_chunk_minutes * 60,
+                **executor.worker_job(),
+            )
+            executor.dispatch(job, batches)
+            state.save_record(record)
+        except KeyboardInterrupt:
+            sys.exit(interrupted(record, executor, signal.SIGINT))
         if not quiet:
             print(
                 f"sweep {sweep_name}: {len(record.tasks)} tasks in {len(batches)} batches "

@@ -1,0 +1,170 @@
+"""``saturn run / collect / terminate`` through DaskExecutor on real scheduler and workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+from conftest import CLI, pid_alive, wait_for
+from sweeps import SEED_TASKS, assert_seed_outputs, events_of, write_sweep
+
+
+def dask_executor(address: str, **fields: object) -> dict[str, object]:
+    return {"class_spec": "DaskExecutor", "scheduler_address": address, **fields}
+
+
+@pytest.mark.parametrize("results_class", ["LocalDir", "Dask"])
+def test_seed_run_yaml_end_to_end(tmp_path, saturn, dask_cluster, results_class):
+    results = {"class_spec": results_class, "directory": str(tmp_path / "results")}
+    path = write_sweep(
+        tmp_path, executor=dask_executor(dask_cluster.address), results=results, nprocs=2
+    )
+    done = saturn("run", str(path), "-q", "--log-chunk-minutes", "0.02")
+    assert done.returncode == 1, done.stderr
+    assert_seed_outputs(tmp_path / "results")
+
+
+def test_scheduler_address_from_environment(tmp_path, saturn, dask_cluster, monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dask_cluster.address)
+    path = write_sweep(tmp_path, [{"command": "true"}] * 1, executor={"class_spec": "DaskExecutor"})
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 0, done.stderr
+
+
+def test_slots_resource_runs_small_batches_side_by_side(tmp_path, saturn, dask_cluster):
+    # Workers have saturn_slots=2; batches of one task ask for 1 slot each, so the 4
+    # tasks (each waiting for all 4 to have started) can only finish if 4 run at once.
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    command = f"touch {barrier}/$$; while [ $(ls {barrier} | wc -l) -lt 4 ]; do sleep 0.05; done"
+    tasks = [{"name": f"t{i}", "command": command, "timeout": 60} for i in range(4)]
+    executor = dask_executor(dask_cluster.address, slots_resource="saturn_slots")
+    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=1, batch_size=1)
+    done = saturn("run", str(path), "-q", timeout=90)
+    assert done.returncode == 0, done.stderr
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, saturn):
+    path = write_sweep(tmp_path, executor=dask_executor("tcp://127.0.0.1:9"))
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 2
+    assert (
+        "$.executor.scheduler_address: cannot reach the Dask scheduler at tcp://127.0.0.1:9"
+        in done.stderr
+    )
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("results_class", ["LocalDir", "Dask"])
+def test_ctrl_c_detaches_and_collect_gets_everything(tmp_path, saturn, dask_cluster, results_class):
+    gate = tmp_path / "gate"
+    tasks = [
+        {
+            "name": f"t{i}",
+            "command": f"echo started $$; while [ ! -e {gate} ]; do sleep 0.05; done; echo done {i}",
+        }
+        for i in range(4)
+    ]
+    results = {"class_spec": results_class, "directory": str(tmp_path / "results")}
+    path = write_sweep(
+        tmp_path, tasks, executor=dask_executor(dask_cluster.address), results=results, nprocs=2
+    )
+    run = subprocess.Popen(
+        [*CLI, "run", str(path), "-q", "--log-chunk-minutes", "0.02"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Tasks have started on the workers (their first log chunk reached the client).
+        wait_for(
+            lambda: list((tmp_path / "results").glob("*/log*")), timeout=60, what="a started task"
+        )
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 130, stderr
+    assert "detached; the sweep keeps running" in stderr
+    gate.touch()
+    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=90)
+    assert collected.returncode == 0, collected.stderr
+    for i in range(4):
+        task = tmp_path / "results" / f"t{i}"
+        assert task.joinpath("status").read_text() == "success\n"
+        assert task.joinpath("log").read_text().endswith(f"done {i}\n")
+
+
+@pytest.mark.parametrize("results_class", ["LocalDir", "Dask"])
+def test_terminate_leaves_no_process_on_workers(tmp_path, saturn, dask_cluster, results_class):
+    # 2 workers x 2 slots run 4 tasks; 4 more wait in queued batches.
+    tasks = [{"name": f"t{i}", "command": "echo started $$; exec sleep 300"} for i in range(8)]
+    results = {"class_spec": results_class, "directory": str(tmp_path / "results")}
+    executor = dask_executor(dask_cluster.address, slots_resource="saturn_slots")
+    path = write_sweep(tmp_path, tasks, executor=executor, results=results, nprocs=2, batch_size=2)
+    done = saturn("run", str(path), "-q", "--detach", "--log-chunk-minutes", "0.02")
+    assert done.returncode == 0, done.stderr
+
+    def running_pids() -> list[int]:
+        pids = []
+        for log in (tmp_path / "results").glob("*/log*"):
+            text = b"".join(
+                p.read_bytes() for p in ([log] if log.is_file() else sorted(log.iterdir()))
+            )
+            if text.startswith(b"started"):
+                pids.append(int(text.split()[1]))
+        return pids if len(pids) == 4 else []
+
+    if results_class == "Dask":
+        drain = subprocess.Popen(
+            [*CLI, "collect", "--name", "lr-sweep", "-q"], stderr=subprocess.PIPE
+        )
+    try:
+        pids = wait_for(running_pids, timeout=60, what="4 running tasks")
+    finally:
+        if results_class == "Dask":
+            drain.send_signal(signal.SIGINT)
+            drain.communicate(timeout=30)
+    stopped = saturn("terminate", "--name", "lr-sweep", "--wait", "60", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(pid_alive(pid) for pid in pids)
+    for i in range(8):
+        task = tmp_path / "results" / f"t{i}"
+        assert task.joinpath("status").read_text() == "failure\n"
+        assert "terminated" in [e["type"] for e in events_of(task)]
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert '"failed": 8' in status.stdout
+
+
+def test_worker_killed_mid_batch_loses_no_task(tmp_path, saturn, own_dask_cluster):
+    cluster = own_dask_cluster
+    victim = cluster.add_worker(slots=2, nanny=False)
+    cluster.wait_for_workers(1)
+    gate = tmp_path / "gate"
+    tasks = [
+        {"name": f"t{i}", "command": f"echo started $$; while [ ! -e {gate} ]; do sleep 0.05; done"}
+        for i in range(4)
+    ]
+    executor = dask_executor(cluster.address)
+    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=2, batch_size=4)
+    assert saturn("run", str(path), "-q", "--detach").returncode == 0
+    wait_for(
+        lambda: len(list((tmp_path / "results").glob("*/log"))) == 2,
+        timeout=60,
+        what="2 running tasks",
+    )
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    cluster.add_worker(slots=2)
+    gate.touch()
+    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=120)
+    assert collected.returncode == 0, collected.stderr
+    for i in range(4):
+        assert (tmp_path / "results" / f"t{i}" / "status").read_text() == "success\n"
+
+
+def test_seed_tasks_have_names():
+    assert [t["name"] for t in SEED_TASKS] == ["lr-0.5", "lr-0.6", "lr-0.8", "lr-0.7"]
