@@ -61,6 +61,7 @@ class DaskExecutor(Executor):
         super().__init__(config, record)
         self._cluster: Any = None
         self._client: distributed.Client | None = None
+        self._batch_futures: list[distributed.Future[Any]] | None = None
 
     @property
     def address(self) -> str | None:
@@ -127,16 +128,18 @@ class DaskExecutor(Executor):
         if name in client.list_datasets():
             client.unpublish_dataset(name)
         client.publish_dataset(futures, name=name)
+        self._batch_futures = futures
         if self._cluster is None:
             self.record.handle["scheduler_address"] = client.scheduler_info()["address"]
 
     def _futures(self) -> list[distributed.Future[Any]]:
-        name = dataset_name(self.record.name)
-        client = self.client()
-        if name not in client.list_datasets():
-            return []
-        futures: list[distributed.Future[Any]] = client.get_dataset(name)
-        return futures
+        """The sweep's batch futures, fetched once: their status follows the scheduler's."""
+        if self._batch_futures is None:
+            name = dataset_name(self.record.name)
+            client = self.client()
+            found = client.get_dataset(name) if name in client.list_datasets() else []
+            self._batch_futures = list(found)
+        return self._batch_futures
 
     def outstanding(self) -> Outstanding:
         futures = self._futures()
