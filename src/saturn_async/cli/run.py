@@ -132,6 +132,8 @@ def run(
             print(f"detached; follow with: saturn collect --name {sweep_name}")
             return
         code = follow_sweep(record, executor, quiet)
+        if code in (0, 1):
+            executor.forget()
     sys.exit(code)
 
 

@@ -5,10 +5,10 @@ they keep running (and keep their outcome) after the client goes away, and ``col
 finds them again by name. ``terminate`` sets the distributed Event the supervisors
 watch, cancels batches not yet running, and waits for the running ones to stop.
 
-Slots: by default a worker thread runs one batch at a time, so start workers with one
-thread per batch you want there. With ``slots_resource: NAME``, each batch asks for
-``NAME = its nprocs`` and workers declare ``--resources NAME=SLOTS``: a worker then runs
-batches as long as their slots fit (docs/executors.md).
+Slots: a worker thread runs one batch at a time, with the batch's ``nprocs`` slots. With
+``slots_resource: NAME`` and workers started with ``--resources NAME=SLOTS``, the batches
+running on one worker (up to its thread count) share its SLOTS run slots instead, so a
+batch finishing its last runs leaves its idle slots to the others (docs/executors.md).
 """
 
 from __future__ import annotations
@@ -95,11 +95,8 @@ class DaskExecutor(Executor):
         return self._client
 
     def slot_groups(self, nprocs: int) -> int:
-        info = self.client().scheduler_info()
-        workers = info.get("workers", {}).values()
-        if self.config.slots_resource:
-            slots = sum(w.get("resources", {}).get(self.config.slots_resource, 0) for w in workers)
-            return max(1, int(slots // max(nprocs, 1)))
+        """Batches the cluster runs at once: one per worker thread."""
+        workers = self.client().scheduler_info().get("workers", {}).values()
         return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
     def _event_name(self) -> str:
@@ -110,9 +107,6 @@ class DaskExecutor(Executor):
         token = self.record.created.replace(":", "").replace("+", "")
         futures = []
         for index, batch in enumerate(batches):
-            resources = None
-            if self.config.slots_resource:
-                resources = {self.config.slots_resource: batch.nprocs or 1}
             futures.append(
                 client.submit(
                     run_batches,
@@ -120,7 +114,6 @@ class DaskExecutor(Executor):
                     [msgspec.json.encode(batch)],
                     key=f"saturn-{self.record.name}-{token}-{index}",
                     pure=False,
-                    resources=resources,
                     retries=self.config.allowed_failures,
                 )
             )
@@ -159,7 +152,10 @@ class DaskExecutor(Executor):
         client.cancel([f for f in futures if f.key not in running and f.status == "pending"])
 
     def worker_job(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"terminate_event": self._event_name()}
+        fields: dict[str, Any] = {
+            "terminate_event": self._event_name(),
+            "slots_resource": self.config.slots_resource,
+        }
         if results_backend(self.record.results, source=self.record.source).shipped_through_queue:
             fields["results_queue"] = queue_name(self.record.name, self.record.created)
         return fields
@@ -179,6 +175,11 @@ class DaskExecutor(Executor):
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+def worker_resource(name: str) -> int:
+    """This Dask worker's resource ``name`` (0 when it has none); call on a task's thread."""
+    return int(distributed.get_worker().state.total_resources.get(name, 0))
 
 
 class TerminateEvent:

@@ -18,6 +18,7 @@ import msgspec
 from saturn_async.spec.models import Batch
 from saturn_async.storage.base import Storage
 from saturn_async.supervisor import Supervisor
+from saturn_async.supervisor.shared_slots import SharedSlots, process_slots
 
 # How often a worker looks at the terminate file.
 _TERMINATE_POLL = 0.25
@@ -36,6 +37,9 @@ class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
     """Stop when this distributed Event is set (Dask)."""
     results_queue: str | None = None
     """Ship every output through this distributed Queue (results backend Dask)."""
+    slots_resource: str | None = None
+    """Share run slots among the batches on one Dask worker: as many as the worker's
+    resource of this name."""
 
 
 class WorkerSummary(msgspec.Struct, kw_only=True, frozen=True):
@@ -92,6 +96,7 @@ async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) ->
             grace=job.grace,
             log_chunk_seconds=job.log_chunk_seconds,
             storage=storage,
+            shared_slots=_shared_slots(job),
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:
@@ -120,6 +125,15 @@ def _stop_signal(job: WorkerJob) -> StopSignal | None:
 
         return TerminateEvent(job.terminate_event)
     return None
+
+
+def _shared_slots(job: WorkerJob) -> SharedSlots | None:
+    if job.slots_resource is None:
+        return None
+    from saturn_async.executors.dask import worker_resource
+
+    count = worker_resource(job.slots_resource)
+    return process_slots(job.slots_resource, count) if count else None
 
 
 async def _queue_storage(stack: contextlib.AsyncExitStack, job: WorkerJob) -> Storage | None:

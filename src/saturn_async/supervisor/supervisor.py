@@ -24,6 +24,7 @@ from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
 from saturn_async.supervisor.process import RunProcess
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
+from saturn_async.supervisor.shared_slots import SharedSlots
 
 T = TypeVar("T")
 # Threads for blocking filesystem work; each slot uses at most one at a time.
@@ -72,9 +73,12 @@ class Supervisor:
         log_chunk_seconds: float = 60.0,
         staging_dir: str | None = None,
         storage: Storage | None = None,
+        shared_slots: SharedSlots | None = None,
     ) -> None:
         """``storage``, when given, receives every run's outputs, local paths included
-        (they are then names the storage interprets: a queue to the client, say)."""
+        (they are then names the storage interprets: a queue to the client, say).
+        ``shared_slots``, when given, must also be held by each run: slots shared with
+        other supervisors in this process."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
@@ -84,6 +88,7 @@ class Supervisor:
         self.staging_dir = staging_dir or default_staging_dir()
         self.storage: Storage | None = storage
         self._ship_everything = storage is not None
+        self.shared_slots = shared_slots
         self.ledger: LedgerWriter | None = None
         self._ledger_statuses: dict[str, int] = {}
         self.report = report or (lambda message: print(message, file=sys.stderr))
@@ -169,11 +174,18 @@ class Supervisor:
             if self.skip_completed and await self._succeeded_before(run.remote_output_path):
                 self.progress.skipped += 1
                 continue
+            if self.shared_slots is not None:
+                await self.shared_slots.acquire()
+                if self.stopping:
+                    self.shared_slots.release()
+                    return
             self.progress.running[rank] = RunningRun(run.remote_output_path, time.monotonic())
             try:
                 outcome = await RunLifecycle(self, batch, run, rank).execute()
             finally:
                 del self.progress.running[rank]
+                if self.shared_slots is not None:
+                    self.shared_slots.release()
             if outcome.status_code == 0 and outcome.recorded:
                 self.progress.succeeded += 1
             else:

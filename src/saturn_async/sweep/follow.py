@@ -25,7 +25,7 @@ from saturn_async.storage.ledger import LedgerWriter
 from saturn_async.supervisor.progress import FailedRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
 
-POLL = 0.5
+POLL = 0.2
 TERMINATED_STATUS = 143
 """The exit status recorded for a task terminated before it started (128 + SIGTERM)."""
 
