@@ -7,6 +7,7 @@ import signal
 import subprocess
 
 import pytest
+
 from conftest import CLI, pid_alive, wait_for
 from sweeps import SEED_TASKS, assert_seed_outputs, events_of, write_sweep
 

@@ -32,6 +32,8 @@ def test_seed_run_yaml_end_to_end(tmp_path, saturn, executor):
     status = saturn("status", "--name", "lr-sweep", "--json")
     assert status.returncode == 0, status.stderr
     assert '"succeeded": 3' in status.stdout and '"failed": 1' in status.stdout
+    log = saturn("logs", str(tmp_path / "results/lr-0.7"))
+    assert (log.returncode, log.stdout) == (0, "diverged\n")
 
 
 def test_all_succeed_exits_0_and_unnamed_tasks_get_their_index(tmp_path, saturn):

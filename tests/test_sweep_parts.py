@@ -1,0 +1,113 @@
+"""The pieces behind ``saturn run``: batch sizing, the queue collector, shared slots, ledger."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+import anyio
+import pytest
+
+from saturn_async.spec.models import Batch, Run
+from saturn_async.spec.sweep import Sweep, Task
+from saturn_async.storage.ledger import LedgerWriter, read_ledger
+from saturn_async.storage.local import LocalStorage
+from saturn_async.supervisor import Supervisor
+from saturn_async.supervisor.shared_slots import SharedSlots
+from saturn_async.sweep.collector import Collector
+from saturn_async.sweep.plan import batch_sizes, plan_batches
+from sweeps import events_of
+
+
+@pytest.mark.parametrize(("tasks", "groups"), [(600, 8), (10, 4), (1, 3), (5000, 2)])
+def test_auto_batches_shrink_toward_the_end(tasks, groups):
+    sizes = batch_sizes(tasks, "auto", groups)
+    assert sum(sizes) == tasks
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[0] == -(-tasks // (2 * groups))
+    assert sizes[-1] == 1
+
+
+def test_fixed_batches():
+    assert batch_sizes(10, 4, 99) == [4, 4, 2]
+
+
+def test_plan_writes_the_sweep_layout_under_the_results_root(tmp_path):
+    sweep = Sweep(tasks=[Task(name=f"t{i}", command="true") for i in range(5)], batch_size=2,
+                  retries=1)  # fmt: skip
+    batches = plan_batches(sweep, str(tmp_path), nprocs=4, groups=1, source="run.yaml")
+    assert [len(b.runs) for b in batches] == [2, 2, 1]
+    assert [b.nprocs for b in batches] == [2, 2, 1]
+    assert {b.layout for b in batches} == {"sweep"}
+    assert batches[2].runs[0].remote_output_path == f"{tmp_path}/t4"
+    assert batches[0].retries == 1
+
+
+def test_collector_writes_objects_and_joins_log_chunks_when_status_arrives(tmp_path):
+    collector = Collector(str(tmp_path))
+    run = f"{tmp_path}/task"
+    collector.apply({"op": "put", "location": f"{run}/log/000001", "data": b"second\n"})
+    collector.apply({"op": "put", "location": f"{run}/log/000000", "data": b"first\n"})
+    collector.apply(
+        {"op": "part", "location": f"{run}/results/big", "offset": 0, "data": b"ab", "last": False}
+    )
+    assert not (tmp_path / "task/results/big").exists()  # not complete yet
+    collector.apply(
+        {"op": "part", "location": f"{run}/results/big", "offset": 2, "data": b"cd", "last": True}
+    )
+    collector.apply({"op": "put", "location": f"{run}/status", "data": b"success\n"})
+    assert (tmp_path / "task/log").read_bytes() == b"first\nsecond\n"
+    assert (tmp_path / "task/results/big").read_bytes() == b"abcd"
+    assert not (tmp_path / "task/results/big.partial").exists()
+
+
+def test_collector_drops_locations_outside_its_directory(tmp_path):
+    inside = tmp_path / "results"
+    collector = Collector(str(inside))
+    for location in (f"{tmp_path}/evil", f"{inside}/../evil", str(inside), "relative/x"):
+        collector.apply({"op": "put", "location": location, "data": b"x"})
+    assert collector.rejected == 4
+    assert not (tmp_path / "evil").exists()
+
+
+def test_ledger_forgets_an_outcome_when_a_run_is_dispatched_again(tmp_path):
+    root = str(tmp_path)
+
+    async def scenario() -> dict[str, int]:
+        async with LocalStorage() as storage:
+            first = LedgerWriter(storage)
+            first.record(root, f"{root}/a", 1)
+            first.record(root, f"{root}/b", 0)
+            await first.flush()
+            again = LedgerWriter(storage)
+            again.record(root, f"{root}/a", None)
+            await again.flush()
+            return await read_ledger(storage, root)
+
+    assert anyio.run(scenario) == {f"{root}/b": 0}
+
+
+def test_shared_slots_bound_runs_across_supervisors_in_threads(tmp_path):
+    slots = SharedSlots(2)
+
+    def supervise(name: str) -> None:
+        runs = [Run(cmd="sleep 0.2", remote_output_path=f"{tmp_path}/{name}/{i}") for i in range(4)]
+        batch = Batch(nprocs=2, remote_output_path=f"{tmp_path}/{name}", runs=runs)
+
+        async def main() -> None:
+            await Supervisor(2, shared_slots=slots, report=lambda _: None).run([batch])
+
+        anyio.run(main)
+
+    threads = [threading.Thread(target=supervise, args=(n,)) for n in ("x", "y")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    spans = []
+    for run_dir in sorted(tmp_path.glob("*/*")):
+        events = {e["type"]: datetime.fromisoformat(e["utctimestamp"]) for e in events_of(run_dir)}
+        spans.append((events["started"], events["complete"]))
+    assert len(spans) == 8
+    most = max(sum(1 for s, e in spans if s <= moment < e) for moment, _ in spans)
+    assert most == 2
