@@ -46,8 +46,6 @@ class DaskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cluster_class: str = "distributed:LocalCluster"
     cluster_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     slots_resource: str | None = None
-    allowed_failures: int | None = None
-    """Per-batch retries when its worker dies (Dask's ``retries``); default 3."""
 
 
 def dataset_name(sweep: str) -> str:
@@ -114,7 +112,6 @@ class DaskExecutor(Executor):
                     [msgspec.json.encode(batch)],
                     key=f"saturn-{self.record.name}-{token}-{index}",
                     pure=False,
-                    retries=self.config.allowed_failures,
                 )
             )
         name = dataset_name(self.record.name)
