@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -169,3 +170,41 @@ def test_worker_killed_mid_batch_loses_no_task(tmp_path, saturn, own_dask_cluste
 
 def test_seed_tasks_have_names():
     assert [t["name"] for t in SEED_TASKS] == ["lr-0.5", "lr-0.6", "lr-0.8", "lr-0.7"]
+
+
+def test_cluster_class_when_no_scheduler_is_given(tmp_path, saturn):
+    # No address anywhere: DaskExecutor makes its own cluster, which ends with `run`.
+    executor = {
+        "class_spec": "DaskExecutor",
+        "cluster_kwargs": {
+            "n_workers": 1,
+            "threads_per_worker": 2,
+            "processes": False,
+            "dashboard_address": None,
+        },
+    }
+    path = write_sweep(tmp_path, executor=executor, nprocs=2)
+    done = saturn("run", str(path), "-q", "--detach")
+    assert done.returncode == 2
+    assert "DaskExecutor cannot detach" in done.stderr
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 1, done.stderr
+    assert_seed_outputs(tmp_path / "results")
+
+
+@pytest.mark.parametrize("results_class", ["LocalDir", "Dask"])
+def test_dask_without_the_extra_names_it(tmp_path, results_class):
+    results = {"class_spec": results_class, "directory": str(tmp_path / "r")}
+    path = write_sweep(tmp_path, executor=dask_executor("tcp://127.0.0.1:9"), results=results)
+    code = (
+        "import sys; sys.modules['distributed'] = None; "
+        "from saturn_async.cli import main; sys.argv = ['saturn', 'run', sys.argv[1], '-q']; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == "saturn: error: DaskExecutor needs the extra: pip install 'saturn_async[dask]'\n"
+    )

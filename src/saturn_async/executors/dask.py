@@ -25,7 +25,6 @@ from saturn_async.executors.base import Executor, Outstanding
 from saturn_async.executors.worker import WorkerJob, run_batches
 from saturn_async.plugins import load_object
 from saturn_async.spec.models import Batch
-from saturn_async.sweep.drain import QueueDrain, queue_name
 from saturn_async.sweep.results import results_backend
 
 try:
@@ -46,6 +45,11 @@ class DaskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cluster_class: str = "distributed:LocalCluster"
     cluster_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     slots_resource: str | None = None
+
+
+def results_queue_name(sweep: str, created: str) -> str:
+    """The distributed Queue that carries a sweep's outputs (results backend Dask)."""
+    return f"saturn-results-{sweep}-{created}"
 
 
 def dataset_name(sweep: str) -> str:
@@ -154,11 +158,13 @@ class DaskExecutor(Executor):
             "slots_resource": self.config.slots_resource,
         }
         if results_backend(self.record.results, source=self.record.source).shipped_through_queue:
-            fields["results_queue"] = queue_name(self.record.name, self.record.created)
+            fields["results_queue"] = results_queue_name(self.record.name, self.record.created)
         return fields
 
     def results_drain(self, directory: str) -> Callable[[], object]:
-        name = queue_name(self.record.name, self.record.created)
+        from saturn_async.sweep.drain import QueueDrain
+
+        name = results_queue_name(self.record.name, self.record.created)
         return QueueDrain(self.client(), name, directory).drain
 
     def forget(self) -> None:
@@ -190,7 +196,7 @@ class TerminateEvent:
         return bool(self._event.is_set())
 
     async def wait(self) -> None:
-        while not await anyio.to_thread.run_sync(
-            lambda: self._event.wait(timeout=_EVENT_POLL), abandon_on_cancel=True
-        ):
-            pass
+        # Short is_set calls, not Event.wait: a wait left pending when the batch ends
+        # would be cancelled inside distributed, which logs it as an error.
+        while not await anyio.to_thread.run_sync(self.is_set):  # noqa: ASYNC110 - remote
+            await anyio.sleep(_EVENT_POLL)

@@ -13,10 +13,6 @@ except ImportError as exc:
     raise MissingExtraError("the Dask results backend", "dask") from exc
 
 
-def queue_name(sweep: str, created: str) -> str:
-    return f"saturn-results-{sweep}-{created}"
-
-
 class QueueDrain:
     """Takes every message waiting on the queue and writes it under ``directory``."""
 

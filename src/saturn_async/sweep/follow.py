@@ -26,6 +26,8 @@ from saturn_async.supervisor.progress import FailedRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
 
 POLL = 0.2
+REMOTE_POLL = 2.0
+"""S3 statuses come from the ledger: one GET per segment, so it is read less often."""
 TERMINATED_STATUS = 143
 """The exit status recorded for a task terminated before it started (128 + SIGTERM)."""
 
@@ -45,6 +47,7 @@ async def follow(
     """Until every task has a status, or no batch is left that could give one."""
     pending = list(record.tasks)
     progress.total = len(pending)
+    interval = REMOTE_POLL if is_remote(record.results_root) else POLL
     while True:
         if drain is not None:
             await anyio.to_thread.run_sync(drain)
@@ -58,7 +61,7 @@ async def follow(
                 await anyio.to_thread.run_sync(drain)
             pending = await anyio.to_thread.run_sync(_poll, record.results_root, pending, progress)
             return FollowOutcome(pending, outstanding.errors)
-        await anyio.sleep(POLL)
+        await anyio.sleep(interval)
 
 
 def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
