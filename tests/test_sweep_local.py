@@ -229,3 +229,30 @@ def test_s3_results(tmp_path, saturn, s3):
     assert '"succeeded": 3' in status.stdout and '"failed": 1' in status.stdout
     listed = saturn("status", f"{s3}/sweeps", "--json")
     assert '"total": 4' in listed.stdout
+
+
+def test_third_party_executor_from_an_entry_point(tmp_path, saturn):
+    # A distribution on sys.path that declares an executor in saturn_async.executors.
+    site = tmp_path / "site"
+    dist = site / "thirdparty-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[saturn_async.executors]\nLoudExecutor = thirdparty:LoudExecutor\n"
+    )
+    (site / "thirdparty.py").write_text(
+        "import sys\n"
+        "from saturn_async.executors.local import LocalExecutor\n"
+        "class LoudExecutor(LocalExecutor):\n"
+        "    def dispatch(self, job, batches):\n"
+        "        print(f'loud: {len(batches)} batches', file=sys.stderr)\n"
+        "        super().dispatch(job, batches)\n"
+    )
+    path = write_sweep(tmp_path, [{"command": "true"}], executor={"class_spec": "LoudExecutor"})
+    done = saturn("run", str(path), "-q", env={**os.environ, "PYTHONPATH": str(site)})
+    assert done.returncode == 0, done.stderr
+    assert "loud: 1 batches" in done.stderr
+    assert (tmp_path / "results/0/status").read_text() == "success\n"
+    unknown = saturn("run", str(path), "-q", "--replace")  # without the distribution
+    assert unknown.returncode == 2
+    assert "unknown class_spec 'LoudExecutor' (known: DaskExecutor" in unknown.stderr
