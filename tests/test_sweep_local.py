@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -256,3 +257,36 @@ def test_third_party_executor_from_an_entry_point(tmp_path, saturn):
     unknown = saturn("run", str(path), "-q", "--replace")  # without the distribution
     assert unknown.returncode == 2
     assert "unknown class_spec 'LoudExecutor' (known: DaskExecutor" in unknown.stderr
+
+
+def test_retries_and_timeouts_in_the_sweep_layout(tmp_path, saturn):
+    flag = tmp_path / "flag"
+    tasks = [
+        {
+            "name": "flaky",
+            "command": f"if [ -e {flag} ]; then echo ok; else touch {flag}; echo first >&2; exit 1; fi",
+        },
+        {"name": "slow", "command": "sleep 30", "timeout": 0.5, "retries": 0},
+    ]
+    path = write_sweep(tmp_path, tasks, retries=1)
+    done = saturn("run", str(path), "-q", "--grace", "1")
+    assert done.returncode == 1, done.stderr
+    flaky = tmp_path / "results/flaky"
+    assert (flaky / "status").read_text() == "success\n"
+    assert (flaky / "log.1").read_text() == "first\n"
+    assert (flaky / "log").read_text() == "ok\n"
+    assert [e["type"] for e in events_of(flaky)] == [
+        "submitted",
+        "started",
+        "failed",
+        "retry",
+        "started",
+        "complete",
+    ]
+    slow = tmp_path / "results/slow"
+    assert (slow / "status").read_text() == "failure\n"
+    assert (slow / "error").read_text() == "143\n"
+    assert events_of(slow)[-1]["type"] == "timeout"
+    # Every submitted event carries the time saturn run dispatched the sweep.
+    record = json.loads((tmp_path / "state/saturn_async/sweeps/lr-sweep/sweep.json").read_text())
+    assert events_of(flaky)[0]["utctimestamp"] == record["created"]

@@ -114,6 +114,7 @@ def run(
         try:
             job = WorkerJob(
                 sweep=sweep_name,
+                submitted=record.created,
                 grace=grace,
                 log_chunk_seconds=log_chunk_minutes * 60,
                 **executor.worker_job(),

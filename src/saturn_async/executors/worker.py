@@ -29,6 +29,8 @@ class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
     """How a worker runs a sweep's batches; the same for every batch of the sweep."""
 
     sweep: str
+    submitted: str | None = None
+    """When ``saturn run`` dispatched the sweep: the time of every run's submitted event."""
     grace: float = 10.0
     log_chunk_seconds: float = 60.0
     terminate_file: str | None = None
@@ -97,6 +99,7 @@ async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) ->
             log_chunk_seconds=job.log_chunk_seconds,
             storage=storage,
             shared_slots=_shared_slots(job),
+            submitted=job.submitted,
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:

@@ -74,11 +74,13 @@ class Supervisor:
         staging_dir: str | None = None,
         storage: Storage | None = None,
         shared_slots: SharedSlots | None = None,
+        submitted: str | None = None,
     ) -> None:
         """``storage``, when given, receives every run's outputs, local paths included
         (they are then names the storage interprets: a queue to the client, say).
         ``shared_slots``, when given, must also be held by each run: slots shared with
-        other supervisors in this process."""
+        other supervisors in this process. ``submitted`` is the time of the runs'
+        ``submitted`` event (default: now)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
@@ -93,7 +95,7 @@ class Supervisor:
         self._ledger_statuses: dict[str, int] = {}
         self.report = report or (lambda message: print(message, file=sys.stderr))
         self.progress = SweepProgress(total=0)
-        self.submitted = utcnow()
+        self.submitted = submitted or utcnow()
         self.stop_signal: int | None = None
         self._running: dict[int, RunProcess] = {}
         self._base_env = dict(os.environ)
