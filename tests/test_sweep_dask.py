@@ -28,6 +28,29 @@ def test_seed_run_yaml_end_to_end(tmp_path, saturn, dask_cluster, results_class)
     assert_seed_outputs(tmp_path / "results")
 
 
+@pytest.mark.parametrize(
+    "executor",
+    [
+        {"class_spec": "LocalExecutor"},
+        {"class_spec": "MultiprocessingExecutor", "processes": 2},
+        {"class_spec": "FuturesExecutor", "kwargs": {"max_workers": 2}},
+    ],
+    ids=lambda e: e["class_spec"],
+)
+def test_dask_results_with_every_executor(tmp_path, saturn, dask_cluster, executor):
+    results = {
+        "class_spec": "Dask",
+        "directory": str(tmp_path / "results"),
+        "scheduler_address": dask_cluster.address,
+    }
+    path = write_sweep(tmp_path, executor=executor, results=results, nprocs=2)
+    done = saturn("run", str(path), "-q", "--log-chunk-minutes", "0.02")
+    assert done.returncode == 1, done.stderr
+    assert_seed_outputs(tmp_path / "results")
+    again = saturn("collect", "--name", "lr-sweep", "-q")
+    assert again.returncode == 1, again.stderr  # lr-0.7 failed; nothing else to gather
+
+
 def test_scheduler_address_from_environment(tmp_path, saturn, dask_cluster, monkeypatch):
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dask_cluster.address)
     path = write_sweep(tmp_path, [{"command": "true"}] * 1, executor={"class_spec": "DaskExecutor"})

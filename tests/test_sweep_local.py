@@ -107,7 +107,7 @@ def test_skip_completed_runs_only_what_did_not_succeed(tmp_path, saturn):
         ),
         (
             {"results": {"class_spec": "Dask", "directory": "r"}},
-            "$.results.class_spec: results class_spec Dask needs executor class_spec DaskExecutor",
+            "$.results.scheduler_address: results class_spec Dask needs a Dask scheduler",
         ),
         (
             {"tasks": [{"name": "a", "command": "true"}, {"name": "a", "command": "true"}]},

@@ -12,8 +12,7 @@ import click
 from saturn_async.cli.progress import show_progress, summary_line
 from saturn_async.executors import Executor
 from saturn_async.supervisor.progress import SweepProgress
-from saturn_async.sweep.follow import FollowOutcome, follow
-from saturn_async.sweep.results import results_backend
+from saturn_async.sweep.follow import FollowOutcome, follow, open_drain
 from saturn_async.sweep.state import SweepRecord
 
 
@@ -24,13 +23,15 @@ def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
     """
     display = None if quiet else sys.stdout.isatty()
     progress = SweepProgress(total=len(record.tasks))
-    drain = None
-    if results_backend(record.results, source=record.source).shipped_through_queue:
-        drain = executor.results_drain(record.results_root)
+    drain = open_drain(record)
     try:
-        outcome, signum = anyio.run(_follow, record, executor, progress, drain, display)
+        drain_now = drain.drain if drain is not None else None
+        outcome, signum = anyio.run(_follow, record, executor, progress, drain_now, display)
     except KeyboardInterrupt:  # before the signal receiver was in place
         outcome, signum = None, signal.SIGINT
+    finally:
+        if drain is not None:
+            drain.close()
     if outcome is None:
         assert signum is not None
         return interrupted(record, executor, signum)

@@ -12,7 +12,7 @@ import click
 
 from saturn_async.cli.following import follow_sweep, interrupted
 from saturn_async.exceptions import InputError
-from saturn_async.executors import DEFAULT, WorkerJob, executor_class
+from saturn_async.executors import DEFAULT, Executor, WorkerJob, executor_class
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
 from saturn_async.status import status_reader
 from saturn_async.storage.layout import utcnow
@@ -20,7 +20,7 @@ from saturn_async.supervisor.process import start_ticks
 from saturn_async.sweep import state
 from saturn_async.sweep.follow import forget_outcomes
 from saturn_async.sweep.plan import plan_batches
-from saturn_async.sweep.results import results_backend
+from saturn_async.sweep.results import ResultsBackend, results_backend
 
 
 @click.command()
@@ -105,8 +105,7 @@ def run(
                 f"{cls.__name__} cannot detach; its batches end with this process",
                 source="--detach",
             )
-        if results.shipped_through_queue:
-            executor.results_drain(results.root)
+        queue = _results_queue(results, executor, record) if results.shipped_through_queue else {}
         batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
         record.batches = len(batches)
         state.create(record, batches, replace=replace)
@@ -117,6 +116,7 @@ def run(
                 submitted=record.created,
                 grace=grace,
                 log_chunk_seconds=log_chunk_minutes * 60,
+                **queue,
                 **executor.worker_job(),
             )
             executor.dispatch(job, batches)
@@ -136,6 +136,30 @@ def run(
         if code in (0, 1):
             executor.forget()
     sys.exit(code)
+
+
+def _results_queue(
+    results: ResultsBackend, executor: Executor, record: state.SweepRecord
+) -> dict[str, str]:
+    """Where the Dask results backend's queue lives; recorded for collect and terminate."""
+    address = (
+        results.scheduler_address
+        or executor.scheduler_address()
+        or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    )
+    if address is None:
+        raise InputError(
+            "results class_spec Dask needs a Dask scheduler: give scheduler_address here, "
+            "use DaskExecutor, or set DASK_SCHEDULER_ADDRESS",
+            source=record.source,
+            field="$.results.scheduler_address",
+        )
+    record.handle["results_queue"] = f"saturn-results-{record.name}-{record.created}"
+    record.handle["results_scheduler"] = address
+    return {
+        "results_queue": record.handle["results_queue"],
+        "results_scheduler": address,
+    }
 
 
 def _sweep_name(sweep: Sweep, name: str | None, prefix: str | None) -> str:

@@ -9,8 +9,7 @@ import click
 
 from saturn_async.executors import open_executor
 from saturn_async.status import status_reader
-from saturn_async.sweep.follow import POLL, mark_terminated
-from saturn_async.sweep.results import results_backend
+from saturn_async.sweep.follow import POLL, mark_terminated, open_drain
 from saturn_async.sweep.state import load_record
 
 # How long to wait for batches to stop beyond the runs' grace period.
@@ -35,16 +34,18 @@ def terminate(name: str, wait: float) -> None:
     record = load_record(name)
     with open_executor(record) as executor:
         executor.terminate()
-        drain = None
-        if results_backend(record.results, source=record.source).shipped_through_queue:
-            drain = executor.results_drain(record.results_root)
-        deadline = time.monotonic() + wait
-        while executor.outstanding().batches and time.monotonic() < deadline:
+        drain = open_drain(record)
+        try:
+            deadline = time.monotonic() + wait
+            while executor.outstanding().batches and time.monotonic() < deadline:
+                if drain is not None:
+                    drain.drain()
+                time.sleep(POLL)
             if drain is not None:
-                drain()
-            time.sleep(POLL)
-        if drain is not None:
-            drain()
+                drain.drain()
+        finally:
+            if drain is not None:
+                drain.close()
         lookup = status_reader(record.results_root)
         left = [task for task in record.tasks if lookup(task) is None]
         anyio.run(mark_terminated, record.results_root, left, record.created)

@@ -10,13 +10,11 @@ process, maybe days later) and call :meth:`Executor.outstanding` and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import msgspec
 
-from saturn_async.exceptions import InputError
 from saturn_async.executors.worker import WorkerJob
 from saturn_async.spec.models import Batch
 from saturn_async.sweep.state import SweepRecord
@@ -57,13 +55,9 @@ class Executor(ABC):
         """Executor-specific WorkerJob fields (how workers learn of termination)."""
         return {}
 
-    def results_drain(self, directory: str) -> Callable[[], object]:
-        """For results backend ``Dask``: a call that writes what workers sent so far."""
-        raise InputError(
-            "results class_spec Dask needs executor class_spec DaskExecutor",
-            source=self.record.source,
-            field="$.results.class_spec",
-        )
+    def scheduler_address(self) -> str | None:
+        """The Dask scheduler this executor uses, if any (it can carry Dask results)."""
+        return None
 
     @abstractmethod
     def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:

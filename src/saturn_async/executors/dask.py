@@ -14,7 +14,6 @@ batch finishing its last runs leaves its idle slots to the others (docs/executor
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
@@ -25,7 +24,6 @@ from saturn_async.executors.base import Executor, Outstanding
 from saturn_async.executors.worker import WorkerJob, run_batches
 from saturn_async.plugins import load_object
 from saturn_async.spec.models import Batch
-from saturn_async.sweep.results import results_backend
 
 try:
     import distributed
@@ -45,11 +43,6 @@ class DaskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cluster_class: str = "distributed:LocalCluster"
     cluster_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     slots_resource: str | None = None
-
-
-def results_queue_name(sweep: str, created: str) -> str:
-    """The distributed Queue that carries a sweep's outputs (results backend Dask)."""
-    return f"saturn-results-{sweep}-{created}"
 
 
 def dataset_name(sweep: str) -> str:
@@ -153,19 +146,10 @@ class DaskExecutor(Executor):
         client.cancel([f for f in futures if f.key not in running and f.status == "pending"])
 
     def worker_job(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "terminate_event": self._event_name(),
-            "slots_resource": self.config.slots_resource,
-        }
-        if results_backend(self.record.results, source=self.record.source).shipped_through_queue:
-            fields["results_queue"] = results_queue_name(self.record.name, self.record.created)
-        return fields
+        return {"terminate_event": self._event_name(), "slots_resource": self.config.slots_resource}
 
-    def results_drain(self, directory: str) -> Callable[[], object]:
-        from saturn_async.sweep.drain import QueueDrain
-
-        name = results_queue_name(self.record.name, self.record.created)
-        return QueueDrain(self.client(), name, directory).drain
+    def scheduler_address(self) -> str | None:
+        return str(self.client().scheduler_info()["address"])
 
     def forget(self) -> None:
         """Drop the published futures (after ``collect`` has everything)."""

@@ -38,7 +38,9 @@ class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
     terminate_event: str | None = None
     """Stop when this distributed Event is set (Dask)."""
     results_queue: str | None = None
-    """Ship every output through this distributed Queue (results backend Dask)."""
+    """Ship every output through this distributed Queue (results backend Dask)..."""
+    results_scheduler: str | None = None
+    """... on this scheduler."""
     slots_resource: str | None = None
     """Share run slots among the batches on one Dask worker: as many as the worker's
     resource of this name."""
@@ -140,8 +142,8 @@ def _shared_slots(job: WorkerJob) -> SharedSlots | None:
 
 
 async def _queue_storage(stack: contextlib.AsyncExitStack, job: WorkerJob) -> Storage | None:
-    if job.results_queue is None:
+    if job.results_queue is None or job.results_scheduler is None:
         return None
     from saturn_async.storage.dask_queue import QueueStorage
 
-    return await stack.enter_async_context(QueueStorage(job.results_queue))
+    return await stack.enter_async_context(QueueStorage(job.results_queue, job.results_scheduler))

@@ -25,16 +25,35 @@ except ImportError as exc:
 PART_SIZE = 4 << 20
 
 
+# How long connecting to the scheduler may take.
+_CONNECT_TIMEOUT = "10s"
+
+
 class QueueStorage(Storage):
-    def __init__(self, queue_name: str) -> None:
+    def __init__(self, queue_name: str, scheduler_address: str) -> None:
         self.queue_name = queue_name
+        self.scheduler_address = scheduler_address
         self._written: dict[str, int] = {}
         self._queue: distributed.Queue | None = None
+        self._own_client: distributed.Client | None = None
 
     async def __aenter__(self) -> Self:
-        # Called on the Dask task's thread, where get_client() finds the worker's client.
-        self._queue = distributed.Queue(self.queue_name, client=distributed.get_client())
+        try:  # on a Dask task's thread: the worker's client
+            client = distributed.get_client()
+        except ValueError:  # any other executor's worker: a client of its own
+            client = await anyio.to_thread.run_sync(self._connect)
+            self._own_client = client
+        self._queue = distributed.Queue(self.queue_name, client=client)
         return self
+
+    def _connect(self) -> distributed.Client:
+        return distributed.Client(
+            self.scheduler_address, timeout=_CONNECT_TIMEOUT, set_as_default=False
+        )
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._own_client is not None:
+            await anyio.to_thread.run_sync(self._own_client.close)
 
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._queue is not None

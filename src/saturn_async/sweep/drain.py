@@ -13,12 +13,20 @@ except ImportError as exc:
     raise MissingExtraError("the Dask results backend", "dask") from exc
 
 
+# How long connecting to the scheduler may take.
+_CONNECT_TIMEOUT = "10s"
+
+
 class QueueDrain:
     """Takes every message waiting on the queue and writes it under ``directory``."""
 
-    def __init__(self, client: distributed.Client, name: str, directory: str) -> None:
-        self.queue = distributed.Queue(name, client=client)
+    def __init__(self, address: str, name: str, directory: str) -> None:
+        self.client = distributed.Client(address, timeout=_CONNECT_TIMEOUT, set_as_default=False)
+        self.queue = distributed.Queue(name, client=self.client)
         self.collector = Collector(directory)
+
+    def close(self) -> None:
+        self.client.close()
 
     def drain(self) -> int:
         """Apply what is waiting now; returns how many messages there were."""

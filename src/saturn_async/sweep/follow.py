@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -24,6 +25,9 @@ from saturn_async.storage.layout import ERROR, LAYOUTS, STATUS, STATUS_CODE, Eve
 from saturn_async.storage.ledger import LedgerWriter
 from saturn_async.supervisor.progress import FailedRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
+
+if TYPE_CHECKING:
+    from saturn_async.sweep.drain import QueueDrain
 
 POLL = 0.2
 REMOTE_POLL = 2.0
@@ -76,6 +80,16 @@ def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
         else:
             progress.add_failure(FailedRun(location, location.rsplit("/", 1)[-1], code))
     return still
+
+
+def open_drain(record: SweepRecord) -> QueueDrain | None:
+    """The drain of a sweep whose results come through a Dask queue, else None."""
+    if "results_queue" not in record.handle:
+        return None
+    from saturn_async.sweep.drain import QueueDrain
+
+    handle = record.handle
+    return QueueDrain(handle["results_scheduler"], handle["results_queue"], record.results_root)
 
 
 async def forget_outcomes(root: str, locations: list[str]) -> None:

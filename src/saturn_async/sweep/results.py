@@ -3,9 +3,10 @@
 * ``LocalDir`` (``directory:``): workers write the layout straight into the directory, so
   it must be a filesystem the workers share with the client (or this machine).
 * ``S3`` (``url: s3://...``): workers write it to S3, logs as chunks (docs/storage.md).
-* ``Dask`` (``directory:``): workers send every object through a distributed Queue named
-  after the sweep; the client (``saturn run`` while attached, or ``saturn collect``)
-  drains it into the directory. See docs/executors.md for the bound on what waits.
+* ``Dask`` (``directory:``, ``scheduler_address:``): workers send every object through a
+  distributed Queue named after the sweep; the client (``saturn run`` while attached, or
+  ``saturn collect``) drains it into the directory. Works with every executor. See
+  docs/executors.md for the bound on what waits.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ class DirectoryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     directory: str
 
 
+class QueueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    class_spec: str
+    directory: str
+    scheduler_address: str | None = None
+    """The scheduler holding the queue: default the DaskExecutor's, else
+    ``$DASK_SCHEDULER_ADDRESS``."""
+
+
 class UrlConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     class_spec: str
     url: str
@@ -39,9 +48,10 @@ class ResultsBackend:
     Config: ClassVar[type[msgspec.Struct]]
     shipped_through_queue: ClassVar[bool] = False
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, config: Any) -> None:
         self.root = root
         """The batches' ``remote_output_path``: a local directory or an ``s3://`` URL."""
+        self.scheduler_address: str | None = getattr(config, "scheduler_address", None)
 
     @classmethod
     def root_of(cls, config: Any, *, source: str, field: str) -> str:
@@ -50,7 +60,7 @@ class ResultsBackend:
 
 
 class LocalDir(ResultsBackend):
-    Config = DirectoryConfig
+    Config: ClassVar[type[msgspec.Struct]] = DirectoryConfig
 
     @classmethod
     def root_of(cls, config: Any, *, source: str, field: str) -> str:
@@ -78,6 +88,7 @@ class S3(ResultsBackend):
 
 
 class Dask(LocalDir):
+    Config: ClassVar[type[msgspec.Struct]] = QueueConfig
     shipped_through_queue = True
 
 
@@ -96,4 +107,4 @@ def results_backend(section: dict[str, Any], *, source: str) -> ResultsBackend:
     if not (isinstance(cls, type) and issubclass(cls, ResultsBackend)):
         raise InputError(f"{spec!r} is not a results backend", source=source, field=field)
     config = convert_section(section, cls.Config, source=source, field=field)
-    return cls(cls.root_of(config, source=source, field=field))
+    return cls(cls.root_of(config, source=source, field=field), config)
