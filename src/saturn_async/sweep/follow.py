@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 POLL = 0.2
 REMOTE_POLL = 2.0
 """S3 statuses come from the ledger: one GET per segment, so it is read less often."""
+BUSY_SHARE = 0.2
+"""Polling may take at most this share of the time: a poll of 100,000 pending tasks
+(one open each) waits longer for the next."""
 TERMINATED_STATUS = 143
 """The exit status recorded for a task terminated before it started (128 + SIGTERM)."""
 
@@ -53,9 +57,11 @@ async def follow(
     progress.total = len(pending)
     interval = REMOTE_POLL if is_remote(record.results_root) else POLL
     while True:
+        started = time.monotonic()
         if drain is not None:
             await anyio.to_thread.run_sync(drain)
         pending = await anyio.to_thread.run_sync(_poll, record.results_root, pending, progress)
+        busy = time.monotonic() - started
         if not pending:
             return FollowOutcome()
         outstanding = await anyio.to_thread.run_sync(executor.outstanding)
@@ -65,7 +71,7 @@ async def follow(
                 await anyio.to_thread.run_sync(drain)
             pending = await anyio.to_thread.run_sync(_poll, record.results_root, pending, progress)
             return FollowOutcome(pending, outstanding.errors)
-        await anyio.sleep(interval)
+        await anyio.sleep(max(interval, busy / BUSY_SHARE))
 
 
 def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
