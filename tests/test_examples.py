@@ -1,0 +1,25 @@
+"""The files in examples/ stay runnable: the demo relies on them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sweeps import events_of
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_example_sweep_runs_with_saturn_run(tmp_path, saturn):
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    done = saturn("run", "examples/run.yaml", "-q")
+    assert done.returncode == 1, done.stderr  # lr-0.95 diverges on purpose
+    results = tmp_path / "results"
+    statuses = {d.name: (d / "status").read_text() for d in results.iterdir() if d.is_dir()}
+    assert statuses == {
+        "lr-0.5": "success\n", "lr-0.6": "success\n", "lr-0.7": "success\n",
+        "lr-0.8": "success\n", "lr-0.95": "failure\n",
+    }  # fmt: skip
+    assert (results / "lr-0.95" / "log").read_text().endswith("lr=0.95 diverged\n")
+    assert (results / "lr-0.5" / "results" / "metrics.json").exists()
+    assert events_of(results / "lr-0.5")[-1]["type"] == "complete"
