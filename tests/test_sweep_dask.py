@@ -231,3 +231,19 @@ def test_dask_without_the_extra_names_it(tmp_path, results_class):
         result.stderr
         == "saturn: error: DaskExecutor needs the extra: pip install 'saturn_async[dask]'\n"
     )
+
+
+def test_s3_results_written_by_dask_workers(tmp_path, saturn, s3, own_dask_cluster):
+    # Workers started now inherit the S3 endpoint and credentials of the s3 fixture.
+    own_dask_cluster.add_worker(slots=2)
+    own_dask_cluster.wait_for_workers(1)
+    results = {"class_spec": "S3", "url": f"{s3}/sweep"}
+    path = write_sweep(
+        tmp_path, executor=dask_executor(own_dask_cluster.address), results=results, nprocs=2
+    )
+    done = saturn("run", str(path), "-q", "--log-chunk-minutes", "0.02", timeout=120)
+    assert done.returncode == 1, done.stderr
+    log = saturn("logs", f"{s3}/sweep/lr-0.7")
+    assert log.stdout == "diverged\n"
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert '"succeeded": 3' in status.stdout and '"failed": 1' in status.stdout
