@@ -73,6 +73,7 @@ def run(
     sweep = load_sweep(sweep_file)
     source = os.path.abspath(sweep_file)
     sweep_name = _sweep_name(sweep, name, prefix)
+    state.check_name_free(sweep_name, replace=replace)
     executor_section = sweep.executor or DEFAULT
     cls, config = executor_class(executor_section, source=source)
     if sweep.results is None:

@@ -73,16 +73,21 @@ def load_record(name: str) -> SweepRecord:
         raise InputError(f"unreadable sweep record: {exc}", source=str(path)) from exc
 
 
+def check_name_free(name: str, *, replace: bool) -> None:
+    """Refuse a name in use unless ``replace`` (InputError)."""
+    if not replace and (sweep_dir(name) / RECORD).exists():
+        raise InputError(
+            f"a sweep named {name!r} exists; pass --replace to forget it and reuse "
+            "the name, or pick another --name",
+            source="--name",
+        )
+
+
 def create(record: SweepRecord, batches: list[Batch], *, replace: bool) -> Path:
     """Write a new sweep's record and batch files; refuse a name in use unless ``replace``."""
+    check_name_free(record.name, replace=replace)
     directory = sweep_dir(record.name)
-    if (directory / RECORD).exists():
-        if not replace:
-            raise InputError(
-                f"a sweep named {record.name!r} exists; pass --replace to forget it and reuse "
-                "the name, or pick another --name",
-                source="--name",
-            )
+    if directory.exists():
         shutil.rmtree(directory)
     (directory / "batches").mkdir(parents=True, exist_ok=True)
     for index, batch in enumerate(batches):
