@@ -109,6 +109,7 @@ def run(
         queue = _results_queue(results, executor, record) if results.shipped_through_queue else {}
         batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
         record.batches = len(batches)
+        record.handle["grace"] = grace
         state.create(record, batches, replace=replace)
         anyio.run(forget_outcomes, results.root, record.tasks)
         try:

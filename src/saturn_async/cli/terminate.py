@@ -21,17 +21,18 @@ _MARGIN = 60.0
 @click.option(
     "--wait",
     type=click.FloatRange(min=0),
-    default=10.0 + _MARGIN,
-    show_default=True,
-    help="Seconds to wait for running batches to stop before marking the rest.",
+    help="Seconds to wait for running batches to stop before marking the rest "
+    "[default: the sweep's --grace + 60].",
 )
-def terminate(name: str, wait: float) -> None:
+def terminate(name: str, wait: float | None) -> None:
     """Stop sweep NAME: cancel queued batches, TERM (then KILL) running runs.
 
     Every task without a status then gets status failure, error 143 and a terminated
     event, so the sweep is complete and `saturn status` counts it.
     """
     record = load_record(name)
+    if wait is None:
+        wait = float(record.handle.get("grace", 10.0)) + _MARGIN
     with open_executor(record) as executor:
         executor.terminate()
         drain = open_drain(record)
