@@ -290,3 +290,19 @@ def test_retries_and_timeouts_in_the_sweep_layout(tmp_path, saturn):
     # Every submitted event carries the time saturn run dispatched the sweep.
     record = json.loads((tmp_path / "state/saturn_async/sweeps/lr-sweep/sweep.json").read_text())
     assert events_of(flaky)[0]["utctimestamp"] == record["created"]
+
+
+def test_unwritable_results_fail_before_anything_starts(tmp_path, saturn, s3):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for results in (
+        {"class_spec": "LocalDir", "directory": str(blocker / "results")},
+        {"class_spec": "S3", "url": "s3://no-such-bucket-here/x"},
+    ):
+        path = write_sweep(tmp_path, [{"command": f"touch {tmp_path}/ran"}], results=results)
+        done = saturn("run", str(path), "-q")
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not (tmp_path / "ran").exists()
+        assert not (tmp_path / "state/saturn_async/sweeps/lr-sweep").exists()
+    assert "s3://no-such-bucket-here: HeadBucket: no such bucket" in done.stderr

@@ -18,7 +18,7 @@ from saturn_async.status import status_reader
 from saturn_async.storage.layout import utcnow
 from saturn_async.supervisor.process import start_ticks
 from saturn_async.sweep import state
-from saturn_async.sweep.follow import forget_outcomes
+from saturn_async.sweep.follow import prepare_root
 from saturn_async.sweep.plan import plan_batches
 from saturn_async.sweep.results import ResultsBackend, results_backend
 
@@ -110,8 +110,8 @@ def run(
         batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
         record.batches = len(batches)
         record.handle["grace"] = grace
+        anyio.run(prepare_root, results.root, record.tasks)
         state.create(record, batches, replace=replace)
-        anyio.run(forget_outcomes, results.root, record.tasks)
         try:
             job = WorkerJob(
                 sweep=sweep_name,

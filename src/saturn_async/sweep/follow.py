@@ -98,12 +98,14 @@ def open_drain(record: SweepRecord) -> QueueDrain | None:
     return QueueDrain(handle["results_scheduler"], handle["results_queue"], record.results_root)
 
 
-async def forget_outcomes(root: str, locations: list[str]) -> None:
-    """Before tasks run again: drop their earlier outcome, so following them does not
-    count it. Locally the ``status`` and ``error`` files go; on S3 a ledger segment says
-    the outcome no longer counts (the objects stay until the new outcome replaces them).
+async def prepare_root(root: str, locations: list[str]) -> None:
+    """Before dispatch: check the results root can be written (StorageError if not),
+    then drop the earlier outcome of tasks about to run, so following them does not count
+    it. Locally the ``status`` and ``error`` files go; on S3 a ledger segment says the
+    outcome no longer counts (the objects stay until the new outcome replaces them).
     """
     async with storage_for(root) as storage:
+        await storage.check(root)
         if is_remote(root):
             ledger = LedgerWriter(storage)
             for location in locations:
