@@ -37,3 +37,9 @@ def test_logs_follow_waits_for_the_status(tmp_path: Path, write_job) -> None:
     finally:
         batch.kill()
         batch.wait()
+
+
+def test_logs_of_a_path_holding_nothing_is_an_error(tmp_path: Path, saturn) -> None:
+    done = saturn("logs", str(tmp_path / "typo"))
+    assert done.returncode == 2
+    assert done.stderr == f"saturn: error: PATH_OR_URL: no run output at {tmp_path / 'typo'}\n"

@@ -216,3 +216,9 @@ def test_punch_hole_frees_shipped_blocks(tmp_path: Path) -> None:
         os.close(fd)
     assert after.st_size == 4 * 2**20
     assert after.st_blocks < before / 4
+
+
+def test_logs_of_an_s3_prefix_holding_nothing_is_an_error(s3: str, saturn) -> None:
+    done = saturn("logs", f"{s3}/typo")
+    assert done.returncode == 2
+    assert done.stderr == f"saturn: error: PATH_OR_URL: no run output at {s3}/typo\n"

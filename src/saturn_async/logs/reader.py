@@ -8,6 +8,7 @@ from collections.abc import Callable
 import anyio
 import anyio.to_thread
 
+from saturn_async.exceptions import InputError
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage import storage_for
 from saturn_async.storage.base import Storage
@@ -22,8 +23,12 @@ async def copy_log(
     """Write the run's ``stream`` to ``write``; with ``follow``, until its status appears.
 
     Without ``stream``: ``log`` when the run has one (the sweep layout), else ``stdout``.
+    Without ``follow``, a location holding nothing at all is an InputError (a mistyped
+    path should not look like an empty log).
     """
     async with storage_for(location) as storage:
+        if not follow and not await _exists(storage, location):
+            raise InputError(f"no run output at {location}", source="PATH_OR_URL")
         if stream is None:
             stream = LOG if await _has_log(storage, location) else STDOUT
         if is_remote(location):
@@ -51,6 +56,12 @@ async def _copy_chunks(
         if not follow or finished:
             return
         await anyio.sleep(_POLL)
+
+
+async def _exists(storage: Storage, location: str) -> bool:
+    if is_remote(location):
+        return bool(await storage.list(location))
+    return await anyio.Path(location).is_dir()
 
 
 async def _has_log(storage: Storage, location: str) -> bool:
