@@ -111,3 +111,25 @@ def test_shared_slots_bound_runs_across_supervisors_in_threads(tmp_path):
     assert len(spans) == 8
     most = max(sum(1 for s, e in spans if s <= moment < e) for moment, _ in spans)
     assert most == 2
+
+
+def test_following_a_sweep_shows_its_running_tasks(tmp_path):
+    from rich.console import Console
+
+    from saturn_async.cli.progress import render
+    from saturn_async.supervisor.progress import SweepProgress
+    from saturn_async.sweep import follow
+
+    done, running, waiting = (f"{tmp_path}/{name}" for name in ("done", "busy", "waiting"))
+    for location in (done, running):
+        (tmp_path / location).mkdir()
+        (tmp_path / location / "log").write_text("")
+    (tmp_path / "done" / "status").write_text("success\n")
+    progress = SweepProgress(total=3, running_label="task")
+    pending = follow._poll(str(tmp_path), [done, running, waiting], progress)
+    assert pending == [running, waiting]
+    assert (progress.succeeded, list(progress.running)) == (1, [running])
+    console = Console(width=120, record=True)
+    console.print(render(progress))
+    text = console.export_text()
+    assert "task" in text and "busy" in text and "1 running" in text and "1 pending of 3" in text

@@ -53,12 +53,14 @@ def render(p: SweepProgress) -> Group:
         _duration(p.eta_seconds()),
     )
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-    table.add_column("slot", justify="right")
+    table.add_column(p.running_label, justify="right")
     table.add_column("elapsed", justify="right")
     table.add_column("run")
     now = time.monotonic()
-    for rank, run in sorted(p.running.items())[:_SHOWN_RUNNING]:
-        table.add_row(str(rank), _duration(now - run.started), run.label)
+    shown = sorted(p.running.items(), key=lambda item: (item[1].started, str(item[0])))
+    for key, run in shown[:_SHOWN_RUNNING]:
+        name = str(key) if isinstance(key, int) else key.rsplit("/", 1)[-1]
+        table.add_row(name, _duration(now - run.started), run.label)
     return Group(counts, table)
 
 

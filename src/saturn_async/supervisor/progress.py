@@ -27,7 +27,9 @@ class SweepProgress:
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
-    running: dict[int, RunningRun] = field(default_factory=dict)
+    running: dict[int | str, RunningRun] = field(default_factory=dict)
+    """Keyed by slot rank (a supervisor) or by task location (a client following a sweep)."""
+    running_label: str = "slot"
     started: float = field(default_factory=time.monotonic)
     recent_failures: list[FailedRun] = field(default_factory=list)
     keep_failures: int = 20

@@ -22,9 +22,17 @@ from saturn_async.executors.base import Executor
 from saturn_async.spec.paths import is_remote
 from saturn_async.status import status_reader
 from saturn_async.storage import storage_for
-from saturn_async.storage.layout import ERROR, LAYOUTS, STATUS, STATUS_CODE, Event, utcnow
+from saturn_async.storage.layout import (
+    ERROR,
+    LAYOUTS,
+    LOG,
+    STATUS,
+    STATUS_CODE,
+    Event,
+    utcnow,
+)
 from saturn_async.storage.ledger import LedgerWriter
-from saturn_async.supervisor.progress import FailedRun, SweepProgress
+from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
 
 if TYPE_CHECKING:
@@ -55,6 +63,7 @@ async def follow(
     """Until every task has a status, or no batch is left that could give one."""
     pending = list(record.tasks)
     progress.total = len(pending)
+    progress.running_label = "task"
     interval = REMOTE_POLL if is_remote(record.results_root) else POLL
     while True:
         started = time.monotonic()
@@ -75,17 +84,33 @@ async def follow(
 
 
 def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
+    """Count the tasks that got a status; note (locally) those that have started.
+
+    Runs in a thread while the display reads ``progress``: ``running`` is replaced
+    whole, never changed in place.
+    """
     lookup = status_reader(root)
+    local = not is_remote(root)
+    running = dict(progress.running)
     still = []
     for location in pending:
         code = lookup(location)
         if code is None:
             still.append(location)
-        elif code == 0:
+            if local and location not in running and os.access(f"{location}/{LOG}", os.F_OK):
+                running[location] = RunningRun(location, time.monotonic())
+            continue
+        running.pop(location, None)
+        if code == 0:
             progress.succeeded += 1
         else:
-            progress.add_failure(FailedRun(location, location.rsplit("/", 1)[-1], code))
+            progress.add_failure(FailedRun(location, _task_name(location), code))
+    progress.running = running
     return still
+
+
+def _task_name(location: str) -> str:
+    return location.rsplit("/", 1)[-1]
 
 
 def open_drain(record: SweepRecord) -> QueueDrain | None:
