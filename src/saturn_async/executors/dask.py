@@ -1,8 +1,8 @@
 """``DaskExecutor``: one Dask task per batch on a scheduler that outlives ``saturn run``.
 
-The batch futures are published on the scheduler as the dataset ``saturn-<name>``, so
-they keep running (and keep their outcome) after the client goes away, and ``collect``
-finds them again by name. ``terminate`` sets the distributed Event the supervisors
+The batch futures are published on the scheduler as the dataset
+``saturn-<name>-<created>``, so they keep running (and keep their outcome) after the
+client goes away, and ``collect`` finds them again from the sweep's record. ``terminate`` sets the distributed Event the supervisors
 watch, cancels batches not yet running, and waits for the running ones to stop.
 
 Slots: a worker thread runs one batch at a time, with the batch's ``nprocs`` slots. With
@@ -24,6 +24,7 @@ from saturn_async.executors.base import Executor, Outstanding
 from saturn_async.executors.worker import WorkerJob, run_batches
 from saturn_async.plugins import load_object
 from saturn_async.spec.models import Batch
+from saturn_async.sweep.state import SweepRecord
 
 try:
     import distributed
@@ -45,8 +46,10 @@ class DaskConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     slots_resource: str | None = None
 
 
-def dataset_name(sweep: str) -> str:
-    return f"saturn-{sweep}"
+def dataset_name(record: SweepRecord) -> str:
+    """Unique per run of a sweep, so sweeps of one name on a shared scheduler (two users,
+    or ``--replace``) never take each other's batches."""
+    return f"saturn-{record.name}-{record.created}"
 
 
 class DaskExecutor(Executor):
@@ -111,9 +114,7 @@ class DaskExecutor(Executor):
                     pure=False,
                 )
             )
-        name = dataset_name(self.record.name)
-        if name in client.list_datasets():
-            client.unpublish_dataset(name)
+        name = dataset_name(self.record)
         client.publish_dataset(futures, name=name)
         self._batch_futures = futures
         if self._cluster is None:
@@ -122,7 +123,7 @@ class DaskExecutor(Executor):
     def _futures(self) -> list[distributed.Future[Any]]:
         """The sweep's batch futures, fetched once: their status follows the scheduler's."""
         if self._batch_futures is None:
-            name = dataset_name(self.record.name)
+            name = dataset_name(self.record)
             client = self.client()
             found = client.get_dataset(name) if name in client.list_datasets() else []
             self._batch_futures = list(found)
@@ -153,7 +154,7 @@ class DaskExecutor(Executor):
 
     def forget(self) -> None:
         """Drop the published futures (after ``collect`` has everything)."""
-        name = dataset_name(self.record.name)
+        name = dataset_name(self.record)
         if name in self.client().list_datasets():
             self.client().unpublish_dataset(name)
 
