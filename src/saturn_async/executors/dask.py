@@ -2,8 +2,9 @@
 
 The batch futures are published on the scheduler as the dataset
 ``saturn-<name>-<created>``, so they keep running (and keep their outcome) after the
-client goes away, and ``collect`` finds them again from the sweep's record. ``terminate`` sets the distributed Event the supervisors
-watch, cancels batches not yet running, and waits for the running ones to stop.
+client goes away, and ``collect`` finds them again from the sweep's record.
+``terminate`` sets the distributed Event the supervisors watch, cancels batches not yet
+running, and waits for the running ones to stop.
 
 Slots: a worker thread runs one batch at a time, with the batch's ``nprocs`` slots. With
 ``slots_resource: NAME`` and workers started with ``--resources NAME=SLOTS``, the batches
