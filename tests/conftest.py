@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -57,6 +58,30 @@ def saturn(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@contextlib.contextmanager
+def saturn_in_background(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``saturn ARGS...`` running meanwhile (stderr piped); killed if the body leaves it."""
+    proc = subprocess.Popen([*CLI, *args], stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stderr is not None and not proc.stderr.closed:
+            proc.communicate()
+
+
+def saturn_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``saturn ARGS...`` in a Python where ``module`` cannot be imported (a missing extra)."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; "
+        "from saturn_async.cli import main; sys.argv = ['saturn', *sys.argv[1:]]; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture

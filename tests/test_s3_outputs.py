@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from conftest import CLI, FaultProxy, wait_for
+from conftest import CLI, FaultProxy, saturn_without, wait_for
 from saturn_async.logs.shipper import punch_hole
 from saturn_async.storage.s3 import S3Storage
 
@@ -156,13 +155,7 @@ def test_a_missing_bucket_fails_before_any_run_starts(
 
 def test_s3_without_the_extra_names_it(tmp_path: Path) -> None:
     job = s3_job(tmp_path, "s3://some-bucket/x", ["true"])
-    code = (
-        "import sys; sys.modules['aiobotocore'] = None; "
-        "from saturn_async.cli import main; sys.argv = ['saturn', 'batch', sys.argv[1], '-q']; main()"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(job)], capture_output=True, text=True, check=False
-    )
+    result = saturn_without("aiobotocore", "batch", str(job), "-q")
     assert result.returncode == 2
     assert result.stderr == (
         "saturn: error: s3:// locations needs the extra: pip install 'saturn_async[s3]'\n"

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from conftest import CLI, pid_alive, wait_for
+from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
 from sweeps import SEED_TASKS, assert_seed_outputs, events_of, write_sweep
 
 
@@ -96,22 +94,13 @@ def test_ctrl_c_detaches_and_collect_gets_everything(tmp_path, saturn, dask_clus
     path = write_sweep(
         tmp_path, tasks, executor=dask_executor(dask_cluster.address), results=results, nprocs=2
     )
-    run = subprocess.Popen(
-        [*CLI, "run", str(path), "-q", "--log-chunk-minutes", "0.02"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with saturn_in_background("run", str(path), "-q", "--log-chunk-minutes", "0.02") as run:
         # Tasks have started on the workers (their first log chunk reached the client).
         wait_for(
             lambda: list((tmp_path / "results").glob("*/log*")), timeout=60, what="a started task"
         )
         run.send_signal(signal.SIGINT)
         _, stderr = run.communicate(timeout=30)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 130, stderr
     assert "detached; the sweep keeps running" in stderr
     gate.touch()
@@ -143,16 +132,11 @@ def test_terminate_leaves_no_process_on_workers(tmp_path, saturn, dask_cluster, 
                 pids.append(int(text.split()[1]))
         return pids if len(pids) == 4 else []
 
-    if results_class == "Dask":
-        drain = subprocess.Popen(
-            [*CLI, "collect", "--name", "lr-sweep", "-q"], stderr=subprocess.PIPE
-        )
-    try:
+    # collect drains Dask results into the directory meanwhile; Ctrl-C detaches it.
+    with saturn_in_background("collect", "--name", "lr-sweep", "-q") as collect:
         pids = wait_for(running_pids, timeout=60, what="4 running tasks")
-    finally:
-        if results_class == "Dask":
-            drain.send_signal(signal.SIGINT)
-            drain.communicate(timeout=30)
+        collect.send_signal(signal.SIGINT)
+        collect.communicate(timeout=30)
     stopped = saturn("terminate", "--name", "lr-sweep", "--wait", "60", timeout=120)
     assert stopped.returncode == 0, stopped.stderr
     assert not any(pid_alive(pid) for pid in pids)
@@ -219,13 +203,7 @@ def test_cluster_class_when_no_scheduler_is_given(tmp_path, saturn):
 def test_dask_without_the_extra_names_it(tmp_path, results_class):
     results = {"class_spec": results_class, "directory": str(tmp_path / "r")}
     path = write_sweep(tmp_path, executor=dask_executor("tcp://127.0.0.1:9"), results=results)
-    code = (
-        "import sys; sys.modules['distributed'] = None; "
-        "from saturn_async.cli import main; sys.argv = ['saturn', 'run', sys.argv[1], '-q']; main()"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False
-    )
+    result = saturn_without("distributed", "run", str(path), "-q")
     assert result.returncode == 2
     assert (
         result.stderr

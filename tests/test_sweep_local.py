@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI, pid_alive, wait_for
+from conftest import pid_alive, saturn_in_background, wait_for
 from sweeps import assert_seed_outputs, events_of, write_sweep
 
 LOCAL_EXECUTORS = [
@@ -173,21 +172,14 @@ def test_terminate_stops_running_and_marks_queued_tasks(tmp_path, saturn, execut
             nprocs=2,
             batch_size=3,
         )
-    run = subprocess.Popen(
-        [*CLI, "run", str(path), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        results = tmp_path / "results"
+    results = tmp_path / "results"
+    with saturn_in_background("run", str(path), "-q") as run:
         logs = _wait_running(results, 2)
         pids = [int(p.read_text().split()[1]) for p in logs]
         done = saturn("terminate", "--name", "lr-sweep", "--wait", "30")
         assert done.returncode == 0, done.stderr
         assert "terminated lr-sweep: 4 tasks had not finished" in done.stdout
         _, stderr = run.communicate(timeout=30)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 1, stderr
     assert not any(pid_alive(pid) for pid in pids)
     for i in range(6):
@@ -202,16 +194,11 @@ def test_terminate_stops_running_and_marks_queued_tasks(tmp_path, saturn, execut
 def test_ctrl_c_on_run_stops_local_runs(tmp_path):
     tasks = [{"name": f"t{i}", "command": "echo started $$; exec sleep 300"} for i in range(3)]
     path = write_sweep(tmp_path, tasks, nprocs=2)
-    run = subprocess.Popen([*CLI, "run", str(path), "-q"], stderr=subprocess.PIPE, text=True)
-    try:
+    with saturn_in_background("run", str(path), "-q") as run:
         logs = _wait_running(tmp_path / "results", 2)
         pids = [int(p.read_text().split()[1]) for p in logs]
         run.send_signal(signal.SIGINT)
         _, stderr = run.communicate(timeout=30)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 130
     assert "stopping the sweep's runs" in stderr
     assert not any(pid_alive(pid) for pid in pids)

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import click
 
+from saturn_async.cli.options import grace_option, log_chunk_minutes_option
 from saturn_async.cli.progress import show_progress, summary_line
 from saturn_async.spec import Batch, load_batch_files
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
@@ -17,20 +18,10 @@ from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 @click.command()
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @click.option("--nprocs", type=click.IntRange(min=1), help="Slots (default: largest nprocs).")
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Seconds between SIGTERM and SIGKILL when stopping a run.",
-)
+@grace_option
 @click.option("--skip-completed", is_flag=True, help="Skip runs whose status_code is 0.")
-@click.option(
-    "--log-chunk-minutes",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="For s3:// outputs: ship stdout/stderr as a new chunk this often (fractions work).",
+@log_chunk_minutes_option(
+    "For s3:// outputs: ship stdout/stderr as a new chunk this often (fractions work)."
 )
 @click.option(
     "--staging-dir",

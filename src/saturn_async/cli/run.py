@@ -11,6 +11,7 @@ import anyio
 import click
 
 from saturn_async.cli.following import follow_sweep, interrupted
+from saturn_async.cli.options import grace_option, log_chunk_minutes_option
 from saturn_async.exceptions import InputError
 from saturn_async.executors import DEFAULT, Executor, WorkerJob, executor_class
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
@@ -33,20 +34,8 @@ from saturn_async.sweep.results import ResultsBackend, results_backend
     type=click.IntRange(min=1),
     help="Slots per batch [default: the file's nprocs, else the CPU count].",
 )
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Seconds between SIGTERM and SIGKILL when stopping a run.",
-)
-@click.option(
-    "--log-chunk-minutes",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="For S3 and Dask results: ship each log as a new chunk this often.",
-)
+@grace_option
+@log_chunk_minutes_option("For S3 and Dask results: ship each log as a new chunk this often.")
 @click.option("--skip-completed", is_flag=True, help="Leave out tasks whose status is success.")
 @click.option("--detach", is_flag=True, help="Dispatch, then exit (Dask with a scheduler).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")

@@ -31,9 +31,6 @@ try:
     import distributed
 except ImportError as exc:
     raise MissingExtraError("DaskExecutor", "dask") from exc
-
-# How long a Dask call may take before the scheduler counts as unreachable.
-_CONNECT_TIMEOUT = "10s"
 # How often a supervisor looks at the terminate Event.
 _EVENT_POLL = 1.0
 
@@ -73,10 +70,14 @@ class DaskExecutor(Executor):
         return self.address is not None
 
     def client(self) -> distributed.Client:
+        # Imported here: at module level it would be the first to find distributed
+        # missing, and name the Dask results backend instead of DaskExecutor.
+        from saturn_async.storage.dask_queue import CONNECT_TIMEOUT
+
         if self._client is None:
             try:
                 if self.address is not None:
-                    self._client = distributed.Client(self.address, timeout=_CONNECT_TIMEOUT)
+                    self._client = distributed.Client(self.address, timeout=CONNECT_TIMEOUT)
                 else:
                     factory: Any = load_object(
                         self.config.cluster_class,

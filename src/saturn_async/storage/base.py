@@ -8,6 +8,7 @@ called concurrently.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
@@ -53,6 +54,14 @@ class Storage(ABC):
     @abstractmethod
     async def list(self, prefix: str) -> list[StoredObject]:
         """Every object below ``prefix`` (recursively), sorted by name."""
+
+    async def put_all(self, location: str, writes: Sequence[tuple[str, bytes | None]]) -> None:
+        """Write ``location/NAME`` for each ``(NAME, data)`` in order; None removes it."""
+        for name, data in writes:
+            if data is None:
+                await self.delete(f"{location}/{name}")
+            else:
+                await self.put(f"{location}/{name}", data)
 
     @abstractmethod
     async def delete(self, location: str) -> None:

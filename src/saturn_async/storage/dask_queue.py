@@ -16,6 +16,7 @@ import anyio.to_thread
 
 from saturn_async.exceptions import MissingExtraError
 from saturn_async.storage.base import Storage, StoredObject
+from saturn_async.storage.local import read_range
 
 try:
     import distributed
@@ -25,8 +26,8 @@ except ImportError as exc:
 PART_SIZE = 4 << 20
 
 
-# How long connecting to the scheduler may take.
-_CONNECT_TIMEOUT = "10s"
+CONNECT_TIMEOUT = "10s"
+"""How long connecting to a Dask scheduler may take (here, on the client, in executors)."""
 
 
 class QueueStorage(Storage):
@@ -48,7 +49,7 @@ class QueueStorage(Storage):
 
     def _connect(self) -> distributed.Client:
         return distributed.Client(
-            self.scheduler_address, timeout=_CONNECT_TIMEOUT, set_as_default=False
+            self.scheduler_address, timeout=CONNECT_TIMEOUT, set_as_default=False
         )
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -70,7 +71,7 @@ class QueueStorage(Storage):
         size = (await anyio.Path(path).stat()).st_size
         offset = 0
         while True:
-            data = await anyio.to_thread.run_sync(_read_part, path, offset)
+            data = await anyio.to_thread.run_sync(read_range, path, offset, PART_SIZE)
             last = offset + len(data) >= size
             await self._send(
                 {"op": "part", "location": location, "offset": offset, "data": data, "last": last}
@@ -101,9 +102,3 @@ class QueueStorage(Storage):
     async def move(self, source: str, target: str) -> None:
         await self._send({"op": "move", "location": target, "source": source})
         self._written[target] = self._written.pop(source, 0)
-
-
-def _read_part(path: str, offset: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(PART_SIZE)

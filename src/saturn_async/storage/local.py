@@ -52,6 +52,13 @@ def _replace_atomically(path: str, write: Callable[[str], object]) -> None:
         raise
 
 
+def read_range(path: str, start: int, length: int) -> bytes:
+    """Up to ``length`` bytes of the file ``path`` from offset ``start``."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(length)
+
+
 def read_status_code(run_dir: str) -> int | None:
     """The run's recorded exit status in either layout, or None when it has not finished.
 

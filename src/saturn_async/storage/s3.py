@@ -30,6 +30,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from saturn_async.exceptions import StorageError
 from saturn_async.storage.base import Storage, StoredObject
+from saturn_async.storage.local import read_range
 from saturn_async.storage.retry import retry_transient
 
 T = TypeVar("T")
@@ -145,9 +146,9 @@ class S3Storage(Storage):
             )
 
     async def put_file(self, location: str, path: str) -> None:
-        size = os.stat(path).st_size
+        size = (await anyio.Path(path).stat()).st_size
         if size <= MULTIPART_THRESHOLD:
-            data = await anyio.to_thread.run_sync(_read_range, path, 0, size)
+            data = await anyio.to_thread.run_sync(read_range, path, 0, size)
             await self.put(location, data)
         else:
             await self._multipart(location, path, size)
@@ -167,7 +168,7 @@ class S3Storage(Storage):
             async with self._transfers:
                 start = index * PART_SIZE
                 body = await anyio.to_thread.run_sync(
-                    _read_range, path, start, min(PART_SIZE, size - start)
+                    read_range, path, start, min(PART_SIZE, size - start)
                 )
                 response = await self._call(
                     "UploadPart",
@@ -256,9 +257,3 @@ class S3Storage(Storage):
             ),
         )
         await self.delete(source)
-
-
-def _read_range(path: str, start: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(start)
-        return f.read(length)

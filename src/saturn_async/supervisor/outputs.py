@@ -130,11 +130,7 @@ class ShippedOutputs:
                 f"{self.shipping_failed.reason}; the logs are kept in {self.staging}",
             )
         await upload_directory(self.storage, self.results_dir, f"{self.location}/{RESULTS}")
-        for name, data in self.layout.final_writes(events, status_code):
-            if data is None:
-                await self.storage.delete(f"{self.location}/{name}")
-            else:
-                await self.storage.put(f"{self.location}/{name}", data)
+        await self.storage.put_all(self.location, self.layout.final_writes(events, status_code))
         self.ledger.record(self.root, self.location, status_code)
         await anyio.to_thread.run_sync(_remove_trees, self.staging, self.results_dir)
 

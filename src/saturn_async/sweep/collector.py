@@ -3,7 +3,8 @@
 Messages come from :class:`saturn_async.storage.dask_queue.QueueStorage`, in order per
 worker. Log chunks land as numbered files (``log/000000``, ...), as on S3; when a run's
 ``status`` arrives (always last), its chunk directories are joined into plain ``log``
-(and ``log.N``) files, so a finished run has the seed's layout.
+(and ``log.N``) files before ``status`` is written, so a finished run has the seed's
+layout and its status still comes last.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ class Collector:
         op = message.get("op")
         os.makedirs(os.path.dirname(location), exist_ok=True)
         if op == "put":
-            write_atomically(location, message["data"])
             if os.path.basename(location) in FINAL_MARKERS:
-                join_chunks(os.path.dirname(location))
+                join_chunks(os.path.dirname(location))  # before the marker: it comes last
+            write_atomically(location, message["data"])
         elif op == "part":
             partial = f"{location}.partial"
             with open(partial, "r+b" if message["offset"] else "wb") as f:

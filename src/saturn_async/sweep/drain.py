@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from saturn_async.exceptions import MissingExtraError
+from saturn_async.storage.dask_queue import CONNECT_TIMEOUT
 from saturn_async.sweep.collector import Collector
 
 try:
@@ -13,15 +14,11 @@ except ImportError as exc:
     raise MissingExtraError("the Dask results backend", "dask") from exc
 
 
-# How long connecting to the scheduler may take.
-_CONNECT_TIMEOUT = "10s"
-
-
 class QueueDrain:
     """Takes every message waiting on the queue and writes it under ``directory``."""
 
     def __init__(self, address: str, name: str, directory: str) -> None:
-        self.client = distributed.Client(address, timeout=_CONNECT_TIMEOUT, set_as_default=False)
+        self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
         self.queue = distributed.Queue(name, client=self.client)
         self.collector = Collector(directory)
 

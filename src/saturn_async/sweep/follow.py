@@ -159,11 +159,7 @@ async def mark_terminated(root: str, locations: list[str], submitted: str) -> No
                 Event(type="submitted", utctimestamp=submitted),
                 Event(type="terminated", utctimestamp=utcnow(), error="not started"),
             ]
-            for name, data in layout.final_writes(events, TERMINATED_STATUS):
-                if data is None:
-                    await storage.delete(f"{location}/{name}")
-                else:
-                    await storage.put(f"{location}/{name}", data)
+            await storage.put_all(location, layout.final_writes(events, TERMINATED_STATUS))
             if ledger is not None:
                 ledger.record(root, location, TERMINATED_STATUS)
         if ledger is not None:

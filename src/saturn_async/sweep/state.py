@@ -100,14 +100,5 @@ def save_record(record: SweepRecord) -> None:
     write_atomically(str(sweep_dir(record.name) / RECORD), msgspec.json.encode(record))
 
 
-def load_batches(name: str) -> list[Batch]:
-    record = load_record(name)
-    directory = sweep_dir(name) / "batches"
-    return [
-        msgspec.json.decode((directory / f"{i}.json").read_bytes(), type=Batch)
-        for i in range(record.batches)
-    ]
-
-
 def terminate_file(name: str) -> str:
     return str(sweep_dir(name) / TERMINATE)
