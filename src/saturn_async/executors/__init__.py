@@ -21,6 +21,7 @@ _BUILTINS = {
     "MultiprocessingExecutor": "saturn_async.executors.futures:MultiprocessingExecutor",
     "FuturesExecutor": "saturn_async.executors.futures:FuturesExecutor",
     "DaskExecutor": "saturn_async.executors.dask:DaskExecutor",
+    "RayExecutor": "saturn_async.executors.ray:RayExecutor",
 }
 
 

@@ -37,6 +37,8 @@ class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
     """Stop when this file exists (executors on the client's machine)."""
     terminate_event: str | None = None
     """Stop when this distributed Event is set (Dask)."""
+    terminate_actor: str | None = None
+    """Stop when this Ray actor says the sweep was terminated (Ray)."""
     results_queue: str | None = None
     """Ship every output through this distributed Queue (results backend Dask)..."""
     results_scheduler: str | None = None
@@ -129,6 +131,10 @@ def _stop_signal(job: WorkerJob) -> StopSignal | None:
         from saturn_async.executors.dask import TerminateEvent
 
         return TerminateEvent(job.terminate_event)
+    if job.terminate_actor is not None:
+        from saturn_async.executors.ray import TerminateActor
+
+        return TerminateActor(job.terminate_actor)
     return None
 
 

@@ -1,0 +1,276 @@
+"""``RayExecutor``: one Ray task per batch, owned by a detached actor that outlives ``saturn run``.
+
+``saturn run`` creates the actor ``saturn-<name>-<created>`` (namespace ``saturn_async``),
+which submits one task per batch and keeps their object refs. Because the actor owns the
+tasks, they keep running after the client goes away, and ``collect`` and ``terminate``
+find the actor again by name. Each batch task reserves the batch's slots: ``nprocs`` CPUs,
+or ``nprocs`` of ``slots_resource``, plus ``num_gpus``.
+
+Termination: the actor's flag is the sweep's stop signal. Every batch asks the actor when
+it starts (which also tells the actor that it started); ``terminate`` sets the flag and
+cancels the batches that have not started, and running supervisors see the flag within a
+second and stop their runs (TERM, then KILL after the grace).
+
+Without ``address``, ``saturn run`` starts a local Ray instance that ends with it, so the
+sweep does not detach (``close`` waits for running batches before shutting Ray down).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from saturn_async.exceptions import InputError, MissingExtraError
+from saturn_async.executors.base import Executor, Outstanding
+from saturn_async.executors.worker import WorkerJob, WorkerSummary, run_batches
+from saturn_async.spec.models import Batch
+from saturn_async.sweep.state import SweepRecord
+
+try:
+    import ray
+    import ray.exceptions
+except ImportError as exc:
+    raise MissingExtraError("RayExecutor", "ray") from exc
+
+NAMESPACE = "saturn_async"
+# How often a supervisor asks the actor whether the sweep was terminated.
+_ACTOR_POLL = 1.0
+# How long a Ray address may take to accept a connection before ray.init is tried (which
+# would otherwise retry for minutes).
+_CONNECT_TIMEOUT = 5.0
+_HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>[^:/]+):(?P<port>\d+)$")
+# How long close() waits, beyond the grace, for a local Ray's batches to stop.
+_CLOSE_MARGIN = 30.0
+
+
+class RayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    class_spec: str
+    address: str | None = None
+    """``auto``, ``host:port`` or ``ray://host:port``; absent: a local Ray for this run."""
+    num_cpus: int | None = None
+    """CPUs of the local Ray started without ``address`` (default: all)."""
+    runtime_env: dict[str, Any] | None = None
+    """Passed to ``ray.init`` as the job's runtime environment."""
+    num_gpus: float = 0
+    """GPUs each batch reserves."""
+    slots_resource: str | None = None
+    """Reserve a batch's ``nprocs`` slots as this custom resource instead of CPUs."""
+    resources: dict[str, float] = msgspec.field(default_factory=dict)
+    """Further custom resources each batch reserves."""
+
+
+def actor_name(record: SweepRecord) -> str:
+    """Unique per run of a sweep, like Dask's dataset name."""
+    return f"saturn-{record.name}-{record.created}"
+
+
+@ray.remote(max_retries=0)
+def _run_batch(job: WorkerJob, batch: bytes) -> WorkerSummary:
+    return run_batches(job, [batch])
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class SweepActor:
+    """Owns a sweep's batch tasks; its flag tells the batches to stop."""
+
+    def __init__(self) -> None:
+        self.refs: list[Any] = []
+        self.started: set[str] = set()
+        self.terminated = False
+        self.errors: dict[int, str] = {}
+
+    def submit(self, job: WorkerJob, batches: list[bytes], options: list[dict[str, Any]]) -> None:
+        self.refs = [
+            _run_batch.options(**opts).remote(job, batch)
+            for batch, opts in zip(batches, options, strict=True)
+        ]
+
+    def start(self, task_id: str) -> bool:
+        """A batch starts: remember it (never cancel it) and say whether to stop."""
+        self.started.add(task_id)
+        return self.terminated
+
+    def is_terminated(self) -> bool:
+        return self.terminated
+
+    def terminate(self) -> None:
+        self.terminated = True
+        for ref in self.refs:
+            if ref.task_id().hex() not in self.started:
+                ray.cancel(ref)
+
+    def outstanding(self) -> tuple[int, list[str]]:
+        """Batches not finished, and one line for each that raised or was cancelled."""
+        if not self.refs:
+            return 0, []
+        ready, not_ready = ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
+        done = {id(ref) for ref in ready}
+        for index, ref in enumerate(self.refs):
+            if id(ref) in done and index not in self.errors:
+                self.errors[index] = _failure_of(ref)
+        return len(not_ready), [f"batch {i}: {e}" for i, e in sorted(self.errors.items()) if e]
+
+
+def _failure_of(ref: Any) -> str:
+    """'' when the batch task returned, else why it did not."""
+    try:
+        ray.get(ref, timeout=0)
+    except ray.exceptions.TaskCancelledError:
+        return "cancelled"
+    except ray.exceptions.RayError as exc:
+        return repr(exc).splitlines()[0]
+    return ""
+
+
+class RayExecutor(Executor):
+    Config = RayConfig
+
+    def __init__(self, config: Any, record: SweepRecord) -> None:
+        super().__init__(config, record)
+        self._connected = False
+        self._started_local = False
+
+    @property
+    def detaches(self) -> bool:  # type: ignore[override]
+        """A local Ray started by ``saturn run`` ends with it, so nothing detaches."""
+        return self.config.address is not None
+
+    def _connect(self) -> None:
+        if self._connected:
+            return
+        local = self.config.address is None
+        try:
+            self._check_reachable()
+            ray.init(
+                address=self.config.address,
+                num_cpus=self.config.num_cpus if local else None,
+                namespace=NAMESPACE,
+                runtime_env=self.config.runtime_env,
+                include_dashboard=False if local else None,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            reason = (str(exc) or repr(exc)).splitlines()[0]
+            raise InputError(
+                f"cannot start or reach Ray at {self.config.address or 'a local instance'}: "
+                f"{reason}",
+                source=self.record.source,
+                field="$.executor.address",
+            ) from exc
+        self._connected = True
+        self._started_local = local
+
+    def _check_reachable(self) -> None:
+        """Fail fast when a ``host:port`` address does not answer (OSError)."""
+        match = _HOST_PORT.match(self.config.address or "")
+        if match is not None:
+            address = (match["host"], int(match["port"]))
+            socket.create_connection(address, timeout=_CONNECT_TIMEOUT).close()
+
+    def _actor(self) -> Any | None:
+        """The sweep's actor, or None when it is gone (forgotten, or its Ray ended)."""
+        if self.config.address is None and not self._started_local:
+            return None  # the local Ray of the saturn run that dispatched has ended
+        self._connect()
+        try:
+            return ray.get_actor(actor_name(self.record), namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def slot_groups(self, nprocs: int) -> int:
+        """Batches the cluster can run at once, by the resource a batch reserves."""
+        self._connect()
+        total = ray.cluster_resources()
+        resource = self.config.slots_resource or "CPU"
+        groups = int(total.get(resource, 0) // nprocs)
+        if self.config.num_gpus:
+            groups = min(groups, int(total.get("GPU", 0) // self.config.num_gpus))
+        return max(1, groups)
+
+    def _options(self, batch: Batch) -> dict[str, Any]:
+        slots = batch.nprocs or 1
+        resources = dict(self.config.resources)
+        if self.config.slots_resource is not None:
+            resources[self.config.slots_resource] = slots
+        return {
+            "num_cpus": 0 if self.config.slots_resource is not None else slots,
+            "num_gpus": self.config.num_gpus,
+            "resources": resources,
+        }
+
+    def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
+        self._connect()
+        actor = SweepActor.options(  # type: ignore[attr-defined]
+            name=actor_name(self.record), namespace=NAMESPACE, lifetime="detached"
+        ).remote()
+        ray.get(
+            actor.submit.remote(
+                job,
+                [msgspec.json.encode(b) for b in batches],
+                [self._options(b) for b in batches],
+            )
+        )
+
+    def worker_job(self) -> dict[str, Any]:
+        return {"terminate_actor": actor_name(self.record)}
+
+    def outstanding(self) -> Outstanding:
+        actor = self._actor()
+        if actor is None:
+            return Outstanding(0, [self._gone()])
+        batches, errors = ray.get(actor.outstanding.remote())
+        return Outstanding(batches, errors)
+
+    def _gone(self) -> str:
+        if self.config.address is None:
+            return "the sweep ran on a local Ray that ended with its saturn run"
+        return f"the sweep's Ray actor {actor_name(self.record)} is gone"
+
+    def terminate(self) -> None:
+        actor = self._actor()
+        if actor is not None:
+            ray.get(actor.terminate.remote())
+
+    def forget(self) -> None:
+        actor = self._actor()
+        if actor is not None:
+            ray.kill(actor)
+
+    def close(self) -> None:
+        if not self._connected:
+            return
+        if self._started_local:
+            # Shutting down kills the workers: let running batches stop their runs first.
+            deadline = time.monotonic() + float(self.record.handle.get("grace", 10.0))
+            deadline += _CLOSE_MARGIN
+            while self.outstanding().batches and time.monotonic() < deadline:
+                time.sleep(0.2)
+        ray.shutdown()
+        self._connected = False
+
+
+class TerminateActor:
+    """The sweep's actor seen from a batch task: the stop signal of ``run_batches``."""
+
+    def __init__(self, name: str) -> None:
+        self._actor = ray.get_actor(name, namespace=NAMESPACE)
+
+    def is_set(self) -> bool:
+        """Called once as the batch starts; registers it with the actor."""
+        task_id = ray.get_runtime_context().get_task_id()
+        return bool(ray.get(self._actor.start.remote(task_id)))
+
+    def _poll(self) -> bool:
+        return bool(ray.get(self._actor.is_terminated.remote()))
+
+    async def wait(self) -> None:
+        while not await anyio.to_thread.run_sync(self._poll):  # noqa: ASYNC110 - remote
+            await anyio.sleep(_ACTOR_POLL)

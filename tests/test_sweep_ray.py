@@ -1,0 +1,135 @@
+"""``saturn run / collect / terminate`` through RayExecutor on a real local Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
+from sweeps import assert_seed_outputs, events_of, write_sweep
+
+
+def ray_executor(address: str | None, **fields: object) -> dict[str, object]:
+    return {"class_spec": "RayExecutor", **({"address": address} if address else {}), **fields}
+
+
+def test_seed_run_yaml_on_a_ray_cluster(tmp_path, saturn, ray_address):
+    path = write_sweep(tmp_path, executor=ray_executor(ray_address), nprocs=1)
+    done = saturn("run", str(path), "-q", timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert_seed_outputs(tmp_path / "results")
+    assert "lr-0.7" in saturn("status", "--name", "lr-sweep").stdout
+
+
+def test_s3_results_from_ray_workers(tmp_path, saturn, ray_address, s3):
+    # The workers started before the AWS variables were set: runtime_env brings them.
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+    runtime_env = {"env_vars": {name: os.environ[name] for name in names}}
+    executor = ray_executor(ray_address, runtime_env=runtime_env)
+    results = {"class_spec": "S3", "url": f"{s3}/sweeps"}
+    path = write_sweep(tmp_path, executor=executor, results=results, nprocs=1)
+    done = saturn("run", str(path), "-q", "--log-chunk-minutes", "0.02", timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "", done.stderr  # no batch error, no unfinished task
+    log = saturn("logs", f"{s3}/sweeps/lr-0.5")
+    assert log.stdout == "lr 0.5\nwarn 0.5\n", log.stderr
+    failed = saturn("logs", f"{s3}/sweeps/lr-0.7")
+    assert failed.stdout == "diverged\n", failed.stderr
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert '"succeeded": 3' in status.stdout and '"failed": 1' in status.stdout, status.stdout
+
+
+def test_local_ray_started_by_saturn_run(tmp_path, saturn):
+    # No address: saturn run starts a Ray of its own, which ends with it.
+    executor = ray_executor(None, num_cpus=2)
+    path = write_sweep(tmp_path, executor=executor, nprocs=1)
+    done = saturn("run", str(path), "-q", timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert_seed_outputs(tmp_path / "results")
+    again = saturn("collect", "--name", "lr-sweep", "-q")
+    assert again.returncode == 1
+    detach = saturn("run", str(path), "-q", "--replace", "--detach")
+    assert detach.returncode == 2
+    assert "RayExecutor cannot detach" in detach.stderr
+
+
+def test_ctrl_c_detaches_and_collect_gets_everything(tmp_path, saturn, ray_address):
+    gate = tmp_path / "gate"
+    command = "echo started; while [ ! -e {gate} ]; do sleep 0.05; done; echo done {i}"
+    tasks = [{"name": f"t{i}", "command": command.format(gate=gate, i=i)} for i in range(4)]
+    path = write_sweep(tmp_path, tasks, executor=ray_executor(ray_address), nprocs=1)
+    with saturn_in_background("run", str(path), "-q") as run:
+        wait_for(
+            lambda: list((tmp_path / "results").glob("*/log")), timeout=60, what="a started task"
+        )
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130, stderr
+    assert "detached; the sweep keeps running" in stderr
+    gate.touch()
+    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=90)
+    assert collected.returncode == 0, collected.stderr
+    for i in range(4):
+        task = tmp_path / "results" / f"t{i}"
+        assert task.joinpath("status").read_text() == "success\n"
+        assert task.joinpath("log").read_text() == f"started\ndone {i}\n"
+
+
+def test_terminate_cancels_queued_and_stops_running(tmp_path, saturn, ray_address):
+    # A batch reserves nprocs=2 of the cluster's 2 CPUs: batch 0 runs, batch 1 waits.
+    tasks = [{"name": f"t{i}", "command": "echo $$; exec sleep 300"} for i in range(4)]
+    executor = ray_executor(ray_address)
+    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=2, batch_size=2)
+    done = saturn("run", str(path), "-q", "--detach", "--grace", "2")
+    assert done.returncode == 0, done.stderr
+
+    def running_pids() -> list[int]:
+        logs = [p.read_text() for p in (tmp_path / "results").glob("*/log")]
+        pids = [int(text) for text in logs if text.strip()]
+        return pids if len(pids) == 2 else []
+
+    pids = wait_for(running_pids, timeout=60, what="2 running tasks")
+    stopped = saturn("terminate", "--name", "lr-sweep", "--wait", "60", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "terminated lr-sweep: 2 tasks had not finished" in stopped.stdout
+    assert not any(pid_alive(pid) for pid in pids)
+    for i in range(4):
+        task = tmp_path / "results" / f"t{i}"
+        assert task.joinpath("status").read_text() == "failure\n"
+        assert "terminated" in [e["type"] for e in events_of(task)]
+    # The queued batch was cancelled, never started: its tasks have no log.
+    assert sorted(p.parent.name for p in (tmp_path / "results").glob("*/log")) == ["t0", "t1"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"adress": "auto"}, "$.executor.adress: unknown field (did you mean 'address'?)"),
+        ({"num_gpus": "one"}, "$.executor.num_gpus: expected `float`, got `str`"),
+    ],
+)
+def test_bad_executor_section_is_one_line(tmp_path, saturn, fields, message):
+    path = write_sweep(tmp_path, executor=ray_executor(None, **fields))
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(message), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_without_ray_installed_names_the_extra(tmp_path):
+    path = write_sweep(tmp_path, executor=ray_executor(None))
+    done = saturn_without("ray", "run", str(path), "-q")
+    assert done.returncode == 2
+    assert "RayExecutor needs the extra: pip install 'saturn_async[ray]'" in done.stderr
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9", "ray://127.0.0.1:9"])
+def test_unreachable_address_is_one_line(tmp_path, saturn, address):
+    path = write_sweep(tmp_path, executor=ray_executor(address))
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 2
+    assert f"$.executor.address: cannot start or reach Ray at {address}: " in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
