@@ -337,3 +337,19 @@ def ray_address() -> Iterator[str]:
         yield str(context.address_info["gcs_address"])
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def fake_kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The tests' Kubernetes API server (tests/fake_kube.py); $KUBECONFIG points at it."""
+    from fake_kube import FakeKube, serve
+
+    kube = FakeKube()
+    url, server = serve(kube)
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path, url)))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    try:
+        yield kube
+    finally:
+        server.shutdown()
+        server.server_close()

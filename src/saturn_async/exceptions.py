@@ -6,8 +6,10 @@ The hierarchy::
     │                           as one line and exits 2, having started nothing
     ├── InputError              bad input from the user: a file, a field or a flag
     ├── MissingExtraError       an optional dependency is not installed; names the extra
-    └── StorageError            storage refused an operation for good (no such bucket,
-                                access denied), or stayed unreachable past the deadline
+    ├── StorageError            storage refused an operation for good (no such bucket,
+    │                           access denied), or stayed unreachable past the deadline
+    └── ExecutorError           an executor's backend refused an operation (the
+                                Kubernetes API answered 403, say)
 
 Foreign errors (OSError from the filesystem, YAML parser errors, msgspec validation
 errors) are translated where they enter and chained with ``from exc``.
@@ -49,3 +51,7 @@ class StorageError(SaturnError):
         self.operation = operation
         self.reason = reason
         super().__init__(f"{location}: {operation}: {reason}")
+
+
+class ExecutorError(SaturnError):
+    """An executor's backend refused an operation; the message names it and the reason."""

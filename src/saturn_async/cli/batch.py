@@ -29,6 +29,12 @@ from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
     help="For s3:// outputs: local directory runs write into before shipping "
     "[default: $SATURN_STAGING_DIR or $TMPDIR/saturn_async-staging-UID].",
 )
+@click.option(
+    "--failed-runs-exit-zero",
+    is_flag=True,
+    help="Exit 0 when runs failed (their failures are in their outputs), so a job system "
+    "does not retry the batch for them (KubernetesExecutor's pods use this).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def batch(
     files: tuple[str, ...],
@@ -37,6 +43,7 @@ def batch(
     skip_completed: bool,
     log_chunk_minutes: float,
     staging_dir: str | None,
+    failed_runs_exit_zero: bool,
     quiet: bool,
 ) -> None:
     """Run every run of every batch FILE with at most nprocs at a time.
@@ -63,7 +70,8 @@ def batch(
             f"{summary.succeeded} succeeded, {summary.failed} failed, "
             f"{summary.skipped} skipped, {summary.not_started} not started"
         )
-    sys.exit(summary.exit_code)
+    code = summary.exit_code
+    sys.exit(0 if code == 1 and failed_runs_exit_zero else code)
 
 
 async def _supervise(

@@ -12,7 +12,7 @@ import click
 
 from saturn_async.cli.following import follow_sweep, interrupted
 from saturn_async.cli.options import grace_option, log_chunk_minutes_option
-from saturn_async.exceptions import InputError
+from saturn_async.exceptions import InputError, SaturnError
 from saturn_async.executors import DEFAULT, Executor, WorkerJob, executor_class
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
 from saturn_async.status import status_reader
@@ -37,7 +37,15 @@ from saturn_async.sweep.results import ResultsBackend, results_backend
 @grace_option
 @log_chunk_minutes_option("For S3 and Dask results: ship each log as a new chunk this often.")
 @click.option("--skip-completed", is_flag=True, help="Leave out tasks whose status is success.")
-@click.option("--detach", is_flag=True, help="Dispatch, then exit (Dask with a scheduler).")
+@click.option(
+    "--detach", is_flag=True, help="Dispatch, then exit (Dask, Ray with an address, Kubernetes)."
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what would be dispatched and exit: the batch files as JSON lines, or "
+    "KubernetesExecutor's manifests (for kubectl apply -f -). Records and starts nothing.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def run(
     sweep_file: str,
@@ -49,6 +57,7 @@ def run(
     log_chunk_minutes: float,
     skip_completed: bool,
     detach: bool,
+    dry_run: bool,
     quiet: bool,
 ) -> None:
     """Run a sweep (seed 003's run.yaml): dispatch its tasks in batches, then follow them.
@@ -62,7 +71,8 @@ def run(
     sweep = load_sweep(sweep_file)
     source = os.path.abspath(sweep_file)
     sweep_name = _sweep_name(sweep, name, prefix)
-    state.check_name_free(sweep_name, replace=replace)
+    if not dry_run:
+        state.check_name_free(sweep_name, replace=replace)
     executor_section = sweep.executor or DEFAULT
     cls, config = executor_class(executor_section, source=source)
     if sweep.results is None:
@@ -90,6 +100,7 @@ def run(
             print("every task has succeeded before; nothing to run")
             return
     with cls(config, record) as executor:
+        executor.check()
         if detach and not executor.detaches:
             raise InputError(
                 f"{cls.__name__} cannot detach; its batches end with this process",
@@ -97,23 +108,29 @@ def run(
             )
         queue = _results_queue(results, executor, record) if results.shipped_through_queue else {}
         batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
+        job = WorkerJob(
+            sweep=sweep_name,
+            submitted=record.created,
+            grace=grace,
+            log_chunk_seconds=log_chunk_minutes * 60,
+            **queue,
+            **executor.worker_job(),
+        )
+        if dry_run:
+            sys.stdout.write(executor.describe(job, batches))
+            return
         record.batches = len(batches)
         record.handle["grace"] = grace
         anyio.run(prepare_root, results.root, record.tasks)
         state.create(record, batches, replace=replace)
         try:
-            job = WorkerJob(
-                sweep=sweep_name,
-                submitted=record.created,
-                grace=grace,
-                log_chunk_seconds=log_chunk_minutes * 60,
-                **queue,
-                **executor.worker_job(),
-            )
             executor.dispatch(job, batches)
             state.save_record(record)
         except KeyboardInterrupt:
             sys.exit(interrupted(record, executor, signal.SIGINT))
+        except SaturnError:
+            state.discard(sweep_name)  # nothing was dispatched: the name stays free
+            raise
         if not quiet:
             print(
                 f"sweep {sweep_name}: {len(record.tasks)} tasks in {len(batches)} batches "

@@ -22,6 +22,7 @@ _BUILTINS = {
     "FuturesExecutor": "saturn_async.executors.futures:FuturesExecutor",
     "DaskExecutor": "saturn_async.executors.dask:DaskExecutor",
     "RayExecutor": "saturn_async.executors.ray:RayExecutor",
+    "KubernetesExecutor": "saturn_async.executors.kubernetes:KubernetesExecutor",
 }
 
 

@@ -47,6 +47,15 @@ class Executor(ABC):
     ) -> None:
         self.close()
 
+    def check(self) -> None:
+        """Refuse, before anything is recorded, a sweep this executor cannot run."""
+        return None
+
+    def describe(self, job: WorkerJob, batches: list[Batch]) -> str:
+        """What ``dispatch`` would send, for ``saturn run --dry-run``: the batch files,
+        one JSON line each (KubernetesExecutor: its manifests)."""
+        return "".join(msgspec.json.encode(b).decode() + "\n" for b in batches)
+
     def slot_groups(self, nprocs: int) -> int:
         """How many batches can run at once (sizes ``batch_size: auto``)."""
         return 1

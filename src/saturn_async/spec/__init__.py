@@ -7,6 +7,7 @@ from pathlib import Path
 from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document, read_bytes
 from saturn_async.spec.models import Batch, Run
+from saturn_async.spec.paths import is_remote
 from saturn_async.spec.resolve import resolve_batch
 
 __all__ = ["Batch", "Run", "load_batch_file", "load_batch_files", "resolve_batch"]
@@ -15,9 +16,25 @@ __all__ = ["Batch", "Run", "load_batch_file", "load_batch_files", "resolve_batch
 def load_batch_file(
     path: str | Path, *, nprocs: int | None = None, remote_output_path: str | None = None
 ) -> Batch:
-    """Read, decode and resolve one job or batch file (JSON or YAML)."""
-    batch = decode_document(path, read_bytes(path), Batch)
+    """Read, decode and resolve one job or batch file (JSON or YAML; path or s3:// URL)."""
+    data = _read_remote(str(path)) if is_remote(str(path)) else read_bytes(path)
+    batch = decode_document(path, data, Batch)
     return resolve_batch(batch, str(path), nprocs=nprocs, remote_output_path=remote_output_path)
+
+
+def _read_remote(url: str) -> bytes:
+    import anyio
+
+    from saturn_async.storage import storage_for
+
+    async def get() -> bytes | None:
+        async with storage_for(url) as storage:
+            return await storage.get(url)
+
+    data = anyio.run(get)
+    if data is None:
+        raise InputError("cannot read: no such object", source=url)
+    return data
 
 
 def load_batch_files(paths: list[str], *, nprocs: int | None = None) -> list[Batch]:

@@ -96,6 +96,11 @@ def create(record: SweepRecord, batches: list[Batch], *, replace: bool) -> Path:
     return directory
 
 
+def discard(name: str) -> None:
+    """Forget a sweep whose dispatch failed."""
+    shutil.rmtree(sweep_dir(name), ignore_errors=True)
+
+
 def save_record(record: SweepRecord) -> None:
     write_atomically(str(sweep_dir(record.name) / RECORD), msgspec.json.encode(record))
 
