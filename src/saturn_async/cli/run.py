@@ -64,9 +64,9 @@ def run(
 
     Each task writes log, events, results/, error (on failure) and, last, status
     (success or failure) to <results>/<task name>. Ctrl-C detaches from executors whose
-    batches outlive this process (Dask with a scheduler address); with the others it
-    stops the runs. Exit code: 0 all succeeded, 1 some failed, 2 bad input, 130 when
-    interrupted. See docs/executors.md.
+    batches outlive this process (Dask with a scheduler, Ray with an address,
+    Kubernetes); with the others it stops the runs. Exit code: 0 all succeeded, 1 some
+    failed, 2 bad input, 130 when interrupted. See docs/executors.md.
     """
     sweep = load_sweep(sweep_file)
     source = os.path.abspath(sweep_file)
