@@ -133,3 +133,22 @@ def test_unreachable_address_is_one_line(tmp_path, saturn, address):
     assert done.returncode == 2
     assert f"$.executor.address: cannot start or reach Ray at {address}: " in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_ray_results_reach_the_client_through_the_actor(tmp_path, saturn, ray_address):
+    results = {"class_spec": "Ray", "directory": str(tmp_path / "results")}
+    path = write_sweep(tmp_path, executor=ray_executor(ray_address), results=results, nprocs=1)
+    done = saturn("run", str(path), "-q", "--log-chunk-minutes", "0.02", timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert_seed_outputs(tmp_path / "results")
+
+
+def test_ray_results_need_the_ray_executor(tmp_path, saturn):
+    results = {"class_spec": "Ray", "directory": str(tmp_path / "results")}
+    path = write_sweep(tmp_path, results=results)
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 2
+    assert "$.results.class_spec: results class_spec Ray needs executor class_spec RayExecutor" in (
+        done.stderr
+    )
+    assert not (tmp_path / "results").exists()

@@ -23,7 +23,7 @@ def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
     """
     display = None if quiet else sys.stdout.isatty()
     progress = SweepProgress(total=len(record.tasks))
-    drain = open_drain(record)
+    drain = open_drain(record, executor)
     try:
         drain_now = drain.drain if drain is not None else None
         outcome, signum = anyio.run(_follow, record, executor, progress, drain_now, display)

@@ -106,7 +106,7 @@ def run(
                 f"{cls.__name__} cannot detach; its batches end with this process",
                 source="--detach",
             )
-        queue = _results_queue(results, executor, record) if results.shipped_through_queue else {}
+        queue = _results_queue(results, executor, record)
         batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
         job = WorkerJob(
             sweep=sweep_name,
@@ -149,7 +149,20 @@ def run(
 def _results_queue(
     results: ResultsBackend, executor: Executor, record: state.SweepRecord
 ) -> dict[str, str]:
-    """Where the Dask results backend's queue lives; recorded for collect and terminate."""
+    """The WorkerJob fields naming the queue of a Dask or Ray results backend; recorded
+    for collect and terminate."""
+    if results.queue is None:
+        return {}
+    if results.queue == "ray":
+        fields = executor.results_channel()
+        if fields is None:
+            raise InputError(
+                "results class_spec Ray needs executor class_spec RayExecutor",
+                source=record.source,
+                field="$.results.class_spec",
+            )
+        record.handle.update(fields)
+        return fields
     address = (
         results.scheduler_address
         or executor.scheduler_address()

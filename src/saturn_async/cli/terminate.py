@@ -35,7 +35,7 @@ def terminate(name: str, wait: float | None) -> None:
         wait = float(record.handle.get("grace", 10.0)) + _MARGIN
     with open_executor(record) as executor:
         executor.terminate()
-        drain = open_drain(record)
+        drain = open_drain(record, executor)
         try:
             deadline = time.monotonic() + wait
             while executor.outstanding().batches and time.monotonic() < deadline:

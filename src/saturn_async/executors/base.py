@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import msgspec
 
@@ -25,6 +25,14 @@ class Outstanding(msgspec.Struct, frozen=True):
 
     batches: int
     errors: list[str]
+
+
+class Drain(Protocol):
+    """Takes the outputs waiting on a results queue into the client's directory."""
+
+    def drain(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class Executor(ABC):
@@ -63,6 +71,14 @@ class Executor(ABC):
     def worker_job(self) -> dict[str, Any]:
         """Executor-specific WorkerJob fields (how workers learn of termination)."""
         return {}
+
+    def results_channel(self) -> dict[str, str] | None:
+        """WorkerJob fields that ship outputs through this executor (results backend Ray)."""
+        return None
+
+    def results_drain(self, directory: str) -> Drain | None:
+        """What takes those outputs into ``directory`` on the client."""
+        return None
 
     def scheduler_address(self) -> str | None:
         """The Dask scheduler this executor uses, if any (it can carry Dask results)."""

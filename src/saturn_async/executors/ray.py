@@ -85,6 +85,7 @@ class SweepActor:
         self.started: set[str] = set()
         self.terminated = False
         self.errors: dict[int, str] = {}
+        self.messages: list[dict[str, Any]] = []
 
     def submit(self, job: WorkerJob, batches: list[bytes], options: list[dict[str, Any]]) -> None:
         self.refs = [
@@ -105,6 +106,14 @@ class SweepActor:
         for ref in self.refs:
             if ref.task_id().hex() not in self.started:
                 ray.cancel(ref)
+
+    def put(self, message: dict[str, Any]) -> None:
+        """An output of a task (results backend Ray), kept until the client takes it."""
+        self.messages.append(message)
+
+    def take(self) -> list[dict[str, Any]]:
+        taken, self.messages = self.messages, []
+        return taken
 
     def outstanding(self) -> tuple[int, list[str]]:
         """Batches not finished, and one line for each that raised or was cancelled."""
@@ -175,7 +184,7 @@ class RayExecutor(Executor):
             address = (match["host"], int(match["port"]))
             socket.create_connection(address, timeout=_CONNECT_TIMEOUT).close()
 
-    def _actor(self) -> Any | None:
+    def actor(self) -> Any | None:
         """The sweep's actor, or None when it is gone (forgotten, or its Ray ended)."""
         if self.config.address is None and not self._started_local:
             return None  # the local Ray of the saturn run that dispatched has ended
@@ -222,8 +231,14 @@ class RayExecutor(Executor):
     def worker_job(self) -> dict[str, Any]:
         return {"terminate_actor": actor_name(self.record)}
 
+    def results_channel(self) -> dict[str, str] | None:
+        return {"results_actor": actor_name(self.record)}
+
+    def results_drain(self, directory: str) -> ActorDrain:
+        return ActorDrain(self, directory)
+
     def outstanding(self) -> Outstanding:
-        actor = self._actor()
+        actor = self.actor()
         if actor is None:
             return Outstanding(0, [self._gone()])
         batches, errors = ray.get(actor.outstanding.remote())
@@ -235,12 +250,12 @@ class RayExecutor(Executor):
         return f"the sweep's Ray actor {actor_name(self.record)} is gone"
 
     def terminate(self) -> None:
-        actor = self._actor()
+        actor = self.actor()
         if actor is not None:
             ray.get(actor.terminate.remote())
 
     def forget(self) -> None:
-        actor = self._actor()
+        actor = self.actor()
         if actor is not None:
             ray.kill(actor)
 
@@ -274,3 +289,45 @@ class TerminateActor:
     async def wait(self) -> None:
         while not await anyio.to_thread.run_sync(self._poll):  # noqa: ASYNC110 - remote
             await anyio.sleep(_ACTOR_POLL)
+
+
+class ActorChannel:
+    """The sweep's actor as the channel of the ``Ray`` results backend (on a batch task)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._actor: Any = None
+
+    async def open(self) -> None:
+        self._actor = ray.get_actor(self.name, namespace=NAMESPACE)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        # One call at a time: a worker's messages reach the actor in order.
+        await anyio.to_thread.run_sync(ray.get, self._actor.put.remote(message))
+
+    async def close(self) -> None:
+        return None
+
+
+class ActorDrain:
+    """Takes what the sweep's actor holds into the client's results directory."""
+
+    def __init__(self, executor: RayExecutor, directory: str) -> None:
+        from saturn_async.sweep.collector import Collector
+
+        self.executor = executor
+        self.collector = Collector(directory)
+        self._actor: Any = None
+
+    def drain(self) -> int:
+        if self._actor is None:
+            self._actor = self.executor.actor()
+            if self._actor is None:
+                return 0
+        messages: list[dict[str, Any]] = ray.get(self._actor.take.remote())
+        for message in messages:
+            self.collector.apply(message)
+        return len(messages)
+
+    def close(self) -> None:
+        return None

@@ -43,6 +43,8 @@ class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
     """Ship every output through this distributed Queue (results backend Dask)..."""
     results_scheduler: str | None = None
     """... on this scheduler."""
+    results_actor: str | None = None
+    """Ship every output to this Ray actor (results backend Ray)."""
     slots_resource: str | None = None
     """Share run slots among the batches on one Dask worker: as many as the worker's
     resource of this name."""
@@ -148,8 +150,17 @@ def _shared_slots(job: WorkerJob) -> SharedSlots | None:
 
 
 async def _queue_storage(stack: contextlib.AsyncExitStack, job: WorkerJob) -> Storage | None:
-    if job.results_queue is None or job.results_scheduler is None:
-        return None
-    from saturn_async.storage.dask_queue import QueueStorage
+    from saturn_async.storage.queue import Channel, QueueStorage
 
-    return await stack.enter_async_context(QueueStorage(job.results_queue, job.results_scheduler))
+    channel: Channel
+    if job.results_actor is not None:
+        from saturn_async.executors.ray import ActorChannel
+
+        channel = ActorChannel(job.results_actor)
+    elif job.results_queue is not None and job.results_scheduler is not None:
+        from saturn_async.storage.dask_queue import DaskChannel
+
+        channel = DaskChannel(job.results_queue, job.results_scheduler)
+    else:
+        return None
+    return await stack.enter_async_context(QueueStorage(channel))

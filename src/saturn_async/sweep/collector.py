@@ -1,6 +1,6 @@
 """The client side of the ``Dask`` results backend: drain the queue into a directory.
 
-Messages come from :class:`saturn_async.storage.dask_queue.QueueStorage`, in order per
+Messages come from :class:`saturn_async.storage.queue.QueueStorage`, in order per
 worker. Log chunks land as numbered files (``log/000000``, ...), as on S3; when a run's
 ``status`` arrives (always last), its chunk directories are joined into plain ``log``
 (and ``log.N``) files before ``status`` is written, so a finished run has the seed's

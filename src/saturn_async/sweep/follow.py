@@ -13,12 +13,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 
-from saturn_async.executors.base import Executor
+from saturn_async.executors.base import Drain, Executor
 from saturn_async.spec.paths import is_remote
 from saturn_async.status import status_reader
 from saturn_async.storage import storage_for
@@ -34,9 +33,6 @@ from saturn_async.storage.layout import (
 from saturn_async.storage.ledger import LedgerWriter
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
-
-if TYPE_CHECKING:
-    from saturn_async.sweep.drain import QueueDrain
 
 POLL = 0.2
 REMOTE_POLL = 2.0
@@ -113,8 +109,10 @@ def _task_name(location: str) -> str:
     return location.rsplit("/", 1)[-1]
 
 
-def open_drain(record: SweepRecord) -> QueueDrain | None:
-    """The drain of a sweep whose results come through a Dask queue, else None."""
+def open_drain(record: SweepRecord, executor: Executor) -> Drain | None:
+    """The drain of a sweep whose results come through a queue, else None."""
+    if "results_actor" in record.handle:
+        return executor.results_drain(record.results_root)
     if "results_queue" not in record.handle:
         return None
     from saturn_async.sweep.drain import QueueDrain

@@ -7,11 +7,12 @@
   distributed Queue named after the sweep; the client (``saturn run`` while attached, or
   ``saturn collect``) drains it into the directory. Works with every executor. See
   docs/executors.md for the bound on what waits.
+* ``Ray`` (``directory:``): the same through the RayExecutor's sweep actor.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -46,7 +47,8 @@ class ResultsBackend:
     """Names the root the workers write under, and whether a queue carries it there."""
 
     Config: ClassVar[type[msgspec.Struct]]
-    shipped_through_queue: ClassVar[bool] = False
+    queue: ClassVar[Literal["dask", "ray"] | None] = None
+    """The queue that carries outputs to the client, if any."""
 
     def __init__(self, root: str, config: Any) -> None:
         self.root = root
@@ -89,13 +91,20 @@ class S3(ResultsBackend):
 
 class Dask(LocalDir):
     Config: ClassVar[type[msgspec.Struct]] = QueueConfig
-    shipped_through_queue = True
+    queue = "dask"
+
+
+class Ray(LocalDir):
+    """Through the RayExecutor's sweep actor (so only with RayExecutor)."""
+
+    queue = "ray"
 
 
 _BUILTINS = {
     "LocalDir": "saturn_async.sweep.results:LocalDir",
     "S3": "saturn_async.sweep.results:S3",
     "Dask": "saturn_async.sweep.results:Dask",
+    "Ray": "saturn_async.sweep.results:Ray",
 }
 
 

@@ -1,0 +1,86 @@
+"""Storage as messages on a queue: the worker side of the ``Dask`` and ``Ray`` results backends.
+
+Every write becomes a message on the sweep's queue (a :class:`Channel`); the client
+drains it into its own directory (:mod:`saturn_async.sweep.collector`). Locations are the
+client's paths. Files go in parts of ``PART_SIZE`` so no message is large. Nothing can be
+read back, so :meth:`QueueStorage.get` finds nothing and :meth:`QueueStorage.list` lists
+what this worker wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Self
+
+import anyio
+import anyio.to_thread
+
+from saturn_async.storage.base import Storage, StoredObject
+from saturn_async.storage.local import read_range
+
+PART_SIZE = 4 << 20
+
+
+class Channel(Protocol):
+    """Carries messages, in order, to the client that drains them."""
+
+    async def open(self) -> None: ...
+
+    async def send(self, message: dict[str, Any]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class QueueStorage(Storage):
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._written: dict[str, int] = {}
+
+    async def __aenter__(self) -> Self:
+        await self.channel.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.channel.close()
+
+    async def check(self, location: str) -> None:
+        return None
+
+    async def put(self, location: str, data: bytes) -> None:
+        await self.channel.send({"op": "put", "location": location, "data": data})
+        self._written[location] = len(data)
+
+    async def put_file(self, location: str, path: str) -> None:
+        size = (await anyio.Path(path).stat()).st_size
+        offset = 0
+        while True:
+            data = await anyio.to_thread.run_sync(read_range, path, offset, PART_SIZE)
+            last = offset + len(data) >= size
+            await self.channel.send(
+                {"op": "part", "location": location, "offset": offset, "data": data, "last": last}
+            )
+            offset += len(data)
+            if last:
+                break
+        self._written[location] = offset
+
+    async def get(self, location: str) -> bytes | None:
+        return None
+
+    async def list(self, prefix: str) -> list[StoredObject]:
+        start = prefix.rstrip("/") + "/"
+        return sorted(
+            (
+                StoredObject(k[len(start) :], size)
+                for k, size in self._written.items()
+                if k.startswith(start)
+            ),
+            key=lambda o: o.name,
+        )
+
+    async def delete(self, location: str) -> None:
+        await self.channel.send({"op": "delete", "location": location})
+        self._written.pop(location, None)
+
+    async def move(self, source: str, target: str) -> None:
+        await self.channel.send({"op": "move", "location": target, "source": source})
+        self._written[target] = self._written.pop(source, 0)
