@@ -152,3 +152,23 @@ def test_ray_results_need_the_ray_executor(tmp_path, saturn):
         done.stderr
     )
     assert not (tmp_path / "results").exists()
+
+
+def test_ctrl_c_on_a_local_ray_stops_the_runs(tmp_path, saturn):
+    tasks = [{"name": f"t{i}", "command": "echo $$; exec sleep 300"} for i in range(2)]
+    path = write_sweep(tmp_path, tasks, executor=ray_executor(None, num_cpus=2), nprocs=1)
+
+    def running_pids() -> list[int]:
+        logs = [p.read_text() for p in (tmp_path / "results").glob("*/log")]
+        pids = [int(text) for text in logs if text.strip()]
+        return pids if len(pids) == 2 else []
+
+    with saturn_in_background("run", str(path), "-q", "--grace", "1") as run:
+        pids = wait_for(running_pids, timeout=90, what="2 running tasks")
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert "stopping the sweep's runs" in stderr
+    assert not any(pid_alive(pid) for pid in pids)
+    for i in range(2):
+        assert (tmp_path / "results" / f"t{i}" / "status").read_text() == "failure\n"
