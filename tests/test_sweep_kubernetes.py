@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,33 @@ def s3_results(bucket: str) -> dict[str, str]:
     return {"class_spec": "S3", "url": f"{bucket}/sweeps"}
 
 
-def play_pod(job: dict[str, Any], index: int, workdir: Path, kube: Any) -> subprocess.Popen[bytes]:
-    """Start the pod of ``index`` as the kubelet would: the container's command, with
-    JOB_COMPLETION_INDEX, the ConfigMap's files and an emptyDir (here, local directories)."""
+@pytest.fixture
+def play_pod() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start pods as the kubelet would; any still running at the end is stopped by PID
+    (SIGTERM, so saturn batch stops its runs; SIGKILL if that takes over 30 s)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def play(job: dict[str, Any], index: int, workdir: Path, kube: Any) -> subprocess.Popen[bytes]:
+        pod = _start_pod(job, index, workdir, kube)
+        started.append(pod)
+        return pod
+
+    yield play
+    for pod in started:
+        if pod.poll() is None:
+            pod.terminate()
+            try:
+                pod.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pod.kill()
+                pod.wait()
+
+
+def _start_pod(
+    job: dict[str, Any], index: int, workdir: Path, kube: Any
+) -> subprocess.Popen[bytes]:
+    """The pod of ``index``: the container's command, with JOB_COMPLETION_INDEX, the
+    ConfigMap's files and an emptyDir (here, local directories)."""
     spec = job["spec"]["template"]["spec"]
     container = spec["containers"][0]
     script = container["command"][2]
@@ -111,7 +136,7 @@ def test_every_manifest_validates_strictly(tmp_path, saturn, version, fields):
     assert not (tmp_path / "state").exists()  # --dry-run records nothing
 
 
-def test_run_then_pods_then_collect(tmp_path, saturn, s3, fake_kube):
+def test_run_then_pods_then_collect(tmp_path, saturn, s3, fake_kube, play_pod):
     path = write_sweep(
         tmp_path, executor=kube_executor(), results=s3_results(s3), nprocs=2, batch_size=2
     )
@@ -153,7 +178,7 @@ def test_run_then_pods_then_collect(tmp_path, saturn, s3, fake_kube):
     assert (status["succeeded"], status["failed"]) == (3, 1), status
 
 
-def test_large_sweeps_pass_batch_files_through_s3(tmp_path, saturn, s3, fake_kube):
+def test_large_sweeps_pass_batch_files_through_s3(tmp_path, saturn, s3, fake_kube, play_pod):
     executor = kube_executor(batches_via="s3")
     path = write_sweep(tmp_path, executor=executor, results=s3_results(s3), nprocs=2, batch_size=2)
     done = saturn("run", str(path), "-q", "--detach")
@@ -186,7 +211,7 @@ def test_too_large_for_a_configmap(tmp_path, saturn):
     assert [o["kind"] for o in yaml.safe_load_all(auto.stdout)] == ["Job"]
 
 
-def test_terminate_deletes_the_job_in_the_foreground(tmp_path, saturn, s3, fake_kube):
+def test_terminate_deletes_the_job_in_the_foreground(tmp_path, saturn, s3, fake_kube, play_pod):
     pids = tmp_path / "pids"
     pids.mkdir()
     tasks = [{"name": f"t{i}", "command": f"touch {pids}/$$; exec sleep 300"} for i in range(4)]
