@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import anyio
@@ -434,7 +435,13 @@ def dask_throughput(root: Path, runs: int, repeats: int, address: str, env: dict
 
 
 def tail_makespan(root: Path, address: str, env: dict[str, str]) -> None:
-    """600 long-tailed sleeps on 2 workers x nprocs 4: makespan against the ideal."""
+    """600 long-tailed sleeps on 2 workers x nprocs 4: makespan against the ideal.
+
+    The makespan is the sweep's: from dispatch (every task's ``submitted`` event) to the
+    end of its last task (the latest ``complete`` event). The whole command's wall time,
+    which adds ``saturn run``'s start (Python, importing distributed, connecting) and
+    exit, is reported beside it.
+    """
     sleeps = long_tailed_sleeps(600)
     slots = 8
     ideal = max(sum(sleeps) / slots, *sleeps)
@@ -455,15 +462,39 @@ def tail_makespan(root: Path, address: str, env: dict[str, str]) -> None:
             batch_size=batch_size,
         )
         elapsed = timed([*SATURN, "run", str(sweep), "-q", "--replace"], env=env)[0]
+        makespan = sweep_makespan(out)
         target = "<= 1.1x" if batch_size == "auto" else "(reported)"
         ROWS.append(
             (
-                f"600 sleeps 0.05-2 s (sum {sum(sleeps):.0f} s), 8 slots, {label}",
-                f"{elapsed:.1f} s (ideal {ideal:.1f} s)",
-                f"{elapsed / ideal:.2f}x",
+                f"600 sleeps 0.05-2 s (sum {sum(sleeps):.0f} s), 8 slots, {label}: "
+                "dispatch to last task end",
+                f"{makespan:.1f} s (ideal {ideal:.1f} s)",
+                f"{makespan / ideal:.2f}x",
                 target,
             )
         )
+        ROWS.append(
+            (
+                "  the whole saturn run command",
+                f"{elapsed:.1f} s",
+                f"{elapsed / ideal:.2f}x",
+                "(reported)",
+            )
+        )
+
+
+def sweep_makespan(results: Path) -> float:
+    """Seconds from the sweep's dispatch to the end of its last task, from their events."""
+    submitted, ends = [], []
+    for events in results.glob("*/events"):
+        for line in events.read_text().splitlines()[1:]:
+            event = json.loads(line[2:])
+            stamp = datetime.fromisoformat(event["utctimestamp"])
+            if event["type"] == "submitted":
+                submitted.append(stamp)
+            elif event["type"] in ("complete", "failed"):
+                ends.append(stamp)
+    return (max(ends) - min(submitted)).total_seconds()
 
 
 SECTIONS = ("throughput", "split", "memory", "s3", "dask")

@@ -293,3 +293,15 @@ def test_unwritable_results_fail_before_anything_starts(tmp_path, saturn, s3):
         assert not (tmp_path / "ran").exists()
         assert not (tmp_path / "state/saturn_async/sweeps/lr-sweep").exists()
     assert "s3://no-such-bucket-here: HeadBucket: no such bucket" in done.stderr
+
+
+def test_dry_run_prints_the_batches_and_records_nothing(tmp_path, saturn):
+    path = write_sweep(tmp_path, nprocs=2, batch_size=3)
+    done = saturn("run", str(path), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    batches = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [len(b["runs"]) for b in batches] == [3, 1]
+    assert batches[0]["runs"][0]["cmd"].startswith("echo lr 0.5")
+    assert batches[0]["layout"] == "sweep"
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "state").exists()
