@@ -132,10 +132,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; reaped either way."""
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -163,7 +164,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_for(lambda: _answers(f"{endpoint}/moto-api/"), timeout=60, what="moto_server")
         yield endpoint
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 BUCKET = "saturn-test"
@@ -223,7 +224,7 @@ def fault_proxy(s3: str, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> I
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         yield FaultProxy(endpoint)
     finally:
-        _stop(proc)
+        stop_process(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 
@@ -293,7 +294,7 @@ class DaskCluster:
 
     def stop(self) -> None:
         for proc in reversed(self._procs):
-            _stop(proc)
+            stop_process(proc)
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from conftest import saturn_in_background, wait_for
 
 # The seed's run.yaml (seed 003), with commands that run anywhere.
 SEED_TASKS = [
@@ -55,3 +59,25 @@ def assert_seed_outputs(results: Path) -> None:
     assert failed.joinpath("error").read_text() == "3\n"
     assert failed.joinpath("log").read_text() == "diverged\n"
     assert [e["type"] for e in events_of(failed)] == ["submitted", "started", "failed"]
+
+
+def gated_tasks(gate: Path, count: int = 4) -> list[dict[str, Any]]:
+    """Tasks t0.. that print ``started``, wait until ``gate`` exists, then print ``done i``."""
+    command = "echo started; while [ ! -e {gate} ]; do sleep 0.05; done; echo done {i}"
+    return [{"name": f"t{i}", "command": command.format(gate=gate, i=i)} for i in range(count)]
+
+
+def detach_then_collect(
+    saturn: Callable[..., Any], results: Path, gate: Path, *run_args: str
+) -> None:
+    """Ctrl-C on ``saturn run RUN_ARGS`` once a task has started must detach; with the gate
+    then open, ``saturn collect`` must finish with every task succeeded."""
+    with saturn_in_background("run", *run_args) as run:
+        wait_for(lambda: list(results.glob("*/log*")), timeout=60, what="a started task")
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130, stderr
+    assert "detached; the sweep keeps running" in stderr
+    gate.touch()
+    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=90)
+    assert collected.returncode == 0, collected.stderr

@@ -8,7 +8,14 @@ import signal
 import pytest
 
 from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
-from sweeps import SEED_TASKS, assert_seed_outputs, events_of, write_sweep
+from sweeps import (
+    SEED_TASKS,
+    assert_seed_outputs,
+    detach_then_collect,
+    events_of,
+    gated_tasks,
+    write_sweep,
+)
 
 
 def dask_executor(address: str, **fields: object) -> dict[str, object]:
@@ -83,29 +90,18 @@ def test_unreachable_scheduler_is_one_line(tmp_path, saturn):
 @pytest.mark.parametrize("results_class", ["LocalDir", "Dask"])
 def test_ctrl_c_detaches_and_collect_gets_everything(tmp_path, saturn, dask_cluster, results_class):
     gate = tmp_path / "gate"
-    tasks = [
-        {
-            "name": f"t{i}",
-            "command": f"echo started $$; while [ ! -e {gate} ]; do sleep 0.05; done; echo done {i}",
-        }
-        for i in range(4)
-    ]
     results = {"class_spec": results_class, "directory": str(tmp_path / "results")}
     path = write_sweep(
-        tmp_path, tasks, executor=dask_executor(dask_cluster.address), results=results, nprocs=2
+        tmp_path,
+        gated_tasks(gate),
+        executor=dask_executor(dask_cluster.address),
+        results=results,
+        nprocs=2,
     )
-    with saturn_in_background("run", str(path), "-q", "--log-chunk-minutes", "0.02") as run:
-        # Tasks have started on the workers (their first log chunk reached the client).
-        wait_for(
-            lambda: list((tmp_path / "results").glob("*/log*")), timeout=60, what="a started task"
-        )
-        run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=30)
-    assert run.returncode == 130, stderr
-    assert "detached; the sweep keeps running" in stderr
-    gate.touch()
-    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=90)
-    assert collected.returncode == 0, collected.stderr
+    # A task has started on a worker once its first log chunk reached the client.
+    detach_then_collect(
+        saturn, tmp_path / "results", gate, str(path), "-q", "--log-chunk-minutes", "0.02"
+    )
     for i in range(4):
         task = tmp_path / "results" / f"t{i}"
         assert task.joinpath("status").read_text() == "success\n"

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
+from conftest import pid_alive, saturn_in_background, saturn_without, stop_process, wait_for
 from sweeps import SEED_TASKS, write_sweep
 
 NAMESPACE = "sweeps"
@@ -65,12 +65,7 @@ def play_pod() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     yield play
     for pod in started:
         if pod.poll() is None:
-            pod.terminate()
-            try:
-                pod.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pod.kill()
-                pod.wait()
+            stop_process(pod, timeout=30)
 
 
 def _start_pod(

@@ -8,7 +8,13 @@ import signal
 import pytest
 
 from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
-from sweeps import assert_seed_outputs, events_of, write_sweep
+from sweeps import (
+    assert_seed_outputs,
+    detach_then_collect,
+    events_of,
+    gated_tasks,
+    write_sweep,
+)
 
 
 def ray_executor(address: str | None, **fields: object) -> dict[str, object]:
@@ -57,20 +63,9 @@ def test_local_ray_started_by_saturn_run(tmp_path, saturn):
 
 def test_ctrl_c_detaches_and_collect_gets_everything(tmp_path, saturn, ray_address):
     gate = tmp_path / "gate"
-    command = "echo started; while [ ! -e {gate} ]; do sleep 0.05; done; echo done {i}"
-    tasks = [{"name": f"t{i}", "command": command.format(gate=gate, i=i)} for i in range(4)]
-    path = write_sweep(tmp_path, tasks, executor=ray_executor(ray_address), nprocs=1)
-    with saturn_in_background("run", str(path), "-q") as run:
-        wait_for(
-            lambda: list((tmp_path / "results").glob("*/log")), timeout=60, what="a started task"
-        )
-        run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=30)
-    assert run.returncode == 130, stderr
-    assert "detached; the sweep keeps running" in stderr
-    gate.touch()
-    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=90)
-    assert collected.returncode == 0, collected.stderr
+    executor = ray_executor(ray_address)
+    path = write_sweep(tmp_path, gated_tasks(gate), executor=executor, nprocs=1)
+    detach_then_collect(saturn, tmp_path / "results", gate, str(path), "-q")
     for i in range(4):
         task = tmp_path / "results" / f"t{i}"
         assert task.joinpath("status").read_text() == "success\n"

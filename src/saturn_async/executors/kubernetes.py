@@ -12,6 +12,7 @@ grace) before the pod's termination grace period ends.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -89,10 +90,11 @@ class KubernetesExecutor(Executor):
             return None
         return f"{self.record.results_root}/.saturn-batches/{self.job_name}"
 
-    def manifests(self, job_: WorkerJob, batches: list[Batch]) -> list[dict[str, Any]]:
-        """The objects ``dispatch`` creates, in order."""
-        files = encoded_batches(batches)
-        url = self._batches_url(files)
+    def manifests(
+        self, job_: WorkerJob, batches: list[Batch], files: dict[str, str], url: str | None
+    ) -> list[dict[str, Any]]:
+        """The objects ``dispatch`` creates, in order, for the batch ``files`` and their
+        S3 prefix ``url`` (None: they go in the ConfigMap)."""
         command = PodCommand(grace=job_.grace, log_chunk_minutes=job_.log_chunk_seconds / 60)
         the_job = job(
             self.config,
@@ -109,16 +111,18 @@ class KubernetesExecutor(Executor):
         )
 
     def describe(self, job_: WorkerJob, batches: list[Batch]) -> str:
-        objects = self.manifests(job_, batches)
-        url = self._batches_url(encoded_batches(batches))
+        files = encoded_batches(batches)
+        url = self._batches_url(files)
+        objects = self.manifests(job_, batches, files, url)
         note = f"# batch files go to {url}/ (not uploaded by --dry-run)\n" if url else ""
         return note + yaml.safe_dump_all(objects, sort_keys=False)
 
     def dispatch(self, job_: WorkerJob, batches: list[Batch]) -> None:
-        objects = self.manifests(job_, batches)
-        url = self._batches_url(encoded_batches(batches))
+        files = encoded_batches(batches)
+        url = self._batches_url(files)
+        objects = self.manifests(job_, batches, files, url)
         if url is not None:
-            anyio.run(_upload, url, encoded_batches(batches))
+            anyio.run(_upload, url, files)
         anyio.run(self._create, objects)
 
     async def _create(self, objects: list[dict[str, Any]]) -> None:
@@ -237,8 +241,11 @@ class KubernetesExecutor(Executor):
         configuration = client.Configuration()
         try:
             if self.config.kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-                config.load_incluster_config(  # type: ignore[no-untyped-call]
-                    client_configuration=configuration
+                # Reads the service account's token and CA files: off the loop.
+                await anyio.to_thread.run_sync(
+                    functools.partial(
+                        config.load_incluster_config, client_configuration=configuration
+                    )
                 )
             else:
                 await config.load_kube_config(

@@ -144,7 +144,6 @@ class RayExecutor(Executor):
     def __init__(self, config: Any, record: SweepRecord) -> None:
         super().__init__(config, record)
         self._connected = False
-        self._started_local = False
 
     @property
     def detaches(self) -> bool:  # type: ignore[override]
@@ -175,7 +174,6 @@ class RayExecutor(Executor):
                 field="$.executor.address",
             ) from exc
         self._connected = True
-        self._started_local = local
 
     def _check_reachable(self) -> None:
         """Fail fast when a ``host:port`` address does not answer (OSError)."""
@@ -185,8 +183,9 @@ class RayExecutor(Executor):
             socket.create_connection(address, timeout=_CONNECT_TIMEOUT).close()
 
     def actor(self) -> Any | None:
-        """The sweep's actor, or None when it is gone (forgotten, or its Ray ended)."""
-        if self.config.address is None and not self._started_local:
+        """The sweep's actor, or None when it is gone (forgotten by another command, or its
+        Ray ended). Looked up each time: a cached handle would outlive a kill elsewhere."""
+        if self.config.address is None and not self._connected:
             return None  # the local Ray of the saturn run that dispatched has ended
         self._connect()
         try:
@@ -262,7 +261,7 @@ class RayExecutor(Executor):
     def close(self) -> None:
         if not self._connected:
             return
-        if self._started_local:
+        if self.config.address is None:  # the local Ray this process started
             # Shutting down kills the workers: let running batches stop their runs first.
             deadline = time.monotonic() + float(self.record.handle.get("grace", 10.0))
             deadline += _CLOSE_MARGIN
@@ -299,7 +298,10 @@ class ActorChannel:
         self._actor: Any = None
 
     async def open(self) -> None:
-        self._actor = ray.get_actor(self.name, namespace=NAMESPACE)
+        self._actor = await anyio.to_thread.run_sync(self._lookup)
+
+    def _lookup(self) -> Any:
+        return ray.get_actor(self.name, namespace=NAMESPACE)
 
     async def send(self, message: dict[str, Any]) -> None:
         # One call at a time: a worker's messages reach the actor in order.
@@ -317,14 +319,12 @@ class ActorDrain:
 
         self.executor = executor
         self.collector = Collector(directory)
-        self._actor: Any = None
 
     def drain(self) -> int:
-        if self._actor is None:
-            self._actor = self.executor.actor()
-            if self._actor is None:
-                return 0
-        messages: list[dict[str, Any]] = ray.get(self._actor.take.remote())
+        actor = self.executor.actor()
+        if actor is None:
+            return 0
+        messages: list[dict[str, Any]] = ray.get(actor.take.remote())
         for message in messages:
             self.collector.apply(message)
         return len(messages)

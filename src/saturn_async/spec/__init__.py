@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+
 from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document, read_bytes
 from saturn_async.spec.models import Batch, Run
@@ -23,8 +25,6 @@ def load_batch_file(
 
 
 def _read_remote(url: str) -> bytes:
-    import anyio
-
     from saturn_async.storage import storage_for
 
     async def get() -> bytes | None:
