@@ -8,8 +8,9 @@ The hierarchy::
     ├── MissingExtraError       an optional dependency is not installed; names the extra
     ├── StorageError            storage refused an operation for good (no such bucket,
     │                           access denied), or stayed unreachable past the deadline
-    └── ExecutorError           an executor's backend refused an operation (the
-                                Kubernetes API answered 403, say)
+    ├── ExecutorError           an executor's backend refused an operation (the
+    │                           Kubernetes API answered 403, say)
+    └── DaemonError             the daemon cannot be reached, or refused a request
 
 Foreign errors (OSError from the filesystem, YAML parser errors, msgspec validation
 errors) are translated where they enter and chained with ``from exc``.
@@ -55,3 +56,7 @@ class StorageError(SaturnError):
 
 class ExecutorError(SaturnError):
     """An executor's backend refused an operation; the message names it and the reason."""
+
+
+class DaemonError(SaturnError):
+    """The daemon cannot be reached, or refused a request; the message says which."""

@@ -50,11 +50,30 @@ def cli() -> None:
     saturn collect --name N            reattach to a sweep; gather its outputs
     saturn terminate --name N          stop every run of a sweep
     saturn status --name N             counts and failed tasks of a sweep
+    saturn daemon [--nprocs N]         serve this machine's slots to submitted batches
+    saturn submit FILE...              queue batch files on the daemon
+    saturn ps | watch                  the daemon's batches and runs, once or live
+    saturn cancel BATCH_OR_RUN         stop queued or running work on the daemon
+    saturn drain                       finish what runs, take nothing new, then exit
     """
 
 
 def _register() -> None:
-    from saturn_async.cli import batch, collect, logs, run, split, status, terminate
+    from saturn_async.cli import (
+        batch,
+        cancel,
+        collect,
+        daemon,
+        drain,
+        logs,
+        ps,
+        run,
+        split,
+        status,
+        submit,
+        terminate,
+        watch,
+    )
 
     cli.add_command(split.split)
     cli.add_command(batch.batch)
@@ -63,6 +82,12 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(collect.collect)
     cli.add_command(terminate.terminate)
+    cli.add_command(daemon.daemon)
+    cli.add_command(submit.submit)
+    cli.add_command(ps.ps)
+    cli.add_command(watch.watch)
+    cli.add_command(cancel.cancel)
+    cli.add_command(drain.drain)
 
 
 _register()

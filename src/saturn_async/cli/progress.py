@@ -19,7 +19,7 @@ PLAIN_INTERVAL = 5.0
 _SHOWN_RUNNING = 12
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     seconds = int(seconds)
@@ -32,7 +32,7 @@ def summary_line(p: SweepProgress) -> str:
     return (
         f"{p.succeeded} succeeded, {p.failed} failed, {p.skipped} skipped, "
         f"{len(p.running)} running, {p.pending} pending of {p.total} | "
-        f"{p.rate():.1f} runs/s | ETA {_duration(p.eta_seconds())}"
+        f"{p.rate():.1f} runs/s | ETA {duration(p.eta_seconds())}"
     )
 
 
@@ -50,7 +50,7 @@ def render(p: SweepProgress) -> Group:
         "  |  ",
         f"{p.rate():.1f} runs/s",
         "  ETA ",
-        _duration(p.eta_seconds()),
+        duration(p.eta_seconds()),
     )
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
     table.add_column(p.running_label, justify="right")
@@ -60,7 +60,7 @@ def render(p: SweepProgress) -> Group:
     shown = sorted(p.running.items(), key=lambda item: (item[1].started, str(item[0])))
     for key, run in shown[:_SHOWN_RUNNING]:
         name = str(key) if isinstance(key, int) else key.rsplit("/", 1)[-1]
-        table.add_row(name, _duration(now - run.started), run.label)
+        table.add_row(name, duration(now - run.started), run.label)
     return Group(counts, table)
 
 

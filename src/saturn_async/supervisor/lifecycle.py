@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,12 +26,28 @@ class Outcome:
     status_code: int
     recorded: bool
     """False when the final status could not be written (the run counts as failed)."""
+    error: OSError | StorageError | None = None
+    """Why the final status could not be written."""
 
 
 class RunLifecycle:
     """Executes one run in one slot, retrying as configured, and records its outputs."""
 
-    def __init__(self, supervisor: Supervisor, batch: Batch, run: Run, rank: int) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        batch: Batch,
+        run: Run,
+        rank: int,
+        *,
+        submitted: str | None = None,
+        first_attempt: int = 1,
+        earlier_events: Sequence[Event] = (),
+        on_start: Callable[[int, RunProcess], None] | None = None,
+    ) -> None:
+        """``first_attempt`` and ``earlier_events`` continue a run whose earlier attempts
+        were lost (the daemon's recovery); ``on_start(attempt, proc)`` is called right
+        after each spawn, before anything else can run."""
         assert run.remote_output_path is not None, "runs are resolved before they execute"
         self.sup = supervisor
         self.run = run
@@ -39,7 +56,10 @@ class RunLifecycle:
         self.outputs = supervisor.outputs_for(batch, run)
         self.timeout = run.timeout if run.timeout is not None else batch.timeout
         retries = run.retries if run.retries is not None else batch.retries
-        self.attempts = 1 + (retries or 0)
+        self.first_attempt = first_attempt
+        self.last_attempt = first_attempt + (retries or 0)
+        self.on_start = on_start
+        self.status = CANNOT_START
         self.env = supervisor.environment_for(batch)
         if run.env:
             self.env.update(run.env)
@@ -48,24 +68,40 @@ class RunLifecycle:
             SATURN_RUN_LOCAL_RANK=str(rank),
             SATURN_RUN_REMOTE_OUTPUT_PATH=self.run_dir,
         )
-        self.events = [Event(type="submitted", utctimestamp=supervisor.submitted, cmd=run.cmd)]
+        submitted = submitted or supervisor.submitted
+        self.events = [Event(type="submitted", utctimestamp=submitted, cmd=run.cmd)]
+        self.events.extend(earlier_events)
 
     async def execute(self) -> Outcome:
         """Run to a final status and record it."""
-        status = CANNOT_START
-        for attempt in range(1, self.attempts + 1):
+        await self.attempt()
+        return await self.record()
+
+    async def attempt(self) -> None:
+        """Run the attempts: the first, then retries while they fail."""
+        for attempt in range(self.first_attempt, self.last_attempt + 1):
             proc = await self._start(attempt)
             if proc is None:
                 break
+            if self.on_start is not None:
+                self.on_start(attempt, proc)
             async with self.outputs.shipping():
                 exit, end = await self._supervise(proc)
-            status = exit.status
+            self.status = exit.status
             self.events.append(self._end_event(end, exit, attempt))
-            if end != "failed" or attempt == self.attempts or self.sup.stopping:
+            if end != "failed" or attempt == self.last_attempt or self.sup.stopping:
                 break
             self.events.append(Event(type="retry", utctimestamp=utcnow(), attempt=attempt + 1))
             await self.outputs.rotate(attempt)
-        return await self._finish(status)
+
+    async def record(self) -> Outcome:
+        """Record the final status; may be called again when recording failed."""
+        try:
+            await self.outputs.finish(self.events, self.status)
+        except (OSError, StorageError) as exc:
+            self.sup.report(f"could not record the outcome of {self.run_dir}: {exc}")
+            return Outcome(self.status, recorded=False, error=exc)
+        return Outcome(self.status, recorded=True)
 
     async def _start(self, attempt: int) -> RunProcess | None:
         # Inline on the event loop, not in a thread: see docs/architecture.md, "Spawning".
@@ -123,11 +159,3 @@ class RunLifecycle:
             cpu_system_seconds=round(usage.ru_stime, 6),
             max_rss_kib=usage.ru_maxrss,
         )
-
-    async def _finish(self, status: int) -> Outcome:
-        try:
-            await self.outputs.finish(self.events, status)
-        except (OSError, StorageError) as exc:
-            self.sup.report(f"could not record the outcome of {self.run_dir}: {exc}")
-            return Outcome(status, recorded=False)
-        return Outcome(status, recorded=True)

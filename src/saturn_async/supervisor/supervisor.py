@@ -8,11 +8,12 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
 from saturn_async.spec.models import Batch, Run
@@ -103,6 +104,9 @@ class Supervisor:
         self._io = anyio.CapacityLimiter(min(nprocs, _MAX_IO_THREADS))
         self._stop_requested = anyio.Event()
         self.forced = anyio.Event()
+        self._roots: set[str] = set()
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._background: anyio.abc.TaskGroup | None = None
 
     @property
     def stopping(self) -> bool:
@@ -115,34 +119,51 @@ class Supervisor:
         cannot be written).
         """
         self.progress.total = sum(len(b.runs) for b in batches)
-        roots = sorted({self._shipped_root(b) for b in batches} - {""})
-        async with contextlib.AsyncExitStack() as stack:
-            if roots:
-                await self._open_storage(stack, roots)
+        async with self.serving():
+            await self.open_roots(batches)
             jobs = ((batch, run) for batch in batches for run in batch.runs)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._enforce_grace)
-                if self.ledger is not None:
-                    tg.start_soon(self.ledger.flush_every)
-                async with anyio.create_task_group() as slots:
-                    for rank in range(self.nprocs):
-                        slots.start_soon(self._slot, rank, jobs)
-                tg.cancel_scope.cancel()
-            if self.ledger is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.ledger.flush()
+            async with anyio.create_task_group() as slots:
+                for rank in range(self.nprocs):
+                    slots.start_soon(self._slot, rank, jobs)
         p = self.progress
         return BatchSummary(p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal)
 
-    async def _open_storage(self, stack: contextlib.AsyncExitStack, roots: list[str]) -> None:
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """Hold storage, the ledger and the stop grace for the runs executed inside."""
+        async with contextlib.AsyncExitStack() as stack:
+            self._stack = stack
+            async with anyio.create_task_group() as tg:
+                self._background = tg
+                tg.start_soon(self._enforce_grace)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+            if self.ledger is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.ledger.flush()
+
+    async def open_roots(self, batches: Sequence[Batch]) -> None:
+        """Open storage for the batches' shipped output roots and check each once.
+
+        Call inside :meth:`serving`; roots already checked are not checked again.
+        """
+        roots = sorted({self._shipped_root(b) for b in batches} - {"", *self._roots})
+        if not roots:
+            return
+        assert self._stack is not None and self._background is not None
         if self.storage is None:
-            self.storage = await stack.enter_async_context(storage_for(roots[0]))
+            self.storage = await self._stack.enter_async_context(storage_for(roots[0]))
         for root in roots:
             await self.storage.check(root)
-        self.ledger = LedgerWriter(self.storage)
+        if self.ledger is None:
+            self.ledger = LedgerWriter(self.storage)
+            self._background.start_soon(self.ledger.flush_every)
         if self.skip_completed:
             for root in roots:
                 self._ledger_statuses.update(await read_ledger(self.storage, root))
+        self._roots.update(roots)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Start nothing new and TERM every running run; a second call forces (KILL)."""

@@ -1,0 +1,46 @@
+"""``saturn drain``: let the daemon finish what runs, take nothing new, then exit."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import click
+
+from saturn_async.cli.options import daemon_options
+from saturn_async.daemon import protocol
+from saturn_async.daemon.client import request
+from saturn_async.daemon.paths import daemon_paths
+from saturn_async.exceptions import DaemonError
+
+_POLL = 0.2
+
+
+@click.command()
+@daemon_options
+@click.option("--wait", is_flag=True, help="Return once the daemon has exited.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    help="With --wait: give up after this many seconds (exit 1).",
+)
+def drain(name: str, socket: str | None, wait: bool, timeout: float | None) -> None:
+    """Running runs finish; no queued run starts and no batch is accepted; then the
+    daemon exits. Queued runs stay in its journal and run when it starts again."""
+    paths = daemon_paths(name, socket=socket)
+    reply = anyio.run(request, paths.socket, protocol.Drain())
+    assert isinstance(reply, protocol.Draining)
+    click.echo(f"draining: {reply.running} running, {reply.queued} queued stay queued")
+    if not wait:
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            anyio.run(request, paths.socket, protocol.Ps())
+        except DaemonError:
+            click.echo("the daemon has exited")
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            click.echo(f"the daemon is still draining after {timeout:g} s", err=True)
+            raise SystemExit(1)
+        time.sleep(_POLL)

@@ -1,0 +1,1 @@
+"""The supervisor as a long-running service: journal, control socket, spool, recovery."""

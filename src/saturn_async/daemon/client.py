@@ -1,0 +1,32 @@
+"""The CLI's side of the control socket: one request, one reply."""
+
+from __future__ import annotations
+
+import anyio
+
+from saturn_async.daemon.protocol import Error, ProtocolError, Reply, Request, receive_reply, send
+from saturn_async.exceptions import DaemonError
+
+
+async def request(socket_path: str, message: Request) -> Reply:
+    try:
+        stream = await anyio.connect_unix(socket_path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise DaemonError(
+            f"{socket_path}: no daemon is listening (start one: saturn daemon)"
+        ) from None
+    except OSError as exc:
+        raise DaemonError(f"{socket_path}: cannot reach the daemon: {exc.strerror}") from exc
+    async with stream:
+        try:
+            await send(stream, message)
+            reply = await receive_reply(stream)
+        except ProtocolError as exc:
+            raise DaemonError(f"{socket_path}: {exc}") from exc
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
+            raise DaemonError(
+                f"{socket_path}: the daemon closed the connection (is it run by another user?)"
+            ) from exc
+    if isinstance(reply, Error):
+        raise DaemonError(f"the daemon refused: {reply.message}")
+    return reply

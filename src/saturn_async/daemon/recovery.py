@@ -1,0 +1,127 @@
+"""After a crash: stop what the previous incarnation left running, settle its attempts.
+
+An attempt the journal shows in flight either recorded its final status before the
+crash (the status is there, and its ``events`` name the journaled pid and attempt: it
+is finished, and never run again) or did not (it is ``lost`` and runs again). Before
+either is decided, its process group is stopped: the journal keeps the group's id and
+its leader's start time, and every run carries ``SATURN_DAEMON_RUN_ID`` in its
+environment, so a process is only signalled when it is provably one of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+import anyio
+
+from saturn_async.spec.paths import is_remote
+from saturn_async.storage import Storage, storage_for
+from saturn_async.storage.layout import (
+    ERROR,
+    EVENTS,
+    STATUS,
+    STATUS_CODE,
+    decode_events,
+    parse_status,
+)
+from saturn_async.supervisor.process import start_ticks
+
+RUN_ID_VARIABLE = "SATURN_DAEMON_RUN_ID"
+_POLL = 0.05
+
+
+def run_marker(state_dir: str, run_id: str) -> str:
+    """The value of ``SATURN_DAEMON_RUN_ID`` for one run of the daemon at ``state_dir``."""
+    return f"{state_dir}:{run_id}"
+
+
+async def stop_previous_attempt(pgid: int, ticks: int, marker: str, grace: float) -> int:
+    """TERM, then after ``grace`` KILL, the processes left of an earlier attempt.
+
+    Returns how many processes were found. The group is ours when its leader is alive
+    with the journaled start time; with the leader gone, a member is ours when it
+    started after the leader and carries the attempt's marker.
+    """
+    members = _members(pgid, ticks, marker)
+    for pid in members:
+        _signal(pid, signal.SIGTERM)
+    with anyio.move_on_after(grace):
+        while _members(pgid, ticks, marker):  # noqa: ASYNC110 (no event tells of a pid's exit)
+            await anyio.sleep(_POLL)
+    for pid in _members(pgid, ticks, marker):
+        _signal(pid, signal.SIGKILL)
+    return len(members)
+
+
+def _members(pgid: int, ticks: int, marker: str) -> list[int]:
+    leader_ticks = start_ticks(pgid)
+    if leader_ticks is not None and leader_ticks != ticks:
+        return []  # the id now names someone else's process
+    ours = leader_ticks == ticks
+    needle = f"{RUN_ID_VARIABLE}={marker}\0".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if fields[0] == b"Z" or int(fields[2]) != pgid or int(fields[19]) < ticks:
+            continue
+        if ours or needle in _environ(pid):
+            found.append(pid)
+    return found
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return b"\0" + f.read()
+    except OSError:
+        return b""
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+class OutcomeReader:
+    """Reads what an attempt recorded, from local or s3:// outputs."""
+
+    def __init__(self) -> None:
+        self._storages: dict[bool, Storage] = {}
+
+    async def __aenter__(self) -> OutcomeReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for storage in self._storages.values():
+            await storage.__aexit__(None, None, None)
+
+    async def recorded_status(self, location: str, pid: int, attempt: int) -> int | None:
+        """The final status that attempt ``attempt`` (process ``pid``) recorded, if any."""
+        storage = await self._storage(location)
+        marker = await storage.get(f"{location}/{STATUS_CODE}")
+        status = await storage.get(f"{location}/{STATUS}") if marker is None else None
+        error = await storage.get(f"{location}/{ERROR}") if status is not None else None
+        code = parse_status(marker, status, error)
+        if code is None:
+            return None
+        events = await storage.get(f"{location}/{EVENTS}")
+        starts = [e for e in decode_events(events or b"") if e.type == "started"]
+        if starts and starts[-1].pid == pid and starts[-1].attempt == attempt:
+            return code
+        return None
+
+    async def _storage(self, location: str) -> Storage:
+        remote = is_remote(location)
+        if remote not in self._storages:
+            self._storages[remote] = await storage_for(location).__aenter__()
+        return self._storages[remote]
