@@ -142,6 +142,18 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
         proc.wait()
 
 
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Any]:
+    """A ``saturn daemon`` of this test (not started); stopped by PID at teardown."""
+    from daemons import Daemon
+
+    instance = Daemon(tmp_path)
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3 server (moto_server) in its own process; yields its endpoint URL."""

@@ -41,7 +41,18 @@ class Accept(Record, tag="accept"):
     batch: Batch
 
 
+class Launch(Record, tag="launch"):
+    """An attempt about to spawn: journaled first, so no attempt runs unrecorded."""
+
+    batch: str
+    index: int
+    attempt: int
+    rank: int
+
+
 class Start(Record, tag="start"):
+    """The attempt's process, right after the spawn."""
+
     batch: str
     index: int
     attempt: int
@@ -90,7 +101,7 @@ class Done(Record, tag="done"):
     info: BatchInfo
 
 
-AnyRecord = Header | Accept | Start | Finish | Lost | Cancel | Progress | Done
+AnyRecord = Header | Accept | Launch | Start | Finish | Lost | Cancel | Progress | Done
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyRecord)
 

@@ -42,7 +42,9 @@ async def stop_previous_attempt(pgid: int, ticks: int, marker: str, grace: float
 
     Returns how many processes were found. The group is ours when its leader is alive
     with the journaled start time; with the leader gone, a member is ours when it
-    started after the leader and carries the attempt's marker.
+    started after the leader and carries the run's marker. ``pgid`` 0 (the crash came
+    between the attempt's launch record and its spawn record): any process carrying the
+    marker is ours.
     """
     members = _members(pgid, ticks, marker)
     for pid in members:
@@ -56,10 +58,10 @@ async def stop_previous_attempt(pgid: int, ticks: int, marker: str, grace: float
 
 
 def _members(pgid: int, ticks: int, marker: str) -> list[int]:
-    leader_ticks = start_ticks(pgid)
+    leader_ticks = start_ticks(pgid) if pgid else None
     if leader_ticks is not None and leader_ticks != ticks:
         return []  # the id now names someone else's process
-    ours = leader_ticks == ticks
+    ours = leader_ticks is not None
     needle = f"{RUN_ID_VARIABLE}={marker}\0".encode()
     found = []
     for name in os.listdir("/proc"):
@@ -72,7 +74,7 @@ def _members(pgid: int, ticks: int, marker: str) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] == b"Z" or int(fields[2]) != pgid or int(fields[19]) < ticks:
+        if fields[0] == b"Z" or (pgid and int(fields[2]) != pgid) or int(fields[19]) < ticks:
             continue
         if ours or needle in _environ(pid):
             found.append(pid)
@@ -107,6 +109,8 @@ class OutcomeReader:
 
     async def recorded_status(self, location: str, pid: int, attempt: int) -> int | None:
         """The final status that attempt ``attempt`` (process ``pid``) recorded, if any."""
+        if not pid:
+            return None  # it never spawned
         storage = await self._storage(location)
         marker = await storage.get(f"{location}/{STATUS_CODE}")
         status = await storage.get(f"{location}/{STATUS}") if marker is None else None

@@ -29,6 +29,7 @@ from saturn_async.daemon.journal import (
     Cancel,
     Finish,
     Journal,
+    Launch,
     Lost,
     Start,
     lock_state_dir,
@@ -82,6 +83,7 @@ class Daemon:
         self._resumed = anyio.Event()
         self._ranks: set[int] = set()
         self._procs: dict[tuple[str, int], RunProcess] = {}
+        self._kill_timers: dict[tuple[str, int], anyio.CancelScope] = {}
         self._sync_wanted = anyio.Event()
         self._compact_at = _COMPACT_AT_LEAST
         self.supervisor = Supervisor(
@@ -233,6 +235,7 @@ class Daemon:
             submitted=batch.submitted,
             first_attempt=batch.attempts.get(index, 0) + 1,
             earlier_events=earlier,
+            on_launch=partial(self._launching, batch, index, rank),
             on_start=partial(self._started, batch, index, rank),
         )
         lifecycle.env[RUN_ID_VARIABLE] = run_marker(self.paths.state_dir, batch.run_id(index))
@@ -265,8 +268,14 @@ class Daemon:
                 )
         finally:
             self._procs.pop(key, None)
+            timer = self._kill_timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
             self._ranks.discard(rank)
             self._notify()
+
+    def _launching(self, batch: BatchState, index: int, rank: int, attempt: int) -> None:
+        self._record(Launch(batch=batch.id, index=index, attempt=attempt, rank=rank))
 
     def _started(
         self, batch: BatchState, index: int, rank: int, attempt: int, proc: RunProcess
@@ -445,7 +454,7 @@ class Daemon:
             for i in indexes:
                 proc = self._procs.get((batch.id, i))
                 if proc is not None and proc.exit is None:
-                    self._stop_run(proc)
+                    self._stop_run((batch.id, i), proc)
                     running += 1
         self.logbook("info", "cancelled", f"cancelled {target}: {queued} queued, {running} running")
         self._notify()
@@ -470,14 +479,16 @@ class Daemon:
                     return [(batch, index)]
         raise InputError("no queued or running batch or run matches", source=target)
 
-    def _stop_run(self, proc: RunProcess) -> None:
+    def _stop_run(self, key: tuple[str, int], proc: RunProcess) -> None:
+        """TERM the run's group; KILL it if it is still running after the grace."""
         proc.terminated = True
         proc.signal_group(signal.SIGTERM)
+        scope = anyio.CancelScope()
+        self._kill_timers[key] = scope
 
         async def kill_after_grace() -> None:
-            with anyio.move_on_after(self.config.grace):
-                await proc.wait()
-            if proc.exit is None:
+            with scope:
+                await anyio.sleep(self.config.grace)
                 proc.signal_group(signal.SIGKILL)
 
         self._runs.start_soon(kill_after_grace)

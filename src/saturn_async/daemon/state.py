@@ -20,6 +20,7 @@ from saturn_async.daemon.journal import (
     Done,
     Finish,
     Header,
+    Launch,
     Lost,
     Progress,
     Record,
@@ -42,9 +43,10 @@ class Attempt:
     index: int
     attempt: int
     rank: int
-    pid: int
-    ticks: int
-    started: str
+    pid: int = 0
+    """0 until the spawn is journaled."""
+    ticks: int = 0
+    started: str = ""
     since: float = field(default_factory=time.monotonic)
 
 
@@ -154,6 +156,10 @@ class DaemonState:
                 self.batches[record.id] = batch
                 self._dispatch.append(batch)
                 self.next_batch = max(self.next_batch, int(record.id[1:]) + 1)
+            case Launch():
+                batch = self.batches[record.batch]
+                batch.running[record.index] = Attempt(record.index, record.attempt, record.rank)
+                batch.attempts[record.index] = record.attempt
             case Start():
                 batch = self.batches[record.batch]
                 batch.running[record.index] = Attempt(
@@ -182,7 +188,10 @@ class DaemonState:
                 batch.attempts[record.index] = record.attempt
                 batch.lost += 1
                 event = Event(
-                    type="lost", utctimestamp=record.at, attempt=record.attempt, pid=record.pid
+                    type="lost",
+                    utctimestamp=record.at,
+                    attempt=record.attempt,
+                    pid=record.pid or None,
                 )
                 batch.lost_events.setdefault(record.index, []).append(event)
             case Cancel():
@@ -221,13 +230,13 @@ class DaemonState:
             )
             for index, events in batch.lost_events.items():
                 for event in events:
-                    assert event.attempt is not None and event.pid is not None
+                    assert event.attempt is not None
                     records.append(
                         Lost(
                             batch=batch.id,
                             index=index,
                             attempt=event.attempt,
-                            pid=event.pid,
+                            pid=event.pid or 0,
                             at=event.utctimestamp,
                         )
                     )
@@ -236,6 +245,11 @@ class DaemonState:
                 Progress(batch=batch.id, statuses=batch.statuses.tolist(), lost=batch.lost)
             )
             for a in batch.running.values():
+                if not a.pid:
+                    records.append(
+                        Launch(batch=batch.id, index=a.index, attempt=a.attempt, rank=a.rank)
+                    )
+                    continue
                 records.append(
                     Start(
                         batch=batch.id,

@@ -43,11 +43,13 @@ class RunLifecycle:
         submitted: str | None = None,
         first_attempt: int = 1,
         earlier_events: Sequence[Event] = (),
+        on_launch: Callable[[int], None] | None = None,
         on_start: Callable[[int, RunProcess], None] | None = None,
     ) -> None:
         """``first_attempt`` and ``earlier_events`` continue a run whose earlier attempts
-        were lost (the daemon's recovery); ``on_start(attempt, proc)`` is called right
-        after each spawn, before anything else can run."""
+        were lost (the daemon's recovery). ``on_launch(attempt)`` is called right before
+        each spawn and ``on_start(attempt, proc)`` right after it, with nothing else
+        running in between (the daemon journals both)."""
         assert run.remote_output_path is not None, "runs are resolved before they execute"
         self.sup = supervisor
         self.run = run
@@ -58,6 +60,7 @@ class RunLifecycle:
         retries = run.retries if run.retries is not None else batch.retries
         self.first_attempt = first_attempt
         self.last_attempt = first_attempt + (retries or 0)
+        self.on_launch = on_launch
         self.on_start = on_start
         self.status = CANNOT_START
         self.env = supervisor.environment_for(batch)
@@ -80,6 +83,8 @@ class RunLifecycle:
     async def attempt(self) -> None:
         """Run the attempts: the first, then retries while they fail."""
         for attempt in range(self.first_attempt, self.last_attempt + 1):
+            if self.on_launch is not None:
+                self.on_launch(attempt)
             proc = await self._start(attempt)
             if proc is None:
                 break
