@@ -143,6 +143,29 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 @pytest.fixture
+def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount small tmpfs file systems (``size`` as mount takes it); unmounted at teardown."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        mountpoint = tmp_path / f"tmpfs-{len(mounted)}"
+        mountpoint.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:  # needs root (CAP_SYS_ADMIN): nothing to install
+            pytest.skip(f"cannot mount a small tmpfs: {result.stderr.decode().strip()}")
+        mounted.append(mountpoint)
+        return mountpoint
+
+    yield mount
+    for mountpoint in reversed(mounted):
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+@pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Any]:
     """A ``saturn daemon`` of this test (not started); stopped by PID at teardown."""
     from daemons import Daemon

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -310,6 +311,43 @@ def test_runs_write_to_s3_through_the_daemon(
     missing = batch_file(tmp_path / "nobucket.json", "s3://no-such-bucket/x", ["true"])
     refused = saturn("submit", str(missing), *daemon.address)
     assert refused.returncode == 2 and "no-such-bucket" in refused.stderr
+
+
+def test_a_full_disk_pauses_the_daemon_until_there_is_room(
+    mount_tmpfs: Callable[[str], Path], daemon: Daemon, tmp_path: Path, saturn: Saturn
+) -> None:
+    disk = mount_tmpfs("2m")
+    gate = tmp_path / "gate"
+    daemon.start("--nprocs", "1", "--min-free-mb", "0.5", "--state-dir", str(disk / "state"))
+    job = batch_file(
+        tmp_path / "job.json", disk / "out", ["echo first; " + gated(gate), "echo second"]
+    )
+    assert saturn("submit", str(job), *daemon.address).returncode == 0
+    first = disk / "out/0/stdout"
+    wait_for(lambda: first.exists() and first.read_text() == "first\n", what="the first run")
+    filler = disk / "filler"
+    with filler.open("wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    wait_for(lambda: daemon.ps().state == "paused", what="the pause")
+    assert f"{disk}" in (daemon.ps().paused_reason or "")
+    refused = saturn("submit", str(batch_file(tmp_path / "b.json", disk / "b", ["true"])),
+                     *daemon.address)  # fmt: skip
+    assert refused.returncode == 2 and "full" in refused.stderr, refused.stderr
+    gate.touch()  # the first run ends; its outcome cannot be written yet
+    wait_for(lambda: "could not record the outcome" in daemon.log(), what="the failed record")
+    snapshot = daemon.ps()
+    assert (snapshot.state, snapshot.queued, len(snapshot.running)) == ("paused", 1, 1)
+    assert status(disk / "out/0") is None and not (disk / "out/1").exists()
+    filler.unlink()
+    wait_for(lambda: status(disk / "out/1") == 0, what="the second run, after the pause")
+    assert status(disk / "out/0") == 0
+    assert (disk / "out/0/stdout").read_text() == "first\n"
+    assert daemon.ps().state == "running"
+    log = daemon.log()
+    assert "starting no runs until there is room" in log and "there is room again" in log
+    assert not [p for p in disk.rglob("*") if ".tmp-" in p.name]
 
 
 def test_open_files_stay_flat_over_many_runs(

@@ -335,6 +335,9 @@ class Daemon:
                 sd_notify("STATUS=running")
                 self._notify()
 
+    def _state_dir_full(self) -> bool:
+        return free_bytes(self.paths.state_dir) < self.config.min_free_mb * _MB
+
     def _disk_problem(self) -> str | None:
         need = self.config.min_free_mb * _MB
         directories = {self.paths.state_dir, self.supervisor.staging_dir}
@@ -378,6 +381,11 @@ class Daemon:
     async def _submit(self, submitted: list[protocol.SubmittedBatch]) -> protocol.Reply:
         if self.draining:
             raise InputError("the daemon is draining and takes no new batches")
+        if self.journal.unwritten or self._state_dir_full():
+            raise InputError(
+                "the state directory is full; no batch is accepted until there is room",
+                source=self.paths.state_dir,
+            )
         live = {b.source: b.id for b in self.state.batches.values()}
         for item in submitted:
             if item.source in live:
