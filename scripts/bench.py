@@ -21,6 +21,9 @@ from pathlib import Path
 
 import anyio
 
+from saturn_async.daemon import protocol
+from saturn_async.daemon.client import request
+from saturn_async.exceptions import DaemonError
 from saturn_async.logs.reader import copy_log
 from saturn_async.spec import load_batch_file
 from saturn_async.spec.yaml_loader import load_yaml_pyyaml
@@ -497,7 +500,116 @@ def sweep_makespan(results: Path) -> float:
     return (max(ends) - min(submitted)).total_seconds()
 
 
-SECTIONS = ("throughput", "split", "memory", "s3", "dask")
+class BenchDaemon:
+    """A ``saturn daemon --nprocs 4`` with its state on the scratch file system."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.socket = str(root / "d.sock")
+        self.proc = subprocess.Popen(
+            [*SATURN, "daemon", "--nprocs", "4", "--state-dir", str(root / "state"),
+             "--socket", self.socket, "--min-free-mb", "0"],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        while not self._answers():
+            time.sleep(0.05)
+
+    def _answers(self) -> bool:
+        try:
+            self.ps()
+        except DaemonError:
+            if self.proc.poll() is not None:
+                raise SystemExit("the benchmark daemon exited") from None
+            return False
+        return True
+
+    def ps(self) -> protocol.Snapshot:
+        reply = anyio.run(request, self.socket, protocol.Ps())
+        assert isinstance(reply, protocol.Snapshot)
+        return reply
+
+    def submit_and_wait(self, job: Path) -> float:
+        """Seconds from ``saturn submit`` to the last run's status (by its mtime); ps is
+        polled every 0.1 s only to learn that the runs are done."""
+        start = time.time()
+        subprocess.run([*SATURN, "submit", str(job), "--socket", self.socket],
+                       stdout=subprocess.DEVNULL, check=True)  # fmt: skip
+        while True:
+            snapshot = self.ps()
+            if not snapshot.queued and not snapshot.running:
+                break
+            time.sleep(0.1)
+        root = Path(json.loads(job.read_text())["remote_output_path"])
+        return max(p.stat().st_mtime for p in root.glob("*/status_code")) - start
+
+    def usage(self) -> tuple[float, int]:
+        """The daemon's RSS (MB) and open file descriptors."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        rss = next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")
+        )
+        return rss / 1024, len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self) -> None:
+        subprocess.run([*SATURN, "drain", "--wait", "--socket", self.socket],
+                       stdout=subprocess.DEVNULL, check=True)  # fmt: skip
+        self.proc.wait(30)
+
+
+def daemon_benchmarks(root: Path, runs: int, repeats: int, hygiene_runs: int) -> None:
+    """Throughput through ``submit`` against ``saturn batch``; RSS, fds, journal over time."""
+    daemon = BenchDaemon(root)
+    try:
+        through: list[float] = []
+        direct: list[float] = []
+        for round in range(repeats):
+            job = write_true_job(root / f"daemon-{round}.json", runs, root / f"d{round}")
+            through.append(daemon.submit_and_wait(job))
+            shutil.rmtree(root / f"d{round}")
+            direct.append(timed([*SATURN, "batch", str(job), "-q"])[0])
+            shutil.rmtree(root / f"d{round}")
+        rate_through = runs / statistics.median(through)
+        rate_direct = runs / statistics.median(direct)
+        ROWS.append(
+            (
+                f"{runs} x `true` through `saturn submit` to a daemon --nprocs 4",
+                f"{rate_through:.0f} runs/s",
+                f"{rate_through / rate_direct:.2f}x of saturn batch ({rate_direct:.0f} runs/s)",
+                ">= 0.9x",
+            )
+        )
+        hygiene(daemon, root, hygiene_runs)
+    finally:
+        daemon.stop()
+
+
+def hygiene(daemon: BenchDaemon, root: Path, runs: int) -> None:
+    step = runs // 10
+    journal = root / "state" / "journal"
+    samples = []
+    largest_journal = 0
+    for _round in range(10):
+        job = write_true_job(root / "hygiene.json", step, root / "h")
+        daemon.submit_and_wait(job)
+        samples.append(daemon.usage())
+        largest_journal = max(largest_journal, journal.stat().st_size)
+        shutil.rmtree(root / "h")
+    (rss0, fds0), (rss1, fds1) = samples[0], samples[-1]
+    ROWS.append(
+        (
+            f"daemon RSS after {step:,} and {runs:,} runs",
+            f"{rss0:.0f} MB -> {rss1:.0f} MB",
+            f"{rss1 - rss0:+.1f} MB",
+            "<= +20 MB",
+        )
+    )
+    ROWS.append((f"daemon open fds after {step:,} and {runs:,} runs", f"{fds0} -> {fds1}",
+                 f"{fds1 - fds0:+d}", "<= +10"))  # fmt: skip
+    ROWS.append((f"daemon journal, largest seen at each {step:,} runs",
+                 f"{largest_journal / 2**20:.1f} MB", "", "bounded by compaction"))  # fmt: skip
+
+
+SECTIONS = ("throughput", "split", "memory", "s3", "dask", "daemon")
 
 
 def main() -> None:
@@ -524,6 +636,8 @@ def main() -> None:
             s3_benchmarks(root, args.repeats)
         if "dask" in sections:
             dask_benchmarks(root, args.runs, args.repeats)
+        if "daemon" in sections:
+            daemon_benchmarks(root, args.runs, args.repeats, args.memory_runs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(

@@ -48,6 +48,9 @@ class Launch(Record, tag="launch"):
     index: int
     attempt: int
     rank: int
+    ticks: int
+    """The boot clock (in clock ticks, as /proc reports process start times) before the
+    spawn: no process of the attempt started earlier."""
 
 
 class Start(Record, tag="start"):
@@ -60,8 +63,10 @@ class Start(Record, tag="start"):
     pid: int
     """Also the run's process group id (each run leads its own session)."""
     ticks: int
-    """The leader's start time (clock ticks since boot): with ``pid`` it names the group
-    safely, since a reused pid has another start time."""
+    ticks_until: int
+    """The leader started between ``ticks`` (before the spawn) and this (after it): with
+    ``pid`` that names the group safely, since a reused pid has another start time. Read
+    from the clock, not from /proc, which costs hundreds of µs right after a spawn."""
     started: str
 
 

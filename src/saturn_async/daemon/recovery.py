@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 
 import anyio
 
@@ -30,6 +31,12 @@ from saturn_async.supervisor.process import start_ticks
 
 RUN_ID_VARIABLE = "SATURN_DAEMON_RUN_ID"
 _POLL = 0.05
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Now on the clock /proc measures process start times with (ticks since boot)."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _CLOCK_TICKS)
 
 
 def run_marker(state_dir: str, run_id: str) -> str:
@@ -37,14 +44,16 @@ def run_marker(state_dir: str, run_id: str) -> str:
     return f"{state_dir}:{run_id}"
 
 
-async def stop_previous_attempt(pgid: int, ticks: int, marker: str, grace: float) -> int:
+async def stop_previous_attempt(
+    pgid: int, ticks: tuple[int, int], marker: str, grace: float
+) -> int:
     """TERM, then after ``grace`` KILL, the processes left of an earlier attempt.
 
     Returns how many processes were found. The group is ours when its leader is alive
-    with the journaled start time; with the leader gone, a member is ours when it
-    started after the leader and carries the run's marker. ``pgid`` 0 (the crash came
-    between the attempt's launch record and its spawn record): any process carrying the
-    marker is ours.
+    with a start time in the journaled window ``ticks``; with the leader gone, a member
+    is ours when it started after the window opened and carries the run's marker.
+    ``pgid`` 0 (the crash came between the attempt's launch record and its spawn
+    record): any process carrying the marker is ours.
     """
     members = _members(pgid, ticks, marker)
     for pid in members:
@@ -57,9 +66,10 @@ async def stop_previous_attempt(pgid: int, ticks: int, marker: str, grace: float
     return len(members)
 
 
-def _members(pgid: int, ticks: int, marker: str) -> list[int]:
+def _members(pgid: int, ticks: tuple[int, int], marker: str) -> list[int]:
+    earliest, latest = ticks[0] - 1, ticks[1] + 1  # either clock may round the other way
     leader_ticks = start_ticks(pgid) if pgid else None
-    if leader_ticks is not None and leader_ticks != ticks:
+    if leader_ticks is not None and not earliest <= leader_ticks <= latest:
         return []  # the id now names someone else's process
     ours = leader_ticks is not None
     needle = f"{RUN_ID_VARIABLE}={marker}\0".encode()
@@ -74,7 +84,7 @@ def _members(pgid: int, ticks: int, marker: str) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] == b"Z" or (pgid and int(fields[2]) != pgid) or int(fields[19]) < ticks:
+        if fields[0] == b"Z" or (pgid and int(fields[2]) != pgid) or int(fields[19]) < earliest:
             continue
         if ours or needle in _environ(pid):
             found.append(pid)

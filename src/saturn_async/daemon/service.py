@@ -41,6 +41,7 @@ from saturn_async.daemon.paths import DaemonPaths
 from saturn_async.daemon.recovery import (
     RUN_ID_VARIABLE,
     OutcomeReader,
+    boot_ticks,
     run_marker,
     stop_previous_attempt,
 )
@@ -53,7 +54,7 @@ from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage.layout import utcnow
 from saturn_async.supervisor.lifecycle import RunLifecycle
-from saturn_async.supervisor.process import RunProcess, start_ticks
+from saturn_async.supervisor.process import RunProcess
 from saturn_async.supervisor.supervisor import Supervisor
 
 _COMPACT_AT_LEAST = 8 << 20
@@ -166,7 +167,7 @@ class Daemon:
                 run_id = batch.run_id(attempt.index)
                 marker = run_marker(self.paths.state_dir, run_id)
                 found = await stop_previous_attempt(
-                    attempt.pid, attempt.ticks, marker, self.config.grace
+                    attempt.pid, (attempt.ticks, attempt.ticks_until), marker, self.config.grace
                 )
                 if found:
                     self.logbook(
@@ -275,7 +276,9 @@ class Daemon:
             self._notify()
 
     def _launching(self, batch: BatchState, index: int, rank: int, attempt: int) -> None:
-        self._record(Launch(batch=batch.id, index=index, attempt=attempt, rank=rank))
+        self._record(
+            Launch(batch=batch.id, index=index, attempt=attempt, rank=rank, ticks=boot_ticks())
+        )
 
     def _started(
         self, batch: BatchState, index: int, rank: int, attempt: int, proc: RunProcess
@@ -288,7 +291,8 @@ class Daemon:
                 attempt=attempt,
                 rank=rank,
                 pid=proc.pid,
-                ticks=start_ticks(proc.pid, zombies=True) or 0,
+                ticks=batch.running[index].ticks,
+                ticks_until=boot_ticks(),
                 started=utcnow(),
             )
         )

@@ -46,6 +46,7 @@ class Attempt:
     pid: int = 0
     """0 until the spawn is journaled."""
     ticks: int = 0
+    ticks_until: int = 0
     started: str = ""
     since: float = field(default_factory=time.monotonic)
 
@@ -158,7 +159,9 @@ class DaemonState:
                 self.next_batch = max(self.next_batch, int(record.id[1:]) + 1)
             case Launch():
                 batch = self.batches[record.batch]
-                batch.running[record.index] = Attempt(record.index, record.attempt, record.rank)
+                batch.running[record.index] = Attempt(
+                    record.index, record.attempt, record.rank, ticks=record.ticks
+                )
                 batch.attempts[record.index] = record.attempt
             case Start():
                 batch = self.batches[record.batch]
@@ -168,6 +171,7 @@ class DaemonState:
                     record.rank,
                     record.pid,
                     record.ticks,
+                    record.ticks_until,
                     record.started,
                 )
                 batch.attempts[record.index] = record.attempt
@@ -247,7 +251,13 @@ class DaemonState:
             for a in batch.running.values():
                 if not a.pid:
                     records.append(
-                        Launch(batch=batch.id, index=a.index, attempt=a.attempt, rank=a.rank)
+                        Launch(
+                            batch=batch.id,
+                            index=a.index,
+                            attempt=a.attempt,
+                            rank=a.rank,
+                            ticks=a.ticks,
+                        )
                     )
                     continue
                 records.append(
@@ -258,6 +268,7 @@ class DaemonState:
                         rank=a.rank,
                         pid=a.pid,
                         ticks=a.ticks,
+                        ticks_until=a.ticks_until,
                         started=a.started,
                     )
                 )

@@ -155,9 +155,8 @@ def group_has_live_members(pgid: int) -> bool:
     return False
 
 
-def start_ticks(pid: int, *, zombies: bool = False) -> int | None:
-    """When process ``pid`` started (clock ticks since boot), or None when it is gone
-    (or, unless ``zombies``, exited and not reaped yet).
+def start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), or None when it is gone.
 
     With the pid it identifies a process safely: a reused pid has another start time.
     """
@@ -167,4 +166,4 @@ def start_ticks(pid: int, *, zombies: bool = False) -> int | None:
     except OSError:
         return None
     fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19]) if zombies or fields[0] != b"Z" else None
+    return int(fields[19]) if fields[0] != b"Z" else None
