@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
+import select
 import signal
 import socket
 import stat
@@ -15,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from conftest import wait_for
+from conftest import CLI, wait_for
 from daemons import Daemon
 from saturn_async.daemon import protocol
 from saturn_async.storage.layout import decode_events
@@ -395,3 +397,42 @@ def _connect_as(uid: int, path: str) -> bytes:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0 and received.startswith(b"received:")
     return received.removeprefix(b"received:")
+
+
+def test_watch_follows_the_daemon_until_it_exits(
+    daemon: Daemon, tmp_path: Path, saturn: Saturn
+) -> None:
+    gate = tmp_path / "gate"
+    daemon.start("--nprocs", "1")
+    job = batch_file(tmp_path / "job.json", tmp_path / "out", [gated(gate)])
+    assert saturn("submit", str(job), *daemon.address).returncode == 0
+    wait_for(lambda: daemon.ps().running, what="the run")
+    leader, follower = pty.openpty()
+    watch = subprocess.Popen(
+        [*CLI, "watch", "--interval", "0.1", *daemon.address],
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "160"},
+    )
+    os.close(follower)
+    screen = b""
+
+    def shows(text: str) -> bool:
+        nonlocal screen
+        with contextlib.suppress(OSError):  # EIO: watch has exited
+            if select.select([leader], [], [], 0.05)[0]:
+                screen += os.read(leader, 65536)
+        return text.encode() in screen
+
+    try:
+        wait_for(lambda: shows("b1.0"), what="the running run on the screen")
+        assert saturn("drain", *daemon.address).returncode == 0
+        wait_for(lambda: shows("draining"), what="the drain on the screen")
+        gate.touch()
+        wait_for(lambda: shows("the daemon has exited"), what="watch to notice the exit")
+        assert watch.wait(timeout=30) == 0
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        os.close(leader)
