@@ -88,7 +88,10 @@ def daemon(
     }
     config = load_config(config_path, overrides)
     paths = daemon_paths(name, state_dir, socket)
-    anyio.run(_serve, paths, config, config_path, overrides)
+    try:
+        anyio.run(_serve, paths, config, config_path, overrides)
+    except KeyboardInterrupt:  # before its signal handling starts (during recovery)
+        raise SystemExit(130) from None
 
 
 async def _serve(
