@@ -12,6 +12,7 @@ renames it over the old one; records written meanwhile go to both.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterable
@@ -177,7 +178,7 @@ class Journal:
             try:
                 written = os.write(self._fd, data)
                 if written != len(data):
-                    raise OSError(28, "short write (disk full?)")
+                    raise OSError(errno.ENOSPC, "short write (disk full?)")
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self.size)
@@ -220,7 +221,8 @@ class Journal:
             fd = os.open(new_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             tail = b"".join(self._copy)
             try:
-                os.write(fd, tail)
+                if os.write(fd, tail) != len(tail):
+                    raise OSError(errno.ENOSPC, "short write (disk full?)")
                 os.replace(new_path, self.path)
             except OSError:
                 os.close(fd)

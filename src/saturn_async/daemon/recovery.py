@@ -17,8 +17,7 @@ import time
 
 import anyio
 
-from saturn_async.spec.paths import is_remote
-from saturn_async.storage import Storage, storage_for
+from saturn_async.storage import Storage
 from saturn_async.storage.layout import (
     ERROR,
     EVENTS,
@@ -104,38 +103,19 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-class OutcomeReader:
-    """Reads what an attempt recorded, from local or s3:// outputs."""
-
-    def __init__(self) -> None:
-        self._storages: dict[bool, Storage] = {}
-
-    async def __aenter__(self) -> OutcomeReader:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for storage in self._storages.values():
-            await storage.__aexit__(None, None, None)
-
-    async def recorded_status(self, location: str, pid: int, attempt: int) -> int | None:
-        """The final status that attempt ``attempt`` (process ``pid``) recorded, if any."""
-        if not pid:
-            return None  # it never spawned
-        storage = await self._storage(location)
-        marker = await storage.get(f"{location}/{STATUS_CODE}")
-        status = await storage.get(f"{location}/{STATUS}") if marker is None else None
-        error = await storage.get(f"{location}/{ERROR}") if status is not None else None
-        code = parse_status(marker, status, error)
-        if code is None:
-            return None
-        events = await storage.get(f"{location}/{EVENTS}")
-        starts = [e for e in decode_events(events or b"") if e.type == "started"]
-        if starts and starts[-1].pid == pid and starts[-1].attempt == attempt:
-            return code
+async def recorded_status(storage: Storage, location: str, pid: int, attempt: int) -> int | None:
+    """The final status that attempt ``attempt`` (process ``pid``) recorded at
+    ``location`` in ``storage``, if any."""
+    if not pid:
+        return None  # it never spawned
+    marker = await storage.get(f"{location}/{STATUS_CODE}")
+    status = await storage.get(f"{location}/{STATUS}") if marker is None else None
+    error = await storage.get(f"{location}/{ERROR}") if status is not None else None
+    code = parse_status(marker, status, error)
+    if code is None:
         return None
-
-    async def _storage(self, location: str) -> Storage:
-        remote = is_remote(location)
-        if remote not in self._storages:
-            self._storages[remote] = await storage_for(location).__aenter__()
-        return self._storages[remote]
+    events = await storage.get(f"{location}/{EVENTS}")
+    starts = [e for e in decode_events(events or b"") if e.type == "started"]
+    if starts and starts[-1].pid == pid and starts[-1].attempt == attempt:
+        return code
+    return None

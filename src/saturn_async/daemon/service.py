@@ -40,19 +40,21 @@ from saturn_async.daemon.notify import sd_notify
 from saturn_async.daemon.paths import DaemonPaths
 from saturn_async.daemon.recovery import (
     RUN_ID_VARIABLE,
-    OutcomeReader,
     boot_ticks,
+    recorded_status,
     run_marker,
     stop_previous_attempt,
 )
 from saturn_async.daemon.server import bind_control_socket, serve
 from saturn_async.daemon.spool import Spool, SpoolFile
-from saturn_async.daemon.state import BatchState, DaemonState
+from saturn_async.daemon.state import Attempt, BatchState, DaemonState
 from saturn_async.exceptions import InputError, SaturnError
 from saturn_async.spec import load_batch_file
 from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
+from saturn_async.storage import Storage
 from saturn_async.storage.layout import utcnow
+from saturn_async.storage.local import LocalStorage
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.process import RunProcess
 from saturn_async.supervisor.supervisor import Supervisor
@@ -162,42 +164,52 @@ class Daemon:
         if not in_flight:
             return
         self.logbook("info", "recovering", f"{len(in_flight)} runs were in flight at the last stop")
-        async with OutcomeReader() as outcomes:
+        async with anyio.create_task_group() as tg:  # their graces run at the same time
             for batch, attempt in in_flight:
-                run_id = batch.run_id(attempt.index)
-                marker = run_marker(self.paths.state_dir, run_id)
-                found = await stop_previous_attempt(
-                    attempt.pid, (attempt.ticks, attempt.ticks_until), marker, self.config.grace
+                tg.start_soon(self._stop_leftovers, batch, attempt)
+        local = LocalStorage()
+        for batch, attempt in in_flight:
+            location = batch.batch.runs[attempt.index].remote_output_path
+            assert location is not None
+            storage: Storage = local
+            if is_remote(location):
+                await self.supervisor.open_roots([batch.batch])
+                assert self.supervisor.storage is not None
+                storage = self.supervisor.storage
+            status = await recorded_status(storage, location, attempt.pid, attempt.attempt)
+            if status is not None:
+                self._record(Finish(batch=batch.id, index=attempt.index, status=status))
+                continue
+            self._record(
+                Lost(
+                    batch=batch.id,
+                    index=attempt.index,
+                    attempt=attempt.attempt,
+                    pid=attempt.pid,
+                    at=utcnow(),
                 )
-                if found:
-                    self.logbook(
-                        "warning",
-                        "stopped_leftover",
-                        f"stopped {found} processes left running by {run_id}",
-                        pgid=attempt.pid,
-                    )
-                location = batch.batch.runs[attempt.index].remote_output_path
-                assert location is not None
-                if is_remote(location):
-                    await self.supervisor.open_roots([batch.batch])
-                status = await outcomes.recorded_status(location, attempt.pid, attempt.attempt)
-                if status is not None:
-                    self._record(Finish(batch=batch.id, index=attempt.index, status=status))
-                else:
-                    self._record(
-                        Lost(
-                            batch=batch.id,
-                            index=attempt.index,
-                            attempt=attempt.attempt,
-                            pid=attempt.pid,
-                            at=utcnow(),
-                        )
-                    )
-                    self.logbook(
-                        "warning",
-                        "lost",
-                        f"{run_id} attempt {attempt.attempt} was lost; it runs again",
-                    )
+            )
+            self.logbook(
+                "warning",
+                "lost",
+                f"{batch.run_id(attempt.index)} attempt {attempt.attempt} was lost; it runs again",
+            )
+
+    async def _stop_leftovers(self, batch: BatchState, attempt: Attempt) -> None:
+        run_id = batch.run_id(attempt.index)
+        found = await stop_previous_attempt(
+            attempt.pid,
+            (attempt.ticks, attempt.ticks_until),
+            run_marker(self.paths.state_dir, run_id),
+            self.config.grace,
+        )
+        if found:
+            self.logbook(
+                "warning",
+                "stopped_leftover",
+                f"stopped {found} processes left running by {run_id}",
+                pgid=attempt.pid,
+            )
 
     # --- scheduling -------------------------------------------------------------
 
