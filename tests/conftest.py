@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,11 @@ from typing import Any
 import pytest
 
 CLI = [sys.executable, "-m", "saturn_async"]
+
+# A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
+# across exec: the `saturn` processes the tests interrupt with SIGINT would never see it.
+# A handler (not SIG_IGN) here makes every child start with the default disposition.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def wait_for(
