@@ -271,6 +271,17 @@ class RayExecutor(Executor):
         self._connected = False
 
 
+def _result(ref: Any) -> Any:
+    """The value of ``ref``, waited for on a batch task without yielding its CPUs.
+
+    ``ray.get`` in a task tells the raylet that the task is blocked, and Ray then lends
+    its CPUs to other tasks: a queued batch would start beside the running one, and the
+    node would run more runs than the batches reserved. Waiting on the ref's future
+    does not tell the raylet.
+    """
+    return ref.future().result()
+
+
 class TerminateActor:
     """The sweep's actor seen from a batch task: the stop signal of ``run_batches``."""
 
@@ -280,10 +291,10 @@ class TerminateActor:
     def is_set(self) -> bool:
         """Called once as the batch starts; registers it with the actor."""
         task_id = ray.get_runtime_context().get_task_id()
-        return bool(ray.get(self._actor.start.remote(task_id)))
+        return bool(_result(self._actor.start.remote(task_id)))
 
     def _poll(self) -> bool:
-        return bool(ray.get(self._actor.is_terminated.remote()))
+        return bool(_result(self._actor.is_terminated.remote()))
 
     async def wait(self) -> None:
         while not await anyio.to_thread.run_sync(self._poll):  # noqa: ASYNC110 - remote
@@ -305,7 +316,7 @@ class ActorChannel:
 
     async def send(self, message: dict[str, Any]) -> None:
         # One call at a time: a worker's messages reach the actor in order.
-        await anyio.to_thread.run_sync(ray.get, self._actor.put.remote(message))
+        await anyio.to_thread.run_sync(_result, self._actor.put.remote(message))
 
     async def close(self) -> None:
         return None
