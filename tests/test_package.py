@@ -43,6 +43,30 @@ def test_python_dash_m_help() -> None:
         assert command in result.stdout
 
 
+def test_quiet_json_batch_imports_only_what_it_uses(tmp_path: Path) -> None:
+    # Start-up is part of every short batch's wall time: the CLI loads commands on use.
+    job = tmp_path / "job.json"
+    job.write_text(
+        f'{{"nprocs": 1, "remote_output_path": "{tmp_path}/out", "runs": [{{"cmd": "true"}}]}}'
+    )
+    script = (
+        "import sys\n"
+        "from saturn_async.cli import cli\n"
+        "try:\n"
+        f"    cli(['batch', {str(job)!r}, '-q'])\n"
+        "finally:\n"
+        "    print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    loaded = set(result.stdout.split())
+    assert "saturn_async.supervisor.supervisor" in loaded
+    assert (tmp_path / "out" / "0" / "status_code").read_text() == "0\n"
+    for unused in ("rich", "yaml", "saturn_async.daemon.service", "saturn_async.cli.run"):
+        assert unused not in loaded
+
+
 def test_library_api_runs_a_batch(tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text(

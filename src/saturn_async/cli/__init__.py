@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -11,9 +12,40 @@ import click
 from saturn_async import __version__
 from saturn_async.exceptions import SaturnError
 
+# Each command is the function of the same name in the module of that name, imported only
+# when the command runs (or when --help lists them): a short `saturn batch` must not pay
+# for importing the daemon, the executors and rich.
+_COMMANDS = (
+    "batch",
+    "cancel",
+    "collect",
+    "daemon",
+    "drain",
+    "logs",
+    "ps",
+    "run",
+    "split",
+    "status",
+    "submit",
+    "terminate",
+    "watch",
+)
+
 
 class _Cli(click.Group):
-    """Turns a SaturnError into one line on stderr and exit code 2, never a traceback."""
+    """Loads commands on use; turns a SaturnError into one line on stderr and exit code 2,
+    never a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return None
+        command: click.Command = getattr(
+            importlib.import_module(f"saturn_async.cli.{cmd_name}"), cmd_name
+        )
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -56,41 +88,6 @@ def cli() -> None:
     saturn cancel BATCH_OR_RUN         stop queued or running work on the daemon
     saturn drain                       finish what runs, take nothing new, then exit
     """
-
-
-def _register() -> None:
-    from saturn_async.cli import (
-        batch,
-        cancel,
-        collect,
-        daemon,
-        drain,
-        logs,
-        ps,
-        run,
-        split,
-        status,
-        submit,
-        terminate,
-        watch,
-    )
-
-    cli.add_command(split.split)
-    cli.add_command(batch.batch)
-    cli.add_command(status.status)
-    cli.add_command(logs.logs)
-    cli.add_command(run.run)
-    cli.add_command(collect.collect)
-    cli.add_command(terminate.terminate)
-    cli.add_command(daemon.daemon)
-    cli.add_command(submit.submit)
-    cli.add_command(ps.ps)
-    cli.add_command(watch.watch)
-    cli.add_command(cancel.cancel)
-    cli.add_command(drain.drain)
-
-
-_register()
 
 
 def main() -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import anyio
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from saturn_async.supervisor.progress import SweepProgress
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 # How often the plain (non-terminal) display prints a line.
 PLAIN_INTERVAL = 5.0
@@ -37,6 +37,11 @@ def summary_line(p: SweepProgress) -> str:
 
 
 def render(p: SweepProgress) -> Group:
+    # rich is imported here, not at the top: `saturn batch -q` and plain output skip it.
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     counts = Text.assemble(
         (f"{p.succeeded} succeeded", "green"),
         "  ",
@@ -67,6 +72,9 @@ def render(p: SweepProgress) -> Group:
 async def show_progress(progress: SweepProgress, live: bool) -> None:
     """Display ``progress`` until cancelled: live on a terminal, else a line every 5 s."""
     if live:
+        from rich.console import Console
+        from rich.live import Live
+
         with Live(render(progress), console=Console(), auto_refresh=False) as view:
             while True:
                 await anyio.sleep(0.25)

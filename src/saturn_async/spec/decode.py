@@ -10,13 +10,20 @@ from typing import Any, TypeVar
 import msgspec
 
 from saturn_async.exceptions import InputError
-from saturn_async.spec.yaml_loader import load_yaml
 
 T = TypeVar("T")
 
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `(?P<field>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$")
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """:func:`saturn_async.spec.yaml_loader.load_yaml`, imported on first use: importing
+    PyYAML costs about 20 ms at every start, and JSON batch files never need it."""
+    from saturn_async.spec.yaml_loader import load_yaml as load
+
+    return load(text, source)
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from saturn_async.spec.yaml_loader import load_yaml
+from saturn_async.spec.decode import load_yaml
 
 STDOUT = "stdout"
 STDERR = "stderr"
