@@ -6,6 +6,7 @@ Run through ``scripts/bench``; ``--help`` lists the knobs. Prints a Markdown tab
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -23,7 +24,7 @@ import anyio
 
 from saturn_async.daemon import protocol
 from saturn_async.daemon.client import request
-from saturn_async.exceptions import DaemonError
+from saturn_async.exceptions import DaemonError, InputError
 from saturn_async.logs.reader import copy_log
 from saturn_async.spec import load_batch_file
 from saturn_async.spec.yaml_loader import load_yaml_pyyaml
@@ -312,10 +313,17 @@ def s3_log_lag(root: Path, chunk_minutes: float = 0.05) -> None:
 
     async def follow() -> None:
         while proc.poll() is None:
-            await copy_log("s3://bench/lag/0", "stdout", record, follow=False)
+            # Until the first chunk is up there is no run output to read.
+            with contextlib.suppress(InputError):
+                await copy_log("s3://bench/lag/0", "stdout", record, follow=False)
             await anyio.sleep(0.2)
 
-    anyio.run(follow)
+    try:
+        anyio.run(follow)
+    finally:
+        if proc.poll() is None:  # the benchmark failed: do not leave the batch behind
+            proc.terminate()
+            proc.wait()
     lags = [seen[line] - float(line) for line in seen]
     interval = chunk_minutes * 60
     ROWS.append(
