@@ -263,16 +263,24 @@ def s3_upload(root: Path, repeats: int) -> None:
         async with S3Storage() as storage:
             await upload_directory(storage, str(tree), prefix)
 
-    # Interleaved rounds, medians: moto slows as it holds more, so order must not favour
-    # either side.
+    # Interleaved rounds, medians, and each side goes first in every other round: moto
+    # slows as it holds more, so order must not favour either side.
     aws = str(Path(sys.executable).with_name("aws"))
     times: dict[str, list[float]] = {"saturn": [], "aws": []}
-    for round_ in range(repeats):
+
+    def saturn_round(round_: int) -> None:
         start = time.perf_counter()
         anyio.run(ours, f"s3://bench/ours-{round_}")
         times["saturn"].append(time.perf_counter() - start)
+
+    def aws_round(round_: int) -> None:
         cli = [aws, "s3", "cp", "--recursive", "--quiet", str(tree), f"s3://bench/aws-{round_}"]
         times["aws"].append(timed(cli)[0])
+
+    for round_ in range(repeats):
+        order = (saturn_round, aws_round) if round_ % 2 == 0 else (aws_round, saturn_round)
+        for run_round in order:
+            run_round(round_)
     saturn, cli_time = statistics.median(times["saturn"]), statistics.median(times["aws"])
     ROWS.append(
         (
