@@ -297,6 +297,26 @@ def test_api_errors_are_one_line_and_record_nothing(tmp_path, saturn, s3, fake_k
     assert unknown.returncode == 2  # the name is still free
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_pods": 0}, "$.executor.max_pods: expected `int` >= 1"),
+        (
+            {"backoff_limit_per_index": -1},
+            "$.executor.backoff_limit_per_index: expected `int` >= 0",
+        ),
+        ({"ttl_seconds_after_finished": -5}, "$.executor.ttl_seconds_after_finished: expected"),
+    ],
+)
+def test_out_of_range_numbers_are_one_line(tmp_path, saturn, fields, message):
+    path = write_sweep(tmp_path, executor=kube_executor(**fields), results=s3_results("s3://b"))
+    done = saturn("run", str(path), "--dry-run")
+    assert done.returncode == 2
+    assert message in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stdout == ""
+
+
 def test_bad_setups_are_one_line(tmp_path, saturn, s3, monkeypatch):
     local = write_sweep(tmp_path, executor=kube_executor())
     done = saturn("run", str(local), "-q")

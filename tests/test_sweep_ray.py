@@ -103,6 +103,9 @@ def test_terminate_cancels_queued_and_stops_running(tmp_path, saturn, ray_addres
     [
         ({"adress": "auto"}, "$.executor.adress: unknown field (did you mean 'address'?)"),
         ({"num_gpus": "one"}, "$.executor.num_gpus: expected `float`, got `str`"),
+        ({"num_gpus": -1}, "$.executor.num_gpus: expected `float` >= 0.0"),
+        ({"num_cpus": 0}, "$.executor.num_cpus: expected `int` >= 1"),
+        ({"resources": {"slot": -2}}, "$.executor.resources[...]: expected `float` >= 0.0"),
     ],
 )
 def test_bad_executor_section_is_one_line(tmp_path, saturn, fields, message):

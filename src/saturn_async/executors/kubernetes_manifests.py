@@ -12,11 +12,11 @@ import hashlib
 import math
 import re
 import shlex
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from saturn_async.spec.models import Batch
+from saturn_async.spec.models import Batch, Count
 
 CONFIGMAP_LIMIT = 1_000_000
 """Bytes of batch files a ConfigMap may carry (the API server's limit is 1 MiB in all)."""
@@ -35,7 +35,7 @@ class KubernetesConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     image: str
     """An image with ``saturn_async[s3]`` installed (``saturn`` on its PATH)."""
     namespace: str = "default"
-    max_pods: int = 10
+    max_pods: Annotated[int, msgspec.Meta(ge=1)] = 10
     """The Job's parallelism: pods (batches) running at once."""
     service_account: str | None = None
     resources: dict[str, str | int | float] = msgspec.field(default_factory=dict)
@@ -45,9 +45,9 @@ class KubernetesConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     env: dict[str, str] = msgspec.field(default_factory=dict)
     env_from_secrets: list[str] = msgspec.field(default_factory=list)
     """Secrets whose keys become environment variables (S3 credentials, say)."""
-    backoff_limit_per_index: int | None = None
+    backoff_limit_per_index: Count | None = None
     """Pod-level retries of each batch; a retried pod skips runs that succeeded."""
-    ttl_seconds_after_finished: int | None = None
+    ttl_seconds_after_finished: Count | None = None
     batches_via: Literal["auto", "configmap", "s3"] = "auto"
     kubeconfig: str | None = None
     """Default ``$KUBECONFIG`` or ``~/.kube/config``; in a pod, the in-cluster config."""

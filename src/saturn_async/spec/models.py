@@ -13,6 +13,7 @@ import msgspec
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Env = dict[str, str]
 
 
