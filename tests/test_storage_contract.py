@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from conftest import FaultProxy
 from saturn_async.exceptions import StorageError
 from saturn_async.storage import Storage, StoredObject, storage_for
-from saturn_async.storage.s3 import MULTIPART_THRESHOLD, S3Storage
+from saturn_async.storage.s3 import MULTIPART_THRESHOLD, PART_SIZE, S3Storage
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -81,6 +83,38 @@ def test_put_file_small_and_multipart(root: str, tmp_path: Path, size: int) -> N
         assert await storage.get(f"{root}/results/file.bin") == data
 
     using(root, body)
+
+
+def test_files_carry_their_crc32_and_multipart_the_composite(s3: str, tmp_path: Path) -> None:
+    """Files go up with their CRC32, and multipart parts each with theirs, as `aws s3 cp`
+    sends them: S3 checks every part and keeps the CRC32 of the parts' CRC32s (without the
+    part checksums it would fall back to computing a full-object CRC)."""
+
+    def crc32(data: bytes) -> bytes:
+        return zlib.crc32(data).to_bytes(4, "big")
+
+    small, big = os.urandom(1000), os.urandom(MULTIPART_THRESHOLD + 1)
+    (tmp_path / "small.bin").write_bytes(small)
+    (tmp_path / "big.bin").write_bytes(big)
+    part_crcs = b"".join(crc32(big[i : i + PART_SIZE]) for i in range(0, len(big), PART_SIZE))
+    bucket = s3.removeprefix("s3://")
+
+    async def body(storage: Storage) -> None:
+        assert isinstance(storage, S3Storage)
+        heads = {}
+        for name in ("small.bin", "big.bin"):
+            await storage.put_file(f"{s3}/{name}", str(tmp_path / name))
+            heads[name] = await storage._client.head_object(
+                Bucket=bucket, Key=name, ChecksumMode="ENABLED"
+            )
+        assert heads["small.bin"]["ChecksumCRC32"] == base64.b64encode(crc32(small)).decode()
+        assert heads["big.bin"]["ETag"].endswith('-3"')
+        # S3 appends "-3" (the part count) to a composite checksum; moto does not.
+        composite = heads["big.bin"].get("ChecksumCRC32", "").split("-")[0]
+        assert composite == base64.b64encode(crc32(part_crcs)).decode()
+        assert await storage.get(f"{s3}/big.bin") == big
+
+    using(s3, body)
 
 
 def test_move(root: str) -> None:

@@ -9,8 +9,10 @@ StorageError at once, naming the bucket and the operation.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import zlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -37,6 +39,10 @@ T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 16 * 2**20
 PART_SIZE = 8 * 2**20
+CHECKSUM_ALGORITHM = "CRC32"
+"""Files go up with their CRC32 (multipart: each part's, and S3 keeps the composite), as
+``aws s3 cp`` sends them; computed in the reading thread, not on the event loop."""
+_CHECKSUM_FIELD = f"Checksum{CHECKSUM_ALGORITHM}"
 _TRANSIENT_CODES = frozenset(
     (
         "SlowDown",
@@ -57,6 +63,21 @@ _REASONS = {
     "403": "access denied",
     "404": "no such bucket",
 }
+
+
+def read_with_crc32(path: str, start: int, length: int) -> tuple[bytes, str]:
+    """A file range and its CRC32 as S3 writes it (base64 of 4 big-endian bytes).
+
+    ``zlib.crc32`` releases the GIL, so in a worker thread it runs beside the event loop.
+    """
+    data = read_range(path, start, length)
+    return data, base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def _checksum_fields(checksum: str) -> dict[str, str]:
+    """A checksum we computed; botocore sends it as is (and naming the algorithm too is
+    what makes moto keep it)."""
+    return {"ChecksumAlgorithm": CHECKSUM_ALGORITHM, _CHECKSUM_FIELD: checksum}
 
 
 def split_url(location: str) -> tuple[str, str]:
@@ -147,18 +168,28 @@ class S3Storage(Storage):
 
     async def put_file(self, location: str, path: str) -> None:
         size = (await anyio.Path(path).stat()).st_size
-        if size <= MULTIPART_THRESHOLD:
-            data = await anyio.to_thread.run_sync(read_range, path, 0, size)
-            await self.put(location, data)
-        else:
+        if size > MULTIPART_THRESHOLD:
             await self._multipart(location, path, size)
+            return
+        bucket, key = split_url(location)
+        async with self._transfers:
+            body, checksum = await anyio.to_thread.run_sync(read_with_crc32, path, 0, size)
+            await self._call(
+                "PutObject",
+                location,
+                lambda: self._client.put_object(
+                    Bucket=bucket, Key=key, Body=body, **_checksum_fields(checksum)
+                ),
+            )
 
     async def _multipart(self, location: str, path: str, size: int) -> None:
         bucket, key = split_url(location)
         created = await self._call(
             "CreateMultipartUpload",
             location,
-            lambda: self._client.create_multipart_upload(Bucket=bucket, Key=key),
+            lambda: self._client.create_multipart_upload(
+                Bucket=bucket, Key=key, ChecksumAlgorithm=CHECKSUM_ALGORITHM
+            ),
         )
         upload_id = created["UploadId"]
         count = (size + PART_SIZE - 1) // PART_SIZE
@@ -167,8 +198,8 @@ class S3Storage(Storage):
         async def upload(index: int) -> None:
             async with self._transfers:
                 start = index * PART_SIZE
-                body = await anyio.to_thread.run_sync(
-                    read_range, path, start, min(PART_SIZE, size - start)
+                body, checksum = await anyio.to_thread.run_sync(
+                    read_with_crc32, path, start, min(PART_SIZE, size - start)
                 )
                 response = await self._call(
                     "UploadPart",
@@ -179,9 +210,14 @@ class S3Storage(Storage):
                         UploadId=upload_id,
                         PartNumber=index + 1,
                         Body=body,
+                        **_checksum_fields(checksum),
                     ),
                 )
-                parts[index] = {"ETag": response["ETag"], "PartNumber": index + 1}
+                parts[index] = {
+                    "ETag": response["ETag"],
+                    "PartNumber": index + 1,
+                    _CHECKSUM_FIELD: checksum,
+                }
 
         try:
             async with anyio.create_task_group() as tg:
