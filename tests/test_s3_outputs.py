@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -194,6 +195,42 @@ def test_runs_survive_s3_errors_and_an_outage(
     chunks = sorted(k for k in stored if k.startswith("6/stdout/"))
     assert b"".join(stored[k] for k in chunks) == b"before\nafter\n"
     assert stored["6/status_code"] == b"0\n"
+
+
+def test_a_second_signal_stops_waiting_for_s3_and_keeps_the_outcome(
+    s3: str, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """With S3 down, one SIGTERM waits for it (up to the deadline); a second gives up on
+    it at once and keeps the outcome in the staging directory, saying where."""
+    started, staging = tmp_path / "started", tmp_path / "staging"
+    job = s3_job(tmp_path, f"{s3}/stop", [f"echo hello; touch {started}; exec sleep 60"])
+    proc = subprocess.Popen(
+        [*CLI, "batch", str(job), "-q", "--grace", "1", "--staging-dir", str(staging)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(started.exists, what="the run to start")
+        fault_proxy.set("down")
+        proc.send_signal(signal.SIGTERM)
+        base = fault_proxy.counts()["faulted"]
+        wait_for(lambda: fault_proxy.counts()["faulted"] > base + 2, what="retries while down")
+        assert proc.poll() is None  # one signal: still waiting for S3
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, stderr
+    (kept,) = staging.iterdir()
+    assert "retries stopped (" in stderr, stderr
+    assert f"kept in {kept}" in stderr
+    assert (kept / "stdout").read_bytes() == b"hello\n"
+    assert (kept / "status_code").read_text() == "143\n"
+    assert '"type":"terminated"' in (kept / "events").read_text()
+    fault_proxy.set("ok")
+    assert objects(f"{s3}/stop") == {}
 
 
 def test_punch_hole_frees_shipped_blocks(tmp_path: Path) -> None:

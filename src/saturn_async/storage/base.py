@@ -35,6 +35,14 @@ class Storage(ABC):
     ) -> None:
         return None
 
+    def stop_retrying(self) -> None:
+        """From now on, let transient failures fail at once instead of retrying them.
+
+        Called on a second stop signal, so a stop does not wait out an outage. A no-op
+        for storage that retries nothing.
+        """
+        return None
+
     @abstractmethod
     async def check(self, location: str) -> None:
         """Fail fast (StorageError) when ``location`` cannot be written at all."""

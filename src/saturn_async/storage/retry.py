@@ -31,10 +31,12 @@ async def retry_transient(
     is_transient: Callable[[BaseException], bool],
     deadline: float,
     backoff: Backoff | None = None,
+    abandon: anyio.Event | None = None,
 ) -> T:
     """Await ``attempt()`` until it succeeds; retry errors ``is_transient`` accepts.
 
-    Gives up after ``deadline`` seconds, re-raising the last error. Other errors pass.
+    Gives up after ``deadline`` seconds, or as soon as ``abandon`` is set, re-raising the
+    last error. Other errors pass.
     """
     backoff = backoff or Backoff()
     give_up = time.monotonic() + deadline
@@ -45,6 +47,12 @@ async def retry_transient(
             if not is_transient(exc):
                 raise
             delay = backoff.next_delay()
-            if time.monotonic() + delay > give_up:
+            if time.monotonic() + delay > give_up or (abandon is not None and abandon.is_set()):
                 raise
-        await anyio.sleep(delay)
+            if abandon is None:
+                await anyio.sleep(delay)
+                continue
+            with anyio.move_on_after(delay):
+                await abandon.wait()
+            if abandon.is_set():
+                raise

@@ -110,6 +110,7 @@ class S3Storage(Storage):
         self._client: Any = None
         self._transfers = anyio.CapacityLimiter(concurrency)
         self._concurrency = concurrency
+        self._abandon = anyio.Event()
 
     async def __aenter__(self) -> Self:
         config = AioConfig(
@@ -132,9 +133,14 @@ class S3Storage(Storage):
     ) -> None:
         await self._stack.aclose()
 
+    def stop_retrying(self) -> None:
+        self._abandon.set()
+
     async def _call(self, operation: str, location: str, attempt: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await retry_transient(attempt, is_transient, self.deadline)
+            return await retry_transient(
+                attempt, is_transient, self.deadline, abandon=self._abandon
+            )
         except NoCredentialsError as exc:
             raise StorageError(location, operation, "no AWS credentials found") from exc
         except ClientError as exc:
@@ -144,11 +150,12 @@ class S3Storage(Storage):
             raise StorageError(location, operation, reason) from exc
         except Exception as exc:
             if is_transient(exc):
-                raise StorageError(
-                    location,
-                    operation,
-                    f"still failing after {self.deadline:g} s of retries ({type(exc).__name__})",
-                ) from exc
+                reason = (
+                    "retries stopped"
+                    if self._abandon.is_set()
+                    else f"still failing after {self.deadline:g} s of retries"
+                )
+                raise StorageError(location, operation, f"{reason} ({type(exc).__name__})") from exc
             raise
 
     async def check(self, location: str) -> None:

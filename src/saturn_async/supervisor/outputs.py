@@ -123,14 +123,24 @@ class ShippedOutputs:
                 )
 
     async def finish(self, events: list[Event], status_code: int) -> None:
-        if self.shipping_failed is not None:
-            raise StorageError(
-                self.location,
-                "ship logs",
-                f"{self.shipping_failed.reason}; the logs are kept in {self.staging}",
+        try:
+            if self.shipping_failed is not None:
+                raise self.shipping_failed
+            await upload_directory(self.storage, self.results_dir, f"{self.location}/{RESULTS}")
+            await self.storage.put_all(self.location, self.layout.final_writes(events, status_code))
+        except StorageError as exc:
+            # Keep the outcome beside what is left of the logs (the chunks not shipped).
+            await anyio.to_thread.run_sync(
+                local.write_final, self.staging, events, status_code, self.layout
             )
-        await upload_directory(self.storage, self.results_dir, f"{self.location}/{RESULTS}")
-        await self.storage.put_all(self.location, self.layout.final_writes(events, status_code))
+            kept = self.staging
+            if not self.results_dir.startswith(f"{self.staging}/"):
+                kept += f" (results in {self.results_dir})"
+            raise StorageError(
+                exc.location,
+                exc.operation,
+                f"{exc.reason}; the outcome and the logs not shipped are kept in {kept}",
+            ) from exc
         self.ledger.record(self.root, self.location, status_code)
         await anyio.to_thread.run_sync(_remove_trees, self.staging, self.results_dir)
 

@@ -166,9 +166,15 @@ class Supervisor:
         self._roots.update(roots)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Start nothing new and TERM every running run; a second call forces (KILL)."""
+        """Start nothing new and TERM every running run.
+
+        A second call KILLs them at once and stops retrying storage: outcomes S3 does not
+        take now are kept in the staging directory, and the message says where.
+        """
         if self.stop_signal is not None:
             self.force()
+            if self.storage is not None:
+                self.storage.stop_retrying()
             return
         self.stop_signal = sig
         self._stop_requested.set()
