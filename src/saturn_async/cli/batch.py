@@ -53,7 +53,7 @@ def batch(
     is written last. For s3:// paths, logs are shipped as numbered chunks while the run
     runs (see `saturn logs`). Exit code: 0 all succeeded, 1 some failed, 2 bad input (nothing
     started), 130/143 when interrupted by SIGINT/SIGTERM. A second Ctrl-C skips the grace
-    period.
+    period and stops retrying S3 (an outcome not uploaded is kept in the staging dir).
     """
     batches = load_batch_files(list(files), nprocs=nprocs)
     slots = slot_count(batches, nprocs)
