@@ -14,7 +14,9 @@ import anyio
 import pytest
 
 from conftest import CLI, FaultProxy, saturn_without, wait_for
+from saturn_async.exceptions import StorageError
 from saturn_async.logs.shipper import punch_hole
+from saturn_async.storage.ledger import LedgerWriter, read_ledger
 from saturn_async.storage.s3 import S3Storage
 
 Saturn = Callable[..., subprocess.CompletedProcess[str]]
@@ -201,9 +203,12 @@ def test_a_second_signal_stops_waiting_for_s3_and_keeps_the_outcome(
     s3: str, fault_proxy: FaultProxy, tmp_path: Path
 ) -> None:
     """With S3 down, one SIGTERM waits for it (up to the deadline); a second gives up on
-    it at once and keeps the outcome in the staging directory, saying where."""
+    it at once and keeps the outcome in the staging directory, saying where. The exit
+    code stays the signal's."""
     started, staging = tmp_path / "started", tmp_path / "staging"
-    job = s3_job(tmp_path, f"{s3}/stop", [f"echo hello; touch {started}; exec sleep 60"])
+    job = s3_job(
+        tmp_path, f"{s3}/stop", [f"echo hello; touch {started}; exec sleep 60", "echo quick"]
+    )
     proc = subprocess.Popen(
         [*CLI, "batch", str(job), "-q", "--grace", "1", "--staging-dir", str(staging)],
         stderr=subprocess.PIPE,
@@ -211,6 +216,7 @@ def test_a_second_signal_stops_waiting_for_s3_and_keeps_the_outcome(
     )
     try:
         wait_for(started.exists, what="the run to start")
+        wait_for(lambda: "1/status_code" in objects(f"{s3}/stop"), what="the quick run's end")
         fault_proxy.set("down")
         proc.send_signal(signal.SIGTERM)
         base = fault_proxy.counts()["faulted"]
@@ -229,8 +235,29 @@ def test_a_second_signal_stops_waiting_for_s3_and_keeps_the_outcome(
     assert (kept / "stdout").read_bytes() == b"hello\n"
     assert (kept / "status_code").read_text() == "143\n"
     assert '"type":"terminated"' in (kept / "events").read_text()
+    # The quick run's ledger segment could not go up either; that is said, not fatal.
+    assert "could not write the ledger: s3://saturn-test/stop/.saturn/ledger/" in stderr
     fault_proxy.set("ok")
-    assert objects(f"{s3}/stop") == {}
+    assert sorted(objects(f"{s3}/stop")) == ["1/events", "1/status_code", "1/stdout/000000"]
+
+
+def test_a_failed_ledger_flush_keeps_its_records(s3: str, fault_proxy: FaultProxy) -> None:
+    root = f"{s3}/ledger"
+
+    async def main() -> None:
+        async with S3Storage(deadline=0.3) as storage:
+            ledger = LedgerWriter(storage)
+            ledger.record(root, f"{root}/a", 0)
+            ledger.record(root, f"{root}/b", 0)
+            fault_proxy.set("down")
+            with pytest.raises(StorageError):
+                await ledger.flush()
+            ledger.record(root, f"{root}/b", 1)  # newer than the unwritten record
+            fault_proxy.set("ok")
+            await ledger.flush()
+            assert await read_ledger(storage, root) == {f"{root}/a": 0, f"{root}/b": 1}
+
+    anyio.run(main)
 
 
 def test_punch_hole_frees_shipped_blocks(tmp_path: Path) -> None:

@@ -10,12 +10,14 @@ the truth; a run whose segment was not written (the supervisor died between the 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime
 
 import anyio
 import msgspec
 
+from saturn_async.exceptions import StorageError
 from saturn_async.spec.paths import RESERVED
 from saturn_async.storage.base import Storage
 
@@ -49,18 +51,30 @@ class LedgerWriter:
         self._pending.setdefault(root, {})[run[len(root) + 1 :]] = status_code
 
     async def flush(self) -> None:
+        """Write what was recorded since the last flush, one segment per root.
+
+        On a StorageError, what was not written is kept for the next flush.
+        """
         async with self._lock:
             pending, self._pending = self._pending, {}
-            for root, runs in pending.items():
-                segment = LedgerSegment(datetime.now(UTC).isoformat(), runs)
+            for root in list(pending):
+                segment = LedgerSegment(datetime.now(UTC).isoformat(), pending[root])
                 location = f"{root}/{LEDGER}/{self._name}-{self._seq:06d}.json"
                 self._seq += 1
-                await self.storage.put(location, _encoder.encode(segment))
+                try:
+                    await self.storage.put(location, _encoder.encode(segment))
+                except BaseException:
+                    for unwritten, runs in pending.items():  # newer records win
+                        self._pending[unwritten] = runs | self._pending.get(unwritten, {})
+                    raise
+                del pending[root]
 
     async def flush_every(self, seconds: float = FLUSH_SECONDS) -> None:
+        """Flush every ``seconds``; a failed flush is tried again at the next one."""
         while True:
             await anyio.sleep(seconds)
-            await self.flush()
+            with contextlib.suppress(StorageError):
+                await self.flush()
 
 
 async def read_ledger(storage: Storage, root: str) -> dict[str, int]:

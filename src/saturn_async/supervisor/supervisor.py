@@ -16,6 +16,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage import Storage, local, storage_for
@@ -142,7 +143,13 @@ class Supervisor:
                     tg.cancel_scope.cancel()
             if self.ledger is not None:
                 with anyio.CancelScope(shield=True):
-                    await self.ledger.flush()
+                    try:
+                        await self.ledger.flush()
+                    except StorageError as exc:
+                        self.report(
+                            f"could not write the ledger: {exc}; --skip-completed will run "
+                            "the runs it misses again (their status_code is stored)"
+                        )
 
     async def open_roots(self, batches: Sequence[Batch]) -> None:
         """Open storage for the batches' shipped output roots and check each once.
