@@ -130,17 +130,20 @@ class ShippedOutputs:
             await self.storage.put_all(self.location, self.layout.final_writes(events, status_code))
         except StorageError as exc:
             # Keep the outcome beside what is left of the logs (the chunks not shipped).
-            await anyio.to_thread.run_sync(
-                local.write_final, self.staging, events, status_code, self.layout
-            )
-            kept = self.staging
+            where = self.staging
             if not self.results_dir.startswith(f"{self.staging}/"):
-                kept += f" (results in {self.results_dir})"
-            raise StorageError(
-                exc.location,
-                exc.operation,
-                f"{exc.reason}; the outcome and the logs not shipped are kept in {kept}",
-            ) from exc
+                where += f" (results in {self.results_dir})"
+            kept = f"the outcome and the logs not shipped are kept in {where}"
+            try:
+                await anyio.to_thread.run_sync(
+                    local.write_final, self.staging, events, status_code, self.layout
+                )
+            except OSError as local_exc:
+                kept = (
+                    f"the logs not shipped are kept in {where}; "
+                    f"the outcome could not be written there ({local_exc.strerror})"
+                )
+            raise StorageError(exc.location, exc.operation, f"{exc.reason}; {kept}") from exc
         self.ledger.record(self.root, self.location, status_code)
         await anyio.to_thread.run_sync(_remove_trees, self.staging, self.results_dir)
 
