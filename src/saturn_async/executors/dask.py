@@ -72,12 +72,12 @@ class DaskExecutor(Executor):
     def client(self) -> distributed.Client:
         # Imported here: at module level it would be the first to find distributed
         # missing, and name the Dask results backend instead of DaskExecutor.
-        from saturn_async.storage.dask_queue import CONNECT_TIMEOUT
+        from saturn_async.storage.dask_queue import connect
 
         if self._client is None:
             try:
                 if self.address is not None:
-                    self._client = distributed.Client(self.address, timeout=CONNECT_TIMEOUT)
+                    self._client = connect(self.address, set_as_default=True)
                 else:
                     factory: Any = load_object(
                         self.config.cluster_class,

@@ -3,6 +3,7 @@ results backend."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import anyio.to_thread
@@ -15,7 +16,28 @@ except ImportError as exc:
     raise MissingExtraError("the Dask results backend", "dask") from exc
 
 CONNECT_TIMEOUT = "10s"
-"""How long connecting to a Dask scheduler may take (here, on the client, in executors)."""
+"""How long connecting to a Dask scheduler may take."""
+_HANDSHAKES = 3
+
+
+def connect(address: str, *, set_as_default: bool = False) -> distributed.Client:
+    """A client of the scheduler at ``address``; OSError when it cannot be reached.
+
+    The handshake is tried up to 3 times: distributed asserts that the scheduler's first
+    batch of messages holds only ``stream-start``, and under load it can hold more (seen
+    once in CI, as an AssertionError out of ``saturn terminate``).
+    """
+
+    def attempt() -> distributed.Client:
+        return distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=set_as_default)
+
+    for _ in range(_HANDSHAKES - 1):
+        with contextlib.suppress(AssertionError):
+            return attempt()
+    try:
+        return attempt()
+    except AssertionError as exc:
+        raise OSError(f"the handshake failed {_HANDSHAKES} times ({exc!r})") from exc
 
 
 class DaskChannel:
@@ -34,9 +56,7 @@ class DaskChannel:
         self._queue = distributed.Queue(self.queue_name, client=client)
 
     def _connect(self) -> distributed.Client:
-        return distributed.Client(
-            self.scheduler_address, timeout=CONNECT_TIMEOUT, set_as_default=False
-        )
+        return connect(self.scheduler_address)
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self._queue is not None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from saturn_async.exceptions import MissingExtraError
-from saturn_async.storage.dask_queue import CONNECT_TIMEOUT
+from saturn_async.exceptions import ExecutorError, MissingExtraError
+from saturn_async.storage.dask_queue import connect
 from saturn_async.sweep.collector import Collector
 
 try:
@@ -18,7 +18,12 @@ class QueueDrain:
     """Takes every message waiting on the queue and writes it under ``directory``."""
 
     def __init__(self, address: str, name: str, directory: str) -> None:
-        self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        try:
+            self.client = connect(address)
+        except OSError as exc:
+            raise ExecutorError(
+                f"cannot reach the Dask scheduler holding the results at {address}: {exc}"
+            ) from exc
         self.queue = distributed.Queue(name, client=self.client)
         self.collector = Collector(directory)
 
