@@ -8,22 +8,21 @@ from typing import Annotated, Literal
 import msgspec
 
 from saturn_async.spec.decode import convert_section, load_yaml_mapping
+from saturn_async.spec.models import AtLeastOne, NonNegative
 
 
 class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    nprocs: Annotated[int, msgspec.Meta(ge=1)] = msgspec.field(
-        default_factory=lambda: os.cpu_count() or 1
-    )
+    nprocs: AtLeastOne = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
     """Slots: runs at a time (default: the number of CPUs)."""
-    grace: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    grace: NonNegative = 10.0
     """Seconds between SIGTERM and SIGKILL when stopping a run."""
-    shutdown_grace: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    shutdown_grace: NonNegative = 60.0
     """On SIGTERM: how long running runs may finish before they are stopped."""
     log_chunk_minutes: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     staging_dir: str | None = None
     spool: str | None = None
     spool_interval: Annotated[float, msgspec.Meta(gt=0)] = 1.0
-    min_free_mb: Annotated[float, msgspec.Meta(ge=0)] = 64.0
+    min_free_mb: NonNegative = 64.0
     """Start no run while the state, staging or an output directory has less free."""
     log_format: Literal["text", "json"] = "text"
 

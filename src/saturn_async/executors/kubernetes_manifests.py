@@ -12,11 +12,11 @@ import hashlib
 import math
 import re
 import shlex
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
-from saturn_async.spec.models import Batch, Count
+from saturn_async.spec.models import AtLeastOne, Batch, Count
 
 CONFIGMAP_LIMIT = 1_000_000
 """Bytes of batch files a ConfigMap may carry (the API server's limit is 1 MiB in all)."""
@@ -35,7 +35,7 @@ class KubernetesConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     image: str
     """An image with ``saturn_async[s3]`` installed (``saturn`` on its PATH)."""
     namespace: str = "default"
-    max_pods: Annotated[int, msgspec.Meta(ge=1)] = 10
+    max_pods: AtLeastOne = 10
     """The Job's parallelism: pods (batches) running at once."""
     service_account: str | None = None
     resources: dict[str, str | int | float] = msgspec.field(default_factory=dict)

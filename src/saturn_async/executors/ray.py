@@ -21,7 +21,7 @@ import logging
 import re
 import socket
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -30,7 +30,7 @@ import msgspec
 from saturn_async.exceptions import InputError, MissingExtraError
 from saturn_async.executors.base import Executor, Outstanding
 from saturn_async.executors.worker import WorkerJob, WorkerSummary, run_batches
-from saturn_async.spec.models import Batch, NonNegative
+from saturn_async.spec.models import AtLeastOne, Batch, NonNegative
 from saturn_async.sweep.state import SweepRecord
 
 try:
@@ -54,7 +54,7 @@ class RayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     class_spec: str
     address: str | None = None
     """``auto``, ``host:port`` or ``ray://host:port``; absent: a local Ray for this run."""
-    num_cpus: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    num_cpus: AtLeastOne | None = None
     """CPUs of the local Ray started without ``address`` (default: all)."""
     runtime_env: dict[str, Any] | None = None
     """Passed to ``ray.init`` as the job's runtime environment."""

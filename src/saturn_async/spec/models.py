@@ -13,6 +13,7 @@ import msgspec
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Env = dict[str, str]
 
@@ -34,7 +35,7 @@ class Run(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_default
 class Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """A group of runs sharing ``nprocs`` and an output root; also the job file format."""
 
-    nprocs: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    nprocs: AtLeastOne | None = None
     remote_output_path: str | None = None
     runs: Annotated[list[Run], msgspec.Meta(min_length=1)]
     timeout: PositiveSeconds | None = None

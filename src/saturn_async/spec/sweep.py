@@ -16,7 +16,7 @@ import msgspec
 
 from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document, read_bytes
-from saturn_async.spec.models import Count, Env, PositiveSeconds
+from saturn_async.spec.models import AtLeastOne, Count, Env, PositiveSeconds
 from saturn_async.spec.paths import RESERVED
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -38,8 +38,8 @@ class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     tasks: Annotated[list[Task], msgspec.Meta(min_length=1)]
     executor: dict[str, Any] | None = None
     results: dict[str, Any] | None = None
-    nprocs: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    batch_size: Annotated[int, msgspec.Meta(ge=1)] | Literal["auto"] = "auto"
+    nprocs: AtLeastOne | None = None
+    batch_size: AtLeastOne | Literal["auto"] = "auto"
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
     env: Env | None = None
