@@ -39,6 +39,7 @@ async def retry_transient(
     last error. Other errors pass.
     """
     backoff = backoff or Backoff()
+    abandon = abandon or anyio.Event()
     give_up = time.monotonic() + deadline
     while True:
         try:
@@ -47,11 +48,8 @@ async def retry_transient(
             if not is_transient(exc):
                 raise
             delay = backoff.next_delay()
-            if time.monotonic() + delay > give_up or (abandon is not None and abandon.is_set()):
+            if abandon.is_set() or time.monotonic() + delay > give_up:
                 raise
-            if abandon is None:
-                await anyio.sleep(delay)
-                continue
             with anyio.move_on_after(delay):
                 await abandon.wait()
             if abandon.is_set():

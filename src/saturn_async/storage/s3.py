@@ -165,28 +165,23 @@ class S3Storage(Storage):
         )
 
     async def put(self, location: str, data: bytes) -> None:
-        bucket, key = split_url(location)
-        async with self._transfers:
-            await self._call(
-                "PutObject",
-                location,
-                lambda: self._client.put_object(Bucket=bucket, Key=key, Body=data),
-            )
+        await self._put_object(location, data)
 
     async def put_file(self, location: str, path: str) -> None:
         size = (await anyio.Path(path).stat()).st_size
         if size > MULTIPART_THRESHOLD:
             await self._multipart(location, path, size)
             return
+        body, checksum = await anyio.to_thread.run_sync(read_with_crc32, path, 0, size)
+        await self._put_object(location, body, **_checksum_fields(checksum))
+
+    async def _put_object(self, location: str, body: bytes, **fields: str) -> None:
         bucket, key = split_url(location)
         async with self._transfers:
-            body, checksum = await anyio.to_thread.run_sync(read_with_crc32, path, 0, size)
             await self._call(
                 "PutObject",
                 location,
-                lambda: self._client.put_object(
-                    Bucket=bucket, Key=key, Body=body, **_checksum_fields(checksum)
-                ),
+                lambda: self._client.put_object(Bucket=bucket, Key=key, Body=body, **fields),
             )
 
     async def _multipart(self, location: str, path: str, size: int) -> None:
