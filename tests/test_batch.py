@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
-from conftest import pid_alive
+import pytest
+
+from conftest import CLI, pid_alive
+from saturn_async.linux import PROMPT_SLICE_NS
 from saturn_async.storage.layout import decode_events
 
 
@@ -208,3 +213,37 @@ def test_plain_progress_and_summary(tmp_path: Path, write_job, saturn) -> None:
     assert result.returncode == 0
     assert "3 succeeded, 0 failed, 0 skipped, 0 not started" in result.stdout
     assert "3 succeeded, 0 failed, 0 skipped, 0 running, 0 pending of 3" in result.stderr
+
+
+def _slice_ns(sched: str) -> int:
+    line = next(line for line in sched.splitlines() if line.startswith("se.slice"))
+    return int(line.split(":")[1])
+
+
+@pytest.mark.parametrize("niceness", [5, -3])
+def test_the_loop_asks_for_a_short_slice_and_runs_keep_the_defaults(
+    tmp_path: Path, write_job, niceness: int
+) -> None:
+    own = Path("/proc/self/sched").read_text()
+    if "se.slice" not in own:
+        pytest.skip("this kernel has no EEVDF time slices (Linux < 6.6)")
+    if niceness < 0 and os.geteuid() != 0:
+        pytest.skip("a negative nice value needs root")
+    job = write_job(["cat /proc/self/sched > run; cat /proc/$PPID/sched > loop; nice > nice"])
+    result = subprocess.run(
+        ["nice", "-n", str(niceness), *CLI, "batch", str(job), "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "nice").read_text() == f"{niceness}\n", "the run has saturn's nice value"
+    assert _slice_ns((tmp_path / "run").read_text()) == _slice_ns(own), "runs get the default"
+    loop_slice = _slice_ns((tmp_path / "loop").read_text())
+    if niceness < 0:
+        # The hint is not taken: SCHED_FLAG_RESET_ON_FORK would reset the runs' nice to 0.
+        assert loop_slice == _slice_ns(own)
+    else:
+        assert loop_slice == PROMPT_SLICE_NS

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import CLI, FaultProxy, saturn_without, wait_for
 from saturn_async.exceptions import StorageError
-from saturn_async.logs.shipper import punch_hole
+from saturn_async.linux import punch_hole
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
 from saturn_async.storage.s3 import S3Storage
 

@@ -9,33 +9,23 @@ just keeps its blocks until the run is done.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import time
 
 import anyio
 import anyio.to_thread
 
+from saturn_async.linux import punch_hole
 from saturn_async.logs.chunker import ChunkCursor
 from saturn_async.storage.base import Storage
 
 CHUNK_CAP = 8 * 2**20
 """The largest chunk: a run printing fast ships a chunk as soon as this much is waiting."""
 _POLL = 0.5
-_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 def chunk_name(seq: int) -> str:
     return f"{seq:06d}"
-
-
-def punch_hole(fd: int, start: int, length: int) -> bool:
-    """Free the disk blocks of a range of the file without changing its size."""
-    flags = _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE
-    result: int = _libc.fallocate(fd, flags, ctypes.c_longlong(start), ctypes.c_longlong(length))
-    return result == 0
 
 
 async def ship_log(

@@ -17,6 +17,7 @@ import anyio.abc
 import anyio.to_thread
 
 from saturn_async.exceptions import StorageError
+from saturn_async.linux import prompt_scheduling
 from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage import Storage, local, storage_for
@@ -134,6 +135,7 @@ class Supervisor:
         """Hold storage, the ledger and the stop grace for the runs executed inside."""
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
+            stack.enter_context(prompt_scheduling())
             async with anyio.create_task_group() as tg:
                 self._background = tg
                 tg.start_soon(self._enforce_grace)
