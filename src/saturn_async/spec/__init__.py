@@ -19,9 +19,13 @@ def load_batch_file(
     path: str | Path, *, nprocs: int | None = None, remote_output_path: str | None = None
 ) -> Batch:
     """Read, decode and resolve one job or batch file (JSON or YAML; path or s3:// URL)."""
-    data = _read_remote(str(path)) if is_remote(str(path)) else read_bytes(path)
-    batch = decode_document(path, data, Batch)
+    # The file's bytes are not kept while the runs are resolved: they are as large again.
+    batch = decode_document(path, _read(str(path)), Batch)
     return resolve_batch(batch, str(path), nprocs=nprocs, remote_output_path=remote_output_path)
+
+
+def _read(path: str) -> bytes:
+    return _read_remote(path) if is_remote(path) else read_bytes(path)
 
 
 def _read_remote(url: str) -> bytes:
