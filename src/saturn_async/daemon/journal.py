@@ -2,7 +2,8 @@
 
 One JSON object a line (``cat`` it to see what happened). A record is one ``write`` to a
 file opened with O_APPEND, so a SIGKILLed daemon loses nothing it wrote; ``fsync``
-(coalesced: one at a time, covering everything written before it started) guards
+(coalesced: one at a time, covering everything written before it started; the daemon
+spaces them out) guards
 against power loss. A write that fails (disk full) is cut back off the file and kept in
 memory to be written again, so a torn line is only ever the last one, which reading
 drops. Compaction rewrites the journal as a snapshot of what is still live, then
