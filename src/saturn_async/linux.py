@@ -70,25 +70,29 @@ def prompt_scheduling() -> Iterator[None]:
     it changes nothing else for children.
     """
     numbers = _SCHED_SYSCALLS.get(os.uname().machine)
+    restore = _shorten_slice(*numbers) if numbers is not None else None
+    try:
+        yield
+    finally:
+        if numbers is not None and restore is not None:
+            _sched_call(numbers[0], restore, 0)
+
+
+def _shorten_slice(set_number: int, get_number: int) -> _SchedAttr | None:
+    """Ask for the short slice; the attributes that undo it, or None when not taken."""
     before = _SchedAttr()
-    if numbers is None or not _sched_call(numbers[1], before, ctypes.sizeof(before), 0):
-        yield
-        return
+    if not _sched_call(get_number, before, ctypes.sizeof(before), 0):
+        return None
     if before.sched_policy not in (_SCHED_OTHER, _SCHED_BATCH) or before.sched_nice < 0:
-        yield
-        return
-    prompt = _SchedAttr(
+        return None
+    attr = _SchedAttr(
         size=ctypes.sizeof(_SchedAttr),
         sched_policy=before.sched_policy,
         sched_flags=_SCHED_FLAG_RESET_ON_FORK,
         sched_nice=before.sched_nice,
         sched_runtime=PROMPT_SLICE_NS,
     )
-    if not _sched_call(numbers[0], prompt, 0):
-        yield
-        return
-    try:
-        yield
-    finally:
-        prompt.sched_runtime = before.sched_runtime
-        _sched_call(numbers[0], prompt, 0)
+    if not _sched_call(set_number, attr, 0):
+        return None
+    attr.sched_runtime = before.sched_runtime
+    return attr
