@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from saturn_async.exceptions import InputError
+from saturn_async.spec.check import check_runnable
 from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import RESERVED, is_strictly_inside, normalize_location
 
@@ -21,7 +22,7 @@ def resolve_batch(
     Overrides (from command-line flags) win over the file. Raises InputError naming the
     file and field for: a missing ``nprocs`` or output root, an unsupported scheme, a run
     path outside the root (``..``), two runs with one path, or one run's path inside
-    another's.
+    another's; and for a run that could not be spawned (see ``spec.check``).
     """
     if nprocs is not None:
         batch.nprocs = nprocs
@@ -77,4 +78,5 @@ def resolve_batch(
                     field=f"$.runs[{index}].remote_output_path",
                 )
             parent = os.path.dirname(parent)
+    check_runnable(batch, source)
     return batch
