@@ -74,9 +74,10 @@ def split_job(
     skip_failures: bool = False,
     syncs: tuple[str, ...] = (),
     remote_commands_directory: str | None = None,
+    max_input_size: int | None = None,
 ) -> SplitReport:
     """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``."""
-    recipe = load_yaml_mapping(recipe_path)
+    recipe = load_yaml_mapping(recipe_path, max_input_size)
     spec = recipe.setdefault("spec", {})
     if not isinstance(spec, dict):
         raise InputError("expected a mapping", source=recipe_path, field="$.spec")
@@ -86,7 +87,12 @@ def split_job(
     sync_specs = [Sync.parse(value) for value in syncs]
     if len({s.tarball for s in sync_specs}) != len(sync_specs):
         raise InputError("two sources share a directory name", source="--sync")
-    job = load_batch_file(job_path, nprocs=nprocs, remote_output_path=remote_output_path)
+    job = load_batch_file(
+        job_path,
+        nprocs=nprocs,
+        remote_output_path=remote_output_path,
+        max_input_size=max_input_size,
+    )
     assert job.nprocs is not None
     report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
     runs = _select(job, report.counts, skip_completed, skip_failures, max_jobs)

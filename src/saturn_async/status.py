@@ -70,7 +70,7 @@ async def _ledger_of(root: str) -> dict[str, int]:
         return await read_ledger(storage, root)
 
 
-def status_of(path: str) -> StatusReport:
+def status_of(path: str, max_input_size: int | None = None) -> StatusReport:
     """Status of every run of a batch file, or of every run found under a directory.
 
     For an ``s3://`` root, the runs are those its ledger knows (finished ones).
@@ -84,7 +84,7 @@ def status_of(path: str) -> StatusReport:
         for run_dir in _run_dirs(os.path.abspath(path)):
             report.add(run_dir, read_status_code(run_dir), None)
     else:
-        batch = load_batch_file(path)
+        batch = load_batch_file(path, max_input_size=max_input_size)
         assert batch.remote_output_path is not None
         lookup = status_reader(batch.remote_output_path)
         for run in batch.runs:

@@ -9,7 +9,12 @@ from typing import Any
 import anyio
 import click
 
-from saturn_async.cli.options import grace_option, log_chunk_minutes_option
+from saturn_async.cli.options import (
+    SLOTS,
+    grace_option,
+    log_chunk_minutes_option,
+    max_input_size_option,
+)
 from saturn_async.cli.progress import show_progress, summary_line
 from saturn_async.spec import Batch, load_batch_files
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
@@ -17,7 +22,7 @@ from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("--nprocs", type=click.IntRange(min=1), help="Slots (default: largest nprocs).")
+@click.option("--nprocs", type=SLOTS, help="Slots (default: largest nprocs).")
 @grace_option
 @click.option("--skip-completed", is_flag=True, help="Skip runs whose status_code is 0.")
 @log_chunk_minutes_option(
@@ -35,6 +40,7 @@ from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
     help="Exit 0 when runs failed (their failures are in their outputs), so a job system "
     "does not retry the batch for them (KubernetesExecutor's pods use this).",
 )
+@max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def batch(
     files: tuple[str, ...],
@@ -44,6 +50,7 @@ def batch(
     log_chunk_minutes: float,
     staging_dir: str | None,
     failed_runs_exit_zero: bool,
+    max_input_size: int | None,
     quiet: bool,
 ) -> None:
     """Run every run of every batch FILE with at most nprocs at a time.
@@ -55,7 +62,7 @@ def batch(
     started), 130/143 when interrupted by SIGINT/SIGTERM. A second Ctrl-C skips the grace
     period and stops retrying S3 (an outcome not uploaded is kept in the staging dir).
     """
-    batches = load_batch_files(list(files), nprocs=nprocs)
+    batches = load_batch_files(list(files), nprocs=nprocs, max_input_size=max_input_size)
     slots = slot_count(batches, nprocs)
     display = None if quiet else sys.stdout.isatty()
     supervisor_options = {

@@ -1,4 +1,4 @@
-"""Options shared by commands that run things (``batch``, ``run``)."""
+"""Options shared by several commands."""
 
 from __future__ import annotations
 
@@ -6,6 +6,33 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
+from saturn_async.exceptions import InputError
+from saturn_async.spec.input_file import DEFAULT_MAX_INPUT_SIZE, MAX_INPUT_SIZE_ENV, parse_size
+from saturn_async.spec.models import MAX_NPROCS
+
+SLOTS = click.IntRange(min=1, max=MAX_NPROCS)
+"""The type of ``--nprocs``: at most PID_MAX_LIMIT, more processes than Linux can have."""
+
+
+class _Size(click.ParamType[int]):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value), source="")
+        except InputError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+max_input_size_option = click.option(
+    "--max-input-size",
+    type=_Size(),
+    help="Refuse input files larger than this (bytes, or with K, M, G, T: 2G) "
+    f"[default: ${MAX_INPUT_SIZE_ENV}, else {DEFAULT_MAX_INPUT_SIZE >> 30}G].",
+)
 
 grace_option = click.option(
     "--grace",

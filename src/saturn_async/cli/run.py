@@ -11,7 +11,12 @@ import anyio
 import click
 
 from saturn_async.cli.following import follow_sweep, interrupted
-from saturn_async.cli.options import grace_option, log_chunk_minutes_option
+from saturn_async.cli.options import (
+    SLOTS,
+    grace_option,
+    log_chunk_minutes_option,
+    max_input_size_option,
+)
 from saturn_async.exceptions import InputError, SaturnError
 from saturn_async.executors import DEFAULT, Executor, WorkerJob, executor_class
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
@@ -31,7 +36,7 @@ from saturn_async.sweep.results import ResultsBackend, results_backend
 @click.option("--replace", is_flag=True, help="Reuse a name in use, forgetting the old sweep.")
 @click.option(
     "--nprocs",
-    type=click.IntRange(min=1),
+    type=SLOTS,
     help="Slots per batch [default: the file's nprocs, else the CPU count].",
 )
 @grace_option
@@ -46,6 +51,7 @@ from saturn_async.sweep.results import ResultsBackend, results_backend
     help="Print what would be dispatched and exit: the batch files as JSON lines, or "
     "KubernetesExecutor's manifests (for kubectl apply -f -). Records and starts nothing.",
 )
+@max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def run(
     sweep_file: str,
@@ -58,6 +64,7 @@ def run(
     skip_completed: bool,
     detach: bool,
     dry_run: bool,
+    max_input_size: int | None,
     quiet: bool,
 ) -> None:
     """Run a sweep (seed 003's run.yaml): dispatch its tasks in batches, then follow them.
@@ -68,7 +75,7 @@ def run(
     Kubernetes); with the others it stops the runs. Exit code: 0 all succeeded, 1 some
     failed, 2 bad input, 130 when interrupted. See docs/executors.md.
     """
-    sweep = load_sweep(sweep_file)
+    sweep = load_sweep(sweep_file, max_input_size)
     source = os.path.abspath(sweep_file)
     sweep_name = _sweep_name(sweep, name, prefix)
     if not dry_run:

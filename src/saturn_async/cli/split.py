@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from saturn_async.cli.options import SLOTS, max_input_size_option
 from saturn_async.split import split_job
 
 
@@ -14,7 +15,7 @@ from saturn_async.split import split_job
 @click.option(
     "--batch-size", type=click.IntRange(min=1), help="Runs per batch [default: 3*nprocs]."
 )
-@click.option("--nprocs", type=click.IntRange(min=1), help="Override the job's nprocs.")
+@click.option("--nprocs", type=SLOTS, help="Override the job's nprocs.")
 @click.option("--remote-output-path", help="Override the job's remote_output_path.")
 @click.option("--max-jobs", type=click.IntRange(min=0), help="Include at most this many runs.")
 @click.option("--skip-completed", is_flag=True, help="Leave out runs whose status_code is 0.")
@@ -31,6 +32,7 @@ from saturn_async.split import split_job
     "--remote-commands-directory",
     help="Where the batch files are on the machines that run them [default: OUTDIR].",
 )
+@max_input_size_option
 def split(
     recipe: str,
     job: str,
@@ -43,6 +45,7 @@ def split(
     skip_failures: bool,
     syncs: tuple[str, ...],
     remote_commands_directory: str | None,
+    max_input_size: int | None,
 ) -> None:
     """Split JOB (JSON or YAML) into OUTDIR/0.json ... OUTDIR/K.json and OUTDIR/recipe.yaml.
 
@@ -62,6 +65,7 @@ def split(
         skip_failures=skip_failures,
         syncs=syncs,
         remote_commands_directory=remote_commands_directory,
+        max_input_size=max_input_size,
     )
     for category, count in sorted(report.counts.items()):
         click.echo(f"{category}: {count}")

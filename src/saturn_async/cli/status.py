@@ -9,6 +9,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from saturn_async.cli.options import max_input_size_option
 from saturn_async.exceptions import InputError
 from saturn_async.status import status_of, status_of_tasks
 from saturn_async.sweep.state import load_record
@@ -18,7 +19,8 @@ from saturn_async.sweep.state import load_record
 @click.argument("path", type=click.Path(exists=False), required=False)
 @click.option("--name", help="A sweep started by `saturn run` (instead of PATH).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
-def status(path: str | None, name: str | None, as_json: bool) -> None:
+@max_input_size_option
+def status(path: str | None, name: str | None, as_json: bool, max_input_size: int | None) -> None:
     """Show what succeeded, what failed and what is not finished.
 
     PATH is a batch (or job) file, whose runs' output paths are read, or an output
@@ -29,7 +31,7 @@ def status(path: str | None, name: str | None, as_json: bool) -> None:
     if (path is None) == (name is None):
         raise InputError("give a PATH or --name, not both and not neither", source="status")
     if path is not None:
-        report = status_of(path)
+        report = status_of(path, max_input_size)
     else:
         record = load_record(name or "")
         report = status_of_tasks(record.tasks, record.results_root)

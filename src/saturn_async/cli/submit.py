@@ -7,7 +7,7 @@ import os
 import anyio
 import click
 
-from saturn_async.cli.options import daemon_options
+from saturn_async.cli.options import daemon_options, max_input_size_option
 from saturn_async.daemon import protocol
 from saturn_async.daemon.client import request
 from saturn_async.daemon.paths import daemon_paths
@@ -18,7 +18,10 @@ from saturn_async.spec.paths import is_remote
 @click.command()
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @daemon_options
-def submit(files: tuple[str, ...], name: str, socket: str | None) -> None:
+@max_input_size_option
+def submit(
+    files: tuple[str, ...], name: str, socket: str | None, max_input_size: int | None
+) -> None:
     """Queue every run of every batch FILE on the daemon; print each batch's id.
 
     The files are read and checked here (bad input: one line, exit 2, nothing queued),
@@ -27,7 +30,7 @@ def submit(files: tuple[str, ...], name: str, socket: str | None) -> None:
     running is refused (cancel it first).
     """
     paths = daemon_paths(name, socket=socket)
-    batches = load_batch_files(list(files))
+    batches = load_batch_files(list(files), max_input_size=max_input_size)
     message = protocol.Submit(
         batches=[
             protocol.SubmittedBatch(source=_source(path), batch=batch)

@@ -7,7 +7,8 @@ from pathlib import Path
 import anyio
 
 from saturn_async.exceptions import InputError
-from saturn_async.spec.decode import decode_document, read_bytes
+from saturn_async.spec.decode import decode_document
+from saturn_async.spec.input_file import check_input_size, read_input
 from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.paths import is_remote
 from saturn_async.spec.resolve import resolve_batch
@@ -16,16 +17,25 @@ __all__ = ["Batch", "Run", "load_batch_file", "load_batch_files", "resolve_batch
 
 
 def load_batch_file(
-    path: str | Path, *, nprocs: int | None = None, remote_output_path: str | None = None
+    path: str | Path,
+    *,
+    nprocs: int | None = None,
+    remote_output_path: str | None = None,
+    max_input_size: int | None = None,
 ) -> Batch:
-    """Read, decode and resolve one job or batch file (JSON or YAML; path or s3:// URL)."""
+    """Read, decode and resolve one job or batch file (JSON or YAML; path or s3:// URL).
+
+    ``max_input_size``: the file's size limit (default: ``spec.input_file.max_input_size``).
+    """
     # The file's bytes are not kept while the runs are resolved: they are as large again.
-    batch = decode_document(path, _read(str(path)), Batch)
+    batch = decode_document(path, _read(str(path), max_input_size), Batch)
     return resolve_batch(batch, str(path), nprocs=nprocs, remote_output_path=remote_output_path)
 
 
-def _read(path: str) -> bytes:
-    return _read_remote(path) if is_remote(path) else read_bytes(path)
+def _read(path: str, max_size: int | None) -> bytes:
+    if is_remote(path):
+        return check_input_size(_read_remote(path), path, max_size)
+    return read_input(path, max_size)
 
 
 def _read_remote(url: str) -> bytes:
@@ -41,9 +51,13 @@ def _read_remote(url: str) -> bytes:
     return data
 
 
-def load_batch_files(paths: list[str], *, nprocs: int | None = None) -> list[Batch]:
+def load_batch_files(
+    paths: list[str], *, nprocs: int | None = None, max_input_size: int | None = None
+) -> list[Batch]:
     """Load several batch files; no two runs of any of them may share an output path."""
-    batches = [load_batch_file(path, nprocs=nprocs) for path in paths]
+    batches = [
+        load_batch_file(path, nprocs=nprocs, max_input_size=max_input_size) for path in paths
+    ]
     owner: dict[str, tuple[str, int]] = {}
     for path, batch in zip(paths, batches, strict=True):
         for index, run in enumerate(batch.runs):

@@ -10,12 +10,15 @@ from typing import Any, TypeVar
 import msgspec
 
 from saturn_async.exceptions import InputError
+from saturn_async.spec.input_file import read_input
+from saturn_async.spec.json_keys import TOO_DEEP, check_duplicate_keys
 
 T = TypeVar("T")
 
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `(?P<field>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$")
+_BOM = b"\xef\xbb\xbf"
 
 
 def load_yaml(text: str, source: str) -> Any:
@@ -24,14 +27,6 @@ def load_yaml(text: str, source: str) -> Any:
     from saturn_async.spec.yaml_loader import load_yaml as load
 
     return load(text, source)
-
-
-def read_bytes(path: str | Path) -> bytes:
-    """Read a whole input file; an unreadable file is an InputError naming it."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from exc
 
 
 def is_yaml_path(path: str | Path, data: bytes) -> bool:
@@ -45,24 +40,33 @@ def is_yaml_path(path: str | Path, data: bytes) -> bool:
 
 
 def decode_document(path: str | Path, data: bytes, type_: type[T]) -> T:
-    """Decode ``data`` (JSON or YAML, by :func:`is_yaml_path`) into ``type_``."""
+    """Decode ``data`` (JSON or YAML, by :func:`is_yaml_path`) into ``type_``.
+
+    A UTF-8 byte order mark at the start is skipped; a JSON key repeated inside one
+    object is an error, as it is in YAML.
+    """
     source = str(path)
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
     if not is_yaml_path(path, data):
         try:
-            return msgspec.json.decode(data, type=type_)
+            decoded = msgspec.json.decode(data, type=type_)
         except msgspec.ValidationError as exc:
             raise _field_error(exc, source, type_) from exc
         except msgspec.DecodeError as exc:
             raise InputError(_json_syntax_message(exc, data), source=source) from exc
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start})", source=source) from exc
-    obj = load_yaml(text, source)
+        except RecursionError as exc:
+            raise InputError(TOO_DEEP, source=source) from exc
+        if isinstance(decoded, msgspec.Struct):
+            check_duplicate_keys(data, decoded, source)
+        return decoded
+    obj = load_yaml(_text(data, source), source)
     try:
         return msgspec.convert(obj, type=type_)
     except msgspec.ValidationError as exc:
         raise _field_error(exc, source, type_) from exc
+    except RecursionError as exc:
+        raise InputError(TOO_DEEP, source=source) from exc
 
 
 def convert_section(obj: object, type_: type[T], *, source: str, field: str) -> T:
@@ -76,19 +80,24 @@ def convert_section(obj: object, type_: type[T], *, source: str, field: str) -> 
         raise _field_error(exc, source, type_, prefix=field) from exc
 
 
-def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+def load_yaml_mapping(path: str | Path, max_size: int | None = None) -> dict[str, Any]:
     """Load a YAML file whose top level must be a mapping (a recipe)."""
-    data = read_bytes(path)
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start})", source=str(path)) from exc
-    obj = load_yaml(text, str(path))
+    data = read_input(path, max_size)
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    obj = load_yaml(_text(data, str(path)), str(path))
     if not isinstance(obj, dict):
         raise InputError(
             f"expected a mapping at the top level, got {_kind(obj)}", source=str(path), field="$"
         )
     return obj
+
+
+def _text(data: bytes, source: str) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", source=source) from exc
 
 
 def _kind(obj: object) -> str:

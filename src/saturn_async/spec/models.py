@@ -14,6 +14,9 @@ import msgspec
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+MAX_NPROCS = 4_194_304
+"""PID_MAX_LIMIT: Linux never has more processes at once, so no more slots make sense."""
+Slots = Annotated[int, msgspec.Meta(ge=1, le=MAX_NPROCS)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Env = dict[str, str]
 
@@ -35,7 +38,7 @@ class Run(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_default
 class Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """A group of runs sharing ``nprocs`` and an output root; also the job file format."""
 
-    nprocs: AtLeastOne | None = None
+    nprocs: Slots | None = None
     remote_output_path: str | None = None
     runs: Annotated[list[Run], msgspec.Meta(min_length=1)]
     timeout: PositiveSeconds | None = None

@@ -14,6 +14,15 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 RESERVED = ".saturn"
 """The directory under a batch's root where saturn keeps its own records (the ledger)."""
+NAME_MAX = 255
+"""Linux: the longest file name (one path component), in bytes."""
+PATH_MAX = 4096 - 1
+"""Linux: the longest path a system call takes, in bytes (4096 with its NUL)."""
+S3_KEY_MAX = 1024
+"""The longest S3 object key, in UTF-8 bytes."""
+OWN_NAMES_MARGIN = 64
+"""Bytes left below an output location for the names saturn writes there
+(``status_code.tmp-PID``, ``stdout.2/000001``, ``.saturn/ledger/...``)."""
 
 
 def normalize_location(value: str, *, source: str, field: str) -> str:
@@ -42,11 +51,50 @@ def normalize_location(value: str, *, source: str, field: str) -> str:
         value = unquote(parts.path)
     if not value:
         raise InputError("empty path", source=source, field=field)
-    return os.path.abspath(value)
+    return local_path(value, source=source, field=field)
+
+
+def local_path(value: str, *, source: str, field: str) -> str:
+    """``value`` as an absolute local path, if the kernel takes it (no NUL, no name over
+    NAME_MAX, not near PATH_MAX); else an InputError."""
+    return check_length(os.path.abspath(_without_nul(value, source, field)), source, field)
+
+
+def check_length(location: str, source: str, field: str) -> str:
+    """``location`` (normalized) if the kernel or S3 takes it and the names saturn writes
+    below it; else an InputError."""
+    if len(location) <= NAME_MAX // 4:  # not even 255 bytes of UTF-8: nothing to check
+        return location
+    if is_remote(location):
+        key = location[len("s3://") :].partition("/")[2]
+        size, limit, what = len(key.encode()), S3_KEY_MAX, "S3 key"
+    else:
+        longest = max(len(part.encode()) for part in location.split("/"))
+        if longest > NAME_MAX:
+            raise InputError(
+                f"has a name of {longest:,} bytes; Linux allows {NAME_MAX}",
+                source=source,
+                field=field,
+            )
+        size, limit, what = len(location.encode()), PATH_MAX, "path"
+    if size > limit - OWN_NAMES_MARGIN:
+        raise InputError(
+            f"is a {what} of {size:,} bytes; at most {limit - OWN_NAMES_MARGIN:,} leave room "
+            f"for the names saturn writes below it ({what}s take {limit:,})",
+            source=source,
+            field=field,
+        )
+    return location
+
+
+def _without_nul(value: str, source: str, field: str) -> str:
+    if "\0" in value:
+        raise InputError("holds a NUL byte, which no path can", source=source, field=field)
+    return value
 
 
 def _normalize_s3(value: str, *, source: str, field: str) -> str:
-    bucket, _, key = value[len("s3://") :].partition("/")
+    bucket, _, key = _without_nul(value, source, field)[len("s3://") :].partition("/")
     if not _BUCKET.match(bucket):
         raise InputError(
             f"{value!r} does not start with a valid S3 bucket name", source=source, field=field
@@ -58,7 +106,7 @@ def _normalize_s3(value: str, *, source: str, field: str) -> str:
             source=source,
             field=field,
         )
-    return "/".join([f"s3://{bucket}", *parts])
+    return check_length("/".join([f"s3://{bucket}", *parts]), source, field)
 
 
 def is_remote(location: str) -> bool:

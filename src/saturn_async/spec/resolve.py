@@ -7,7 +7,13 @@ import os
 from saturn_async.exceptions import InputError
 from saturn_async.spec.check import check_runnable
 from saturn_async.spec.models import Batch
-from saturn_async.spec.paths import RESERVED, is_strictly_inside, normalize_location
+from saturn_async.spec.paths import (
+    RESERVED,
+    check_length,
+    is_strictly_inside,
+    local_path,
+    normalize_location,
+)
 
 
 def resolve_batch(
@@ -40,9 +46,14 @@ def resolve_batch(
         )
     base = normalize_location(batch.remote_output_path, source=source, field="$.remote_output_path")
     batch.remote_output_path = base
+    # The default paths are base/INDEX: the last is the longest.
+    check_length(f"{base}/{len(batch.runs) - 1}", source, "$.remote_output_path")
     owner: dict[str, int] = {}
     for index, run in enumerate(batch.runs):
         field = f"$.runs[{index}].remote_output_path"
+        if run.local_results_dir is not None:
+            where = f"$.runs[{index}].local_results_dir"
+            local_path(run.local_results_dir, source=source, field=where)
         if run.remote_output_path is None:
             path = f"{base}/{index}" if base != "/" else f"/{index}"
         else:

@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from saturn_async.exceptions import InputError
-from saturn_async.spec.decode import decode_document, read_bytes
-from saturn_async.spec.models import AtLeastOne, Count, Env, PositiveSeconds
-from saturn_async.spec.paths import RESERVED
+from saturn_async.spec.decode import decode_document
+from saturn_async.spec.input_file import read_input
+from saturn_async.spec.models import AtLeastOne, Count, Env, PositiveSeconds, Slots
+from saturn_async.spec.paths import NAME_MAX, RESERVED
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 """Sweep names: they name a directory in the state store and Dask keys."""
@@ -38,17 +39,17 @@ class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     tasks: Annotated[list[Task], msgspec.Meta(min_length=1)]
     executor: dict[str, Any] | None = None
     results: dict[str, Any] | None = None
-    nprocs: AtLeastOne | None = None
+    nprocs: Slots | None = None
     batch_size: AtLeastOne | Literal["auto"] = "auto"
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
     env: Env | None = None
 
 
-def load_sweep(path: str | Path) -> Sweep:
+def load_sweep(path: str | Path, max_input_size: int | None = None) -> Sweep:
     """Read and check a sweep file; every task gets a name (its index when it has none)."""
     source = str(path)
-    sweep = decode_document(path, read_bytes(path), Sweep)
+    sweep = decode_document(path, read_input(path, max_input_size), Sweep)
     if sweep.name is not None:
         check_sweep_name(sweep.name, source=source, field="$.name")
     seen: dict[str, int] = {}
@@ -56,9 +57,15 @@ def load_sweep(path: str | Path) -> Sweep:
         field = f"$.tasks[{index}].name"
         if task.name is None:
             task.name = str(index)
-        elif "/" in task.name or task.name in ("", ".", "..") or task.name == RESERVED:
+        elif (
+            "/" in task.name
+            or "\0" in task.name
+            or task.name in ("", ".", "..", RESERVED)
+            or (len(task.name) > NAME_MAX // 4 and len(task.name.encode()) > NAME_MAX)
+        ):
             raise InputError(
-                f"{task.name!r} cannot name a directory (no '/', '.', '..' or {RESERVED!r})",
+                f"{task.name!r} cannot name a directory (no '/', NUL, '.', '..' or "
+                f"{RESERVED!r}; at most {NAME_MAX} bytes)",
                 source=source,
                 field=field,
             )

@@ -121,14 +121,22 @@ def load_yaml_pyyaml(text: str, source: str) -> Any:
 
 
 def load_yaml_fast(text: str, source: str) -> Any:
-    """Load one YAML document with fastyaml-rs (YAML 1.2), rejecting duplicate keys."""
+    """Load one YAML document with fastyaml-rs (YAML 1.2), rejecting duplicate keys and
+    further documents (PyYAML's ``get_single_data`` refuses those too)."""
     import fast_yaml
     import fast_yaml.lint
 
     try:
-        data = fast_yaml.safe_load(text)
+        documents = list(fast_yaml.safe_load_all(text))
     except (ValueError, fast_yaml.YAMLError) as exc:
         raise InputError(f"malformed YAML: {_first_line(exc)}", source=source) from exc
+    if len(documents) > 1:
+        raise InputError(
+            f"malformed YAML: holds {len(documents)} documents (--- separates them); "
+            "saturn reads one",
+            source=source,
+        )
+    data = documents[0] if documents else None
     config = fast_yaml.lint.LintConfig(max_input_bytes=len(text.encode()) + 1)
     for diagnostic in fast_yaml.lint.lint(text, config=config):
         if diagnostic.code == "duplicate-key":

@@ -125,7 +125,8 @@ class Supervisor:
             await self.open_roots(batches)
             jobs = ((batch, run) for batch in batches for run in batch.runs)
             async with anyio.create_task_group() as slots:
-                for rank in range(self.nprocs):
+                # No more slot tasks than runs: nprocs 1,000,000 for one run makes one.
+                for rank in range(min(self.nprocs, self.progress.total)):
                     slots.start_soon(self._slot, rank, jobs)
         p = self.progress
         return BatchSummary(p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal)
