@@ -5,39 +5,71 @@ socket receives and on what its journal replays, so a batch that cannot be spawn
 refused (exit 2) instead of failing, or crashing something, at run time.
 
 Linux limits checked: ``MAX_ARG_STRLEN`` (one argument or one ``NAME=value`` string may
-be at most 32 pages, 131,072 bytes with its NUL) and ``execve``'s rule that no string
-holds a NUL byte. Environment names may not be empty or hold ``=``.
+be at most 32 pages, 131,072 bytes with its NUL), ``ARG_MAX`` (all arguments and
+environment strings together, with a pointer each: a quarter of the stack limit, at most
+6 MiB), counting the environment a run inherits from this process, and ``execve``'s rule
+that no string holds a NUL byte. Environment names may not be empty or hold ``=``.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from saturn_async.exceptions import InputError
-from saturn_async.spec.models import Batch, Env
+from saturn_async.spec.models import Batch, Env, Run
 
 MAX_ARG_BYTES = 131_072 - 1
 """The longest ``cmd`` (UTF-8 bytes), and the longest ``NAME=value``: MAX_ARG_STRLEN."""
+_POINTER = 8
+_KERNEL_ARG_MAX = 6 << 20
+"""``_STK_LIM / 4 * 3``: the kernel's cap on arguments and environment, whatever the
+stack limit."""
+SATURN_ENV_MARGIN = 3 * (4096 + 64)
+"""Room for the ``SATURN_RUN_*`` variables the supervisor adds (paths, at most PATH_MAX)."""
 
 
 def check_runnable(batch: Batch, source: str) -> None:
     """Raise InputError naming ``source`` and the field when a run could not be spawned."""
     if batch.env:
         _check_env(batch.env, source, "$.env")
+    inherited = _env_bytes(os.environb) + _env_bytes(batch.env or {})
+    # What one run's cmd and env may take: ARG_MAX less `sh -c`, the inherited
+    # environment and the supervisor's variables.
+    budget = _arg_max() - inherited - SATURN_ENV_MARGIN - len(b"sh\0-c\0") - 3 * _POINTER
+    # A command this short fits both limits, however many bytes each character takes:
+    # most runs need no more than the NUL test.
+    short = min(MAX_ARG_BYTES, budget) // 4
     for index, run in enumerate(batch.runs):
-        field = f"$.runs[{index}]"
-        cmd = run.cmd
-        if "\0" in cmd:
-            raise InputError(
-                "holds a NUL byte, which no command can", source=source, field=f"{field}.cmd"
-            )
-        if len(cmd) > MAX_ARG_BYTES // 4 and len(cmd.encode()) > MAX_ARG_BYTES:
-            raise InputError(
-                f"is {len(cmd.encode()):,} bytes; Linux passes at most {MAX_ARG_BYTES:,} bytes "
-                "as one argument (put a long command in a script)",
-                source=source,
-                field=f"{field}.cmd",
-            )
-        if run.env:
-            _check_env(run.env, source, f"{field}.env")
+        if run.env or len(run.cmd) > short or "\0" in run.cmd:
+            _check_run(run, f"$.runs[{index}]", source, budget, inherited)
+
+
+def _check_run(run: Run, field: str, source: str, budget: int, inherited: int) -> None:
+    cmd = run.cmd
+    if "\0" in cmd:
+        raise InputError(
+            "holds a NUL byte, which no command can", source=source, field=f"{field}.cmd"
+        )
+    cmd_bytes = len(cmd.encode())
+    if cmd_bytes > MAX_ARG_BYTES:
+        raise InputError(
+            f"is {cmd_bytes:,} bytes; Linux passes at most {MAX_ARG_BYTES:,} bytes "
+            "as one argument (put a long command in a script)",
+            source=source,
+            field=f"{field}.cmd",
+        )
+    if run.env:
+        _check_env(run.env, source, f"{field}.env")
+    size = cmd_bytes + 1 + _POINTER + _env_bytes(run.env or {})
+    if size > budget:
+        raise InputError(
+            f"cmd and env take {size:,} bytes; with the {inherited:,} bytes of the "
+            f"environment runs inherit, that is over Linux's ARG_MAX of "
+            f"{_arg_max():,} bytes (pass less through cmd and env: a file, say)",
+            source=source,
+            field=field,
+        )
 
 
 def _check_env(env: Env, source: str, field: str) -> None:
@@ -64,3 +96,17 @@ def _check_env(env: Env, source: str, field: str) -> None:
                 source=source,
                 field=where,
             )
+
+
+def _arg_max() -> int:
+    """The kernel's limit on one ``execve``'s arguments and environment together."""
+    return min(os.sysconf("SC_ARG_MAX"), _KERNEL_ARG_MAX)
+
+
+def _env_bytes(env: Mapping[str, str] | Mapping[bytes, bytes]) -> int:
+    """What ``env`` takes in an ``execve``: each ``NAME=value`` with its NUL and pointer."""
+    return sum(_size(name) + _size(value) + 2 + _POINTER for name, value in env.items())
+
+
+def _size(text: str | bytes) -> int:
+    return len(text) if isinstance(text, bytes) or text.isascii() else len(text.encode())

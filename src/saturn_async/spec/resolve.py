@@ -49,45 +49,55 @@ def resolve_batch(
     # The default paths are base/INDEX: the last is the longest.
     check_length(f"{base}/{len(batch.runs) - 1}", source, "$.remote_output_path")
     owner: dict[str, int] = {}
+    # The paths the file gives: only they can lie inside another run's path (a default
+    # one, base/INDEX, has base as its parent), so only they are walked up below.
+    chosen: list[str] = []
     for index, run in enumerate(batch.runs):
-        field = f"$.runs[{index}].remote_output_path"
         if run.local_results_dir is not None:
             where = f"$.runs[{index}].local_results_dir"
             local_path(run.local_results_dir, source=source, field=where)
         if run.remote_output_path is None:
             path = f"{base}/{index}" if base != "/" else f"/{index}"
         else:
-            path = normalize_location(run.remote_output_path, source=source, field=field)
-            if not is_strictly_inside(base, path):
-                raise InputError(
-                    f"{run.remote_output_path!r} is not inside the batch's remote_output_path "
-                    f"{base!r}",
-                    source=source,
-                    field=field,
-                )
-        if path[len(base) :].lstrip("/").split("/", 1)[0] == RESERVED:
-            raise InputError(
-                f"{path!r} is inside {RESERVED}/, which saturn keeps for its own records",
-                source=source,
-                field=field,
-            )
+            path = _chosen_path(run.remote_output_path, base, source, index)
+            chosen.append(path)
         previous = owner.setdefault(path, index)
         if previous != index:
             raise InputError(
                 f"{path!r} is also the output path of $.runs[{previous}]",
                 source=source,
-                field=field,
+                field=f"$.runs[{index}].remote_output_path",
             )
         run.remote_output_path = path
-    for path, index in owner.items():
+    for path in chosen:
         parent = os.path.dirname(path)
         while len(parent) > len(base):
             if parent in owner:
                 raise InputError(
                     f"{path!r} lies inside the output path of $.runs[{owner[parent]}]",
                     source=source,
-                    field=f"$.runs[{index}].remote_output_path",
+                    field=f"$.runs[{owner[path]}].remote_output_path",
                 )
             parent = os.path.dirname(parent)
     check_runnable(batch, source)
     return batch
+
+
+def _chosen_path(value: str, base: str, source: str, index: int) -> str:
+    """A run's own ``remote_output_path``, normalized; it must lie inside ``base`` and
+    outside saturn's records."""
+    field = f"$.runs[{index}].remote_output_path"
+    path = normalize_location(value, source=source, field=field)
+    if not is_strictly_inside(base, path):
+        raise InputError(
+            f"{value!r} is not inside the batch's remote_output_path {base!r}",
+            source=source,
+            field=field,
+        )
+    if path[len(base) :].lstrip("/").split("/", 1)[0] == RESERVED:
+        raise InputError(
+            f"{path!r} is inside {RESERVED}/, which saturn keeps for its own records",
+            source=source,
+            field=field,
+        )
+    return path
