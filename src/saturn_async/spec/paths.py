@@ -67,7 +67,7 @@ def check_length(location: str, source: str, field: str) -> str:
         return location
     if is_remote(location):
         key = location[len("s3://") :].partition("/")[2]
-        size, limit, what = len(key.encode()), S3_KEY_MAX, "S3 key"
+        size, limit, what = len(key.encode()), S3_KEY_MAX, "an S3 key"
     else:
         longest = max(len(part.encode()) for part in location.split("/"))
         if longest > NAME_MAX:
@@ -76,11 +76,11 @@ def check_length(location: str, source: str, field: str) -> str:
                 source=source,
                 field=field,
             )
-        size, limit, what = len(location.encode()), PATH_MAX, "path"
+        size, limit, what = len(location.encode()), PATH_MAX, "a local path"
     if size > limit - OWN_NAMES_MARGIN:
         raise InputError(
-            f"is a {what} of {size:,} bytes; at most {limit - OWN_NAMES_MARGIN:,} leave room "
-            f"for the names saturn writes below it ({what}s take {limit:,})",
+            f"is {size:,} bytes long; {what} may be at most {limit - OWN_NAMES_MARGIN:,} "
+            f"to leave room for the names saturn writes below it (the limit is {limit:,})",
             source=source,
             field=field,
         )

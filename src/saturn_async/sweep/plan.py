@@ -9,10 +9,15 @@ hold a task or two, so no worker is left with a long batch when the others are d
 from __future__ import annotations
 
 import math
+import re
 
+from saturn_async.exceptions import InputError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.resolve import resolve_batch
 from saturn_async.spec.sweep import Sweep
+
+_RUN_FIELD = re.compile(r"^\$\.runs\[(?P<index>[0-9]+)\](?P<rest>\.cmd|\.remote_output_path|.*)$")
+_TASK_FIELDS = {".cmd": ".command", ".remote_output_path": ".name"}
 
 
 def batch_sizes(tasks: int, batch_size: int | str, groups: int) -> list[int]:
@@ -54,6 +59,20 @@ def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str)
             env=sweep.env,
             layout="sweep",
         )
-        batches.append(resolve_batch(batch, source))
+        try:
+            batches.append(resolve_batch(batch, source))
+        except InputError as exc:
+            raise _in_sweep_terms(exc, start) from exc
         start += size
     return batches
+
+
+def _in_sweep_terms(exc: InputError, start: int) -> InputError:
+    """``exc`` about a planned batch's ``$.runs[i]`` (starting at task ``start``), naming
+    the sweep file's ``$.tasks[start + i]`` instead."""
+    match = _RUN_FIELD.match(exc.field or "")
+    if match is None:
+        return exc
+    rest = _TASK_FIELDS.get(match["rest"], match["rest"])
+    field = f"$.tasks[{start + int(match['index'])}]{rest}"
+    return InputError(exc.message, source=exc.source, field=field)
