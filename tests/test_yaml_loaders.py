@@ -55,3 +55,10 @@ def test_syntax_error_names_the_problem(loader: object) -> None:
     with pytest.raises(InputError, match="malformed YAML") as info:
         loader("runs: [1, 2\n", "bad.yaml")  # type: ignore[operator]
     assert info.value.source == "bad.yaml"
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize("text", ["a: 1\n---\nb: 2\n", "a: 1\n---\n"])
+def test_both_loaders_reject_a_second_document(loader: object, text: str) -> None:
+    with pytest.raises(InputError, match="document"):
+        loader(text, "two.yaml")  # type: ignore[operator]
