@@ -117,6 +117,12 @@ CLI_CASES: dict[str, tuple[str, bytes, int]] = {
         b'\xef\xbb\xbf{"nprocs": 1, "remote_output_path": "out", "runs": [{"cmd": "true"}]}',
         0,
     ),
+    "byte_order_mark_nulls_and_defaults": (  # counted twice for duplicates, and accepted
+        "job.json",
+        b'\xef\xbb\xbf{"nprocs": 1, "remote_output_path": "out", "layout": "batch",'
+        b' "runs": [{"cmd": "true", "timeout": null, "env": {"A": "a:b"}}]}',
+        0,
+    ),
     "nprocs_beyond_int64": (
         "job.json",
         b'{"nprocs": 100000000000000000000000000000, "remote_output_path": "out",'

@@ -9,14 +9,17 @@ million-run file in Python would cost more than decoding it, so the check counts
 * encoding the decoded Struct again (msgspec, ``omit_defaults``) writes one ``:`` per
   member it kept plus the same string colons.
 
-Equal counts prove no member was lost, so no key was duplicated. A document with a
-duplicate, or with members that encoding leaves out (``"timeout": null``, a field set
-to its default), has more colons than its encoding; only then is it parsed again with
-:mod:`json`, which names the first duplicate's field path.
+Equal counts prove no member was lost, so no key was duplicated. A document with
+members that encoding leaves out (``"timeout": null``, a field set to its default) has
+more colons than its encoding: it is decoded again into a shape that keeps those
+(:func:`_shape_of`) and counted again. Only a document whose counts still differ (a
+duplicate, or a ``\\u003a``) is parsed again with :mod:`json`, which names the first
+duplicate's field path.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -34,8 +37,18 @@ def check_duplicate_keys(data: bytes, decoded: msgspec.Struct, source: str) -> N
     """Raise InputError naming the field when JSON ``data`` (decoded into ``decoded``)
     repeats a key inside one object."""
     escaped_colon = b"\\" in data and (b"\\u003a" in data or b"\\u003A" in data)
-    if not escaped_colon and data.count(b":") == _encoded_colons(decoded):
-        return
+    if not escaped_colon:
+        colons = data.count(b":")
+        if colons == _encoded_colons(decoded):
+            return
+        # Members encoding left out (nulls, defaults): count again on a decode that keeps
+        # every member it is given.
+        try:
+            shape = msgspec.json.decode(data, type=_shape_of(type(decoded)))
+        except RecursionError as exc:
+            raise InputError(TOO_DEEP, source=source) from exc
+        if colons == _encoded_colons(shape):
+            return
     field = _first_duplicate(data, source)
     if field is not None:
         raise InputError("duplicate key", source=source, field=field)
@@ -58,6 +71,23 @@ def _encoded_colons(decoded: msgspec.Struct) -> int:
             encoder.encode_into(items[start : start + _CHUNK], buffer)
             colons += buffer.count(b":")
     return colons
+
+
+@functools.cache
+def _shape_of(type_: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """A Struct with the field names of ``type_`` that keeps any value a document gives
+    (``null`` and defaults included) and leaves out only absent fields: encoded, it has
+    one member per distinct key. Lists of Structs keep their shape; the rest is Any."""
+    info = msgspec.inspect.type_info(type_)
+    assert isinstance(info, msgspec.inspect.StructType)
+    fields: list[tuple[str, Any, Any]] = []
+    for field in info.fields:
+        item = field.type.item_type if isinstance(field.type, msgspec.inspect.ListType) else None
+        kind: Any = Any
+        if isinstance(item, msgspec.inspect.StructType):
+            kind = list[_shape_of(item.cls)]  # type: ignore[misc]
+        fields.append((field.encode_name, kind | msgspec.UnsetType, msgspec.UNSET))
+    return msgspec.defstruct(f"{type_.__name__}Shape", fields, kw_only=True)
 
 
 class _Members(list[tuple[str, Any]]):
