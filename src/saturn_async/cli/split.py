@@ -31,6 +31,12 @@ from saturn_async.split import split_job
     "--remote-commands-directory",
     help="Where the batch files are on the machines that run them [default: OUTDIR].",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace existing files in OUTDIR that an earlier split did not write "
+    "(never the JOB file itself).",
+)
 def split(
     recipe: str,
     job: str,
@@ -43,12 +49,15 @@ def split(
     skip_failures: bool,
     syncs: tuple[str, ...],
     remote_commands_directory: str | None,
+    overwrite: bool,
 ) -> None:
     """Split JOB (JSON or YAML) into OUTDIR/0.json ... OUTDIR/K.json and OUTDIR/recipe.yaml.
 
     RECIPE is a Saturn Cloud job recipe; the written recipe.yaml has spec.command set to
     one `sc batch <file>` line per batch file. Everything is validated before anything is
-    written.
+    written. Files in OUTDIR that an earlier split wrote (listed in OUTDIR/.saturn-split)
+    are replaced, and its batch files beyond K removed; any other existing file that
+    would be replaced is refused (exit 2) unless --overwrite, and nothing else is removed.
     """
     report = split_job(
         recipe,
@@ -62,6 +71,7 @@ def split(
         skip_failures=skip_failures,
         syncs=syncs,
         remote_commands_directory=remote_commands_directory,
+        overwrite=overwrite,
     )
     for category, count in sorted(report.counts.items()):
         click.echo(f"{category}: {count}")
