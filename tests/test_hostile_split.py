@@ -182,3 +182,4 @@ def test_a_second_split_may_replace_what_the_first_wrote(tmp_path: Path, saturn)
     assert result.returncode == 0, result.stderr
     recorded = json.loads((tmp_path / "c" / ".saturn-split").read_text())
     assert recorded == ["0.json", "recipe.yaml", "sync-workspace.tar.gz"]
+    assert (tmp_path / "c" / "0.json").stat().st_mode & 0o777 == 0o600  # it holds env

@@ -28,6 +28,8 @@ from saturn_async.storage.local import write_atomically
 SYNC_BEGIN = "# >>> saturn split --sync: managed block, replaced by every split >>>"
 SYNC_END = "# <<< saturn split --sync <<<"
 RECIPE = "recipe.yaml"
+BATCH_MODE = 0o600
+"""Batch files hold the runs' ``env`` (tokens, often): readable by their owner only."""
 _SYNC_BLOCK = re.compile(re.escape(SYNC_BEGIN) + r".*?" + re.escape(SYNC_END) + r"\n?", re.DOTALL)
 
 
@@ -165,7 +167,7 @@ def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> None:
             if run.local_results_dir is None:
                 run.local_results_dir = _local_results_dir(run.remote_output_path)
         batch = msgspec.structs.replace(job, runs=chunk)
-        write_atomically(str(out / f"{index}.json"), encoder.encode(batch))
+        write_atomically(str(out / f"{index}.json"), encoder.encode(batch), BATCH_MODE)
 
 
 def _local_results_dir(location: str | None) -> str:
