@@ -13,6 +13,7 @@ pointed at /dev/null when they are a terminal, and the stop goes on quietly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -79,10 +80,8 @@ def leave_terminal() -> None:
     null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     try:
         for fd in (1, 2):
-            try:
+            with contextlib.suppress(OSError):  # not open
                 if stat.S_ISCHR(os.fstat(fd).st_mode):
                     os.dup2(null, fd)
-            except OSError:
-                pass  # not open
     finally:
         os.close(null)

@@ -97,8 +97,9 @@ def create(record: SweepRecord, batches: list[Batch], *, replace: bool) -> Path:
     """Write a new sweep's record and batch files; refuse a name in use unless ``replace``."""
     check_name_free(record.name, replace=replace)
     directory = sweep_dir(record.name)
-    _private_dirs(directory)
-    shutil.rmtree(directory)
+    _private_dirs(directory.parent)
+    if directory.exists():
+        shutil.rmtree(directory)
     _private_dirs(directory / "batches")
     for index, batch in enumerate(batches):
         write_atomically(
