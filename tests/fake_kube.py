@@ -1,12 +1,13 @@
 """A small Kubernetes API server for the tests: the few calls KubernetesExecutor makes.
 
-It keeps ConfigMaps, Jobs and Pods in memory, answers like the real API server (status
+It keeps Secrets, Jobs and Pods in memory, answers like the real API server (status
 codes, Status bodies, uids), and records every request so tests can check the calls
 themselves. It runs no pods: tests play the kubelet (tests/test_sweep_kubernetes.py).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -19,13 +20,13 @@ from urllib.parse import parse_qs, urlsplit
 
 _ROUTES = [
     (
-        "configmaps",
-        re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/configmaps(?:/(?P<name>[^/]+))?$"),
+        "secrets",
+        re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/secrets(?:/(?P<name>[^/]+))?$"),
     ),
     ("jobs", re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[^/]+)/jobs(?:/(?P<name>[^/]+))?$")),
     ("pods", re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods$")),
 ]
-_KINDS = {"configmaps": "ConfigMap", "jobs": "Job"}
+_KINDS = {"secrets": "Secret", "jobs": "Job"}
 
 
 @dataclass
@@ -56,8 +57,12 @@ class FakeKube:
         assert len(jobs) == 1, jobs
         return jobs[0]
 
-    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.objects.get(("configmaps", namespace, name))
+    def secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The decoded data of Secret ``name``, or None."""
+        found = self.objects.get(("secrets", namespace, name))
+        if found is None:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in found.get("data", {}).items()}
 
     def calls(self) -> list[tuple[str, str]]:
         return [(r.method, r.path) for r in self.requests]

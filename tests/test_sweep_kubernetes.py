@@ -21,7 +21,7 @@ from sweeps import SEED_TASKS, write_sweep
 
 NAMESPACE = "sweeps"
 JOBS = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
-CONFIGMAPS = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
+SECRETS = f"/api/v1/namespaces/{NAMESPACE}/secrets"
 BATCHES_MOUNT = "/etc/saturn-async/batches"
 STAGING_MOUNT = "/var/lib/saturn-async/staging"
 FULL = {
@@ -72,7 +72,7 @@ def _start_pod(
     job: dict[str, Any], index: int, workdir: Path, kube: Any
 ) -> subprocess.Popen[bytes]:
     """The pod of ``index``: the container's command, with JOB_COMPLETION_INDEX, the
-    ConfigMap's files and an emptyDir (here, local directories)."""
+    Secrets' files and variables and an emptyDir (here, local directories)."""
     spec = job["spec"]["template"]["spec"]
     container = spec["containers"][0]
     script = container["command"][2]
@@ -80,8 +80,8 @@ def _start_pod(
     (pod_dir / "staging").mkdir(parents=True)
     script = script.replace(STAGING_MOUNT, str(pod_dir / "staging"))
     for volume in spec["volumes"]:
-        if "configMap" in volume:
-            data = kube.configmap(NAMESPACE, volume["configMap"]["name"])["data"]
+        if "secret" in volume:
+            data = kube.secret(NAMESPACE, volume["secret"]["secretName"])
             (pod_dir / "batches").mkdir()
             for name, text in data.items():
                 (pod_dir / "batches" / name).write_text(text)
@@ -90,8 +90,9 @@ def _start_pod(
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "JOB_COMPLETION_INDEX": str(index),
-        **{e["name"]: e["value"] for e in container.get("env", [])},
     }
+    for source in container.get("envFrom", []):
+        env.update(kube.secret(NAMESPACE, source["secretRef"]["name"]) or {})
     assert container["command"][:2] == ["sh", "-c"]
     return subprocess.Popen(["sh", "-c", script], env=env, cwd=pod_dir)
 
@@ -120,7 +121,8 @@ def test_every_manifest_validates_strictly(tmp_path, saturn, version, fields):
     assert done.returncode == 0, done.stderr
     objects = list(yaml.safe_load_all(done.stdout))
     kinds = [o["kind"] for o in objects]
-    assert kinds == (["Job"] if fields.get("batches_via") == "s3" else ["ConfigMap", "Job"])
+    secrets = [] if fields.get("batches_via") == "s3" else ["Secret"]
+    assert kinds == [*secrets, *(["Secret"] if fields.get("env") else []), "Job"]
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
     job = objects[-1]
@@ -140,14 +142,14 @@ def test_run_then_pods_then_collect(tmp_path, saturn, s3, fake_kube, play_pod):
     job = fake_kube.only_job()
     name = job["metadata"]["name"]
     assert fake_kube.calls() == [
-        ("POST", CONFIGMAPS),
+        ("POST", SECRETS),
         ("POST", JOBS),
-        ("PATCH", f"{CONFIGMAPS}/{name}-batches"),
+        ("PATCH", f"{SECRETS}/{name}-batches"),
     ]
     assert {r.authorization for r in fake_kube.requests} == {"Bearer fake-token"}
     assert job["spec"]["completions"] == 2 and job["spec"]["parallelism"] == 2
-    configmap = fake_kube.configmap(NAMESPACE, f"{name}-batches")
-    assert sorted(configmap["data"]) == ["0.json", "1.json"]
+    batches = fake_kube.secret(NAMESPACE, f"{name}-batches")
+    assert batches is not None and sorted(batches) == ["0.json", "1.json"]
     patch = fake_kube.requests[2]
     assert patch.body == {
         "metadata": {
@@ -178,7 +180,7 @@ def test_large_sweeps_pass_batch_files_through_s3(tmp_path, saturn, s3, fake_kub
     path = write_sweep(tmp_path, executor=executor, results=s3_results(s3), nprocs=2, batch_size=2)
     done = saturn("run", str(path), "-q", "--detach")
     assert done.returncode == 0, done.stderr
-    assert fake_kube.calls() == [("POST", JOBS)]  # no ConfigMap
+    assert fake_kube.calls() == [("POST", JOBS)]  # no Secret
     job = fake_kube.only_job()
     assert (
         f"{s3}/sweeps/.saturn-batches/{job['metadata']['name']}"
@@ -190,13 +192,16 @@ def test_large_sweeps_pass_batch_files_through_s3(tmp_path, saturn, s3, fake_kub
     assert (status["succeeded"], status["failed"]) == (3, 1), status
 
 
-def test_too_large_for_a_configmap(tmp_path, saturn):
+def test_too_large_for_a_secret(tmp_path, saturn):
     tasks = [{"name": f"t{i}", "command": "echo " + "x" * 1000} for i in range(1200)]
-    executor = kube_executor(batches_via="configmap")
+    executor = kube_executor(batches_via="secret")
     path = write_sweep(tmp_path, tasks, executor=executor, results=s3_results("s3://sweep-bucket"))
     done = saturn("run", str(path), "--dry-run")
     assert done.returncode == 2
-    assert "$.executor.batches_via: the batch files are too large for a ConfigMap" in done.stderr
+    assert (
+        "$.executor.batches_via: the batch files are too large for a Kubernetes Secret"
+        in done.stderr
+    )
     path = write_sweep(
         tmp_path, tasks, executor=kube_executor(), results=s3_results("s3://sweep-bucket")
     )
@@ -236,7 +241,7 @@ def test_terminate_deletes_the_job_in_the_foreground(tmp_path, saturn, s3, fake_
     assert stop.returncode == 0, stderr
     delete = next(r for r in fake_kube.requests if r.method == "DELETE")
     assert delete.body == {"propagationPolicy": "Foreground"}
-    assert fake_kube.configmap(NAMESPACE, f"{name}-batches") is None  # owned by the Job
+    assert fake_kube.secret(NAMESPACE, f"{name}-batches") is None  # owned by the Job
     assert not any(pid_alive(pid) for pid in running)
     status = json.loads(saturn("status", "--name", "lr-sweep", "--json").stdout)
     assert status["failed"] == 4, status
@@ -290,7 +295,7 @@ def test_api_errors_are_one_line_and_record_nothing(tmp_path, saturn, s3, fake_k
     )
     done = saturn("run", str(path), "-q")
     assert done.returncode == 2
-    assert done.stderr.startswith("saturn: error: Kubernetes: create ConfigMap saturn-lr-sweep-")
+    assert done.stderr.startswith("saturn: error: Kubernetes: create Secret saturn-lr-sweep-")
     assert done.stderr.rstrip().endswith(f"in namespace {NAMESPACE}: 403 Forbidden")
     assert len(done.stderr.splitlines()) == 1, done.stderr
     unknown = saturn("status", "--name", "lr-sweep")

@@ -20,14 +20,17 @@ from saturn_async.exceptions import InputError
 from saturn_async.spec import Batch, Run, load_batch_file
 from saturn_async.spec.decode import load_yaml_mapping
 from saturn_async.spec.paths import is_remote
+from saturn_async.split_outdir import plan_outdir
 from saturn_async.status import status_reader
 from saturn_async.storage.layout import RESULTS
 from saturn_async.storage.local import write_atomically
 
 SYNC_BEGIN = "# >>> saturn split --sync: managed block, replaced by every split >>>"
 SYNC_END = "# <<< saturn split --sync <<<"
+RECIPE = "recipe.yaml"
+BATCH_MODE = 0o600
+"""Batch files hold the runs' ``env`` (tokens, often): readable by their owner only."""
 _SYNC_BLOCK = re.compile(re.escape(SYNC_BEGIN) + r".*?" + re.escape(SYNC_END) + r"\n?", re.DOTALL)
-_BATCH_FILE = re.compile(r"^(\d+)\.json$")
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,13 @@ def split_job(
     syncs: tuple[str, ...] = (),
     remote_commands_directory: str | None = None,
     max_input_size: int | None = None,
+    overwrite: bool = False,
 ) -> SplitReport:
-    """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``."""
+    """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``.
+
+    Existing files in OUTDIR are replaced only if an earlier split wrote them (or with
+    ``overwrite``); see :mod:`saturn_async.split_outdir`.
+    """
     recipe = load_yaml_mapping(recipe_path, max_input_size)
     spec = recipe.setdefault("spec", {})
     if not isinstance(spec, dict):
@@ -96,22 +104,27 @@ def split_job(
     assert job.nprocs is not None
     report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
     runs = _select(job, report.counts, skip_completed, skip_failures, max_jobs)
+    report.batch_files = -(-len(runs) // report.batch_size)
 
     out = Path(outdir).absolute()
     report.outdir = str(out)
     remote_dir = (remote_commands_directory or str(out)).rstrip("/") or "/"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        report.batch_files = _write_batches(job, runs, out, report.batch_size)
-        for sync in sync_specs:
-            _pack(sync, out / sync.tarball)
-    except OSError as exc:
-        raise InputError(f"cannot write: {exc}", source=str(out)) from exc
     spec["command"] = [
         f"sc batch {shlex.quote(f'{remote_dir}/{i}.json')}" for i in range(report.batch_files)
     ]
     spec["start_script"] = _with_sync_block(start_script, sync_specs, remote_dir)
-    write_atomically(str(out / "recipe.yaml"), _dump_recipe(recipe))
+    targets = {f"{i}.json" for i in range(report.batch_files)}
+    targets |= {RECIPE, *(sync.tarball for sync in sync_specs)}
+    plan = plan_outdir(out, targets, job_path, report.batch_files, overwrite)
+    try:
+        plan.claim()
+        _write_batches(job, runs, out, report.batch_size)
+        for sync in sync_specs:
+            _pack(sync, out / sync.tarball)
+        write_atomically(str(out / RECIPE), _dump_recipe(recipe))
+        plan.finish()
+    except OSError as exc:
+        raise InputError(f"cannot write: {exc}", source=str(out)) from exc
     return report
 
 
@@ -151,22 +164,16 @@ def _select(
     return selected
 
 
-def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> int:
+def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> None:
     encoder = msgspec.json.Encoder()
-    count = 0
-    for count, start in enumerate(range(0, len(runs), size), start=1):
+    for index, start in enumerate(range(0, len(runs), size)):
         chunk = runs[start : start + size]
         for run in chunk:
             run.status_code = run.status = None
             if run.local_results_dir is None:
                 run.local_results_dir = _local_results_dir(run.remote_output_path)
         batch = msgspec.structs.replace(job, runs=chunk)
-        write_atomically(str(out / f"{count - 1}.json"), encoder.encode(batch))
-    for stale in out.iterdir():
-        match = _BATCH_FILE.match(stale.name)
-        if match and int(match.group(1)) >= count:
-            stale.unlink()
-    return count
+        write_atomically(str(out / f"{index}.json"), encoder.encode(batch), BATCH_MODE)
 
 
 def _local_results_dir(location: str | None) -> str:
@@ -178,11 +185,21 @@ def _local_results_dir(location: str | None) -> str:
 
 
 def _pack(sync: Sync, tarball: Path) -> None:
-    tmp = tarball.with_name(tarball.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        arcname = "." if sync.source.is_dir() else sync.source.name
-        tar.add(sync.source, arcname=arcname)
-    os.replace(tmp, tarball)
+    """Pack into a new temporary file (never one that exists, never through a link),
+    then rename it over ``tarball``."""
+    tmp = tarball.with_name(f"{tarball.name}.tmp-{uuid.uuid4().hex}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        with (
+            os.fdopen(os.open(tmp, flags, 0o644), "wb") as file,
+            tarfile.open(fileobj=file, mode="w:gz") as tar,
+        ):
+            arcname = "." if sync.source.is_dir() else sync.source.name
+            tar.add(sync.source, arcname=arcname)
+        os.replace(tmp, tarball)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _with_sync_block(start_script: str, syncs: list[Sync], remote_dir: str) -> str:

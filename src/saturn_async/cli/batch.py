@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any
 
@@ -16,6 +15,7 @@ from saturn_async.cli.options import (
     max_input_size_option,
 )
 from saturn_async.cli.progress import show_progress, summary_line
+from saturn_async.cli.stop_signals import forward_stop_signals
 from saturn_async.spec import Batch, load_batch_files
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 
@@ -59,8 +59,10 @@ def batch(
     its stdout, stderr, events and results go to its remote_output_path, and status_code
     is written last. For s3:// paths, logs are shipped as numbered chunks while the run
     runs (see `saturn logs`). Exit code: 0 all succeeded, 1 some failed, 2 bad input (nothing
-    started), 130/143 when interrupted by SIGINT/SIGTERM. A second Ctrl-C skips the grace
-    period and stops retrying S3 (an outcome not uploaded is kept in the staging dir).
+    started), 128+N when interrupted by signal N (130 INT, 143 TERM, 129 HUP: a closed
+    terminal stops the runs like TERM). A second signal, or a first SIGQUIT (131), skips
+    the grace period and stops retrying S3 (an outcome not uploaded is kept in the
+    staging dir).
     """
     batches = load_batch_files(list(files), nprocs=nprocs, max_input_size=max_input_size)
     slots = slot_count(batches, nprocs)
@@ -86,7 +88,7 @@ async def _supervise(
 ) -> BatchSummary:
     supervisor = Supervisor(slots, **options)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_forward_signals, supervisor)
+        tg.start_soon(forward_stop_signals, supervisor)
         if display is not None:
             tg.start_soon(show_progress, supervisor.progress, display)
         summary = await supervisor.run(batches)
@@ -94,9 +96,3 @@ async def _supervise(
     if display is False:
         print(summary_line(supervisor.progress), file=sys.stderr)
     return summary
-
-
-async def _forward_signals(supervisor: Supervisor) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            supervisor.stop(signum)

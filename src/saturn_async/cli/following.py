@@ -10,6 +10,12 @@ import anyio
 import click
 
 from saturn_async.cli.progress import show_progress, summary_line
+from saturn_async.cli.stop_signals import (
+    STOP_SIGNALS,
+    ignore_stop_signals,
+    leave_terminal,
+    signal_of,
+)
 from saturn_async.executors import Executor
 from saturn_async.supervisor.progress import SweepProgress
 from saturn_async.sweep.follow import FollowOutcome, follow, open_drain
@@ -19,7 +25,8 @@ from saturn_async.sweep.state import SweepRecord
 def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
     """Follow until every task has a status; exit code 0 all succeeded, else 1.
 
-    SIGINT/SIGTERM: a detaching executor leaves the sweep running; others stop its runs.
+    SIGINT, SIGTERM, SIGHUP, SIGQUIT: a detaching executor leaves the sweep running;
+    others stop its runs (TERM, then KILL after the grace).
     """
     display = None if quiet else sys.stdout.isatty()
     progress = SweepProgress(total=len(record.tasks))
@@ -27,8 +34,8 @@ def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
     try:
         drain_now = drain.drain if drain is not None else None
         outcome, signum = anyio.run(_follow, record, executor, progress, drain_now, display)
-    except KeyboardInterrupt:  # before the signal receiver was in place
-        outcome, signum = None, signal.SIGINT
+    except KeyboardInterrupt as exc:  # before the signal receiver was in place
+        outcome, signum = None, signal_of(exc)
     finally:
         if drain is not None:
             drain.close()
@@ -61,7 +68,7 @@ async def _follow(
     drain: Callable[[], object] | None,
     display: bool | None,
 ) -> tuple[FollowOutcome | None, int | None]:
-    """The outcome, or (None, signal) when SIGINT or SIGTERM came first."""
+    """The outcome, or (None, signal) when one of STOP_SIGNALS came first."""
     received: list[int] = []
     outcome = None
     async with anyio.create_task_group() as tg:
@@ -74,8 +81,10 @@ async def _follow(
 
 
 async def _cancel_on_signal(scope: anyio.CancelScope, received: list[int]) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                leave_terminal()
             received.append(signum)
             scope.cancel()
             return
@@ -90,6 +99,7 @@ def interrupted(record: SweepRecord, executor: Executor, signum: int) -> int:
             err=True,
         )
         return 128 + signum
+    ignore_stop_signals()  # waiting below must not leave the runs behind
     click.echo("saturn: stopping the sweep's runs (TERM, then KILL after the grace)", err=True)
     executor.terminate()
     executor.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -70,7 +71,16 @@ def render(p: SweepProgress) -> Group:
 
 
 async def show_progress(progress: SweepProgress, live: bool) -> None:
-    """Display ``progress`` until cancelled: live on a terminal, else a line every 5 s."""
+    """Display ``progress`` until cancelled: live on a terminal, else a line every 5 s.
+
+    A terminal that went away (EIO, after SIGHUP) or a closed pipe ends the display,
+    never the batch or sweep it shows.
+    """
+    with contextlib.suppress(OSError):
+        await _show_progress(progress, live)
+
+
+async def _show_progress(progress: SweepProgress, live: bool) -> None:
     if live:
         from rich.console import Console
         from rich.live import Live

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from datetime import UTC, datetime
 
@@ -17,8 +16,10 @@ from saturn_async.cli.options import (
     log_chunk_minutes_option,
     max_input_size_option,
 )
+from saturn_async.cli.stop_signals import raise_on_stop_signals, signal_of
 from saturn_async.exceptions import InputError, SaturnError
 from saturn_async.executors import DEFAULT, Executor, WorkerJob, executor_class
+from saturn_async.spec.models import Batch
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
 from saturn_async.status import status_reader
 from saturn_async.storage.layout import utcnow
@@ -72,8 +73,10 @@ def run(
     Each task writes log, events, results/, error (on failure) and, last, status
     (success or failure) to <results>/<task name>. Ctrl-C detaches from executors whose
     batches outlive this process (Dask with a scheduler, Ray with an address,
-    Kubernetes); with the others it stops the runs. Exit code: 0 all succeeded, 1 some
-    failed, 2 bad input, 130 when interrupted. See docs/executors.md.
+    Kubernetes); with the others it stops the runs. SIGTERM, SIGHUP (a closed terminal)
+    and SIGQUIT do as Ctrl-C does. Exit code: 0 all succeeded, 1 some failed, 2 bad
+    input, 128+N when interrupted by signal N (130 INT, 143 TERM, 129 HUP, 131 QUIT).
+    See docs/executors.md.
     """
     sweep = load_sweep(sweep_file, max_input_size)
     source = os.path.abspath(sweep_file)
@@ -130,14 +133,7 @@ def run(
         record.handle["grace"] = grace
         anyio.run(prepare_root, results.root, record.tasks)
         state.create(record, batches, replace=replace)
-        try:
-            executor.dispatch(job, batches)
-            state.save_record(record)
-        except KeyboardInterrupt:
-            sys.exit(interrupted(record, executor, signal.SIGINT))
-        except SaturnError:
-            state.discard(sweep_name)  # nothing was dispatched: the name stays free
-            raise
+        _dispatch(executor, job, batches, record)
         if not quiet:
             print(
                 f"sweep {sweep_name}: {len(record.tasks)} tasks in {len(batches)} batches "
@@ -151,6 +147,22 @@ def run(
         if code in (0, 1):
             executor.forget()
     sys.exit(code)
+
+
+def _dispatch(
+    executor: Executor, job: WorkerJob, batches: list[Batch], record: state.SweepRecord
+) -> None:
+    """Start the batches; from here on no stop signal may end this process with runs
+    left behind."""
+    raise_on_stop_signals()
+    try:
+        executor.dispatch(job, batches)
+        state.save_record(record)
+    except KeyboardInterrupt as exc:
+        sys.exit(interrupted(record, executor, signal_of(exc)))
+    except SaturnError:
+        state.discard(record.name)  # nothing was dispatched: the name stays free
+        raise
 
 
 def _results_queue(

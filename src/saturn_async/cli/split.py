@@ -33,6 +33,12 @@ from saturn_async.split import split_job
     help="Where the batch files are on the machines that run them [default: OUTDIR].",
 )
 @max_input_size_option
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace existing files in OUTDIR that an earlier split did not write "
+    "(never the JOB file itself).",
+)
 def split(
     recipe: str,
     job: str,
@@ -46,12 +52,15 @@ def split(
     syncs: tuple[str, ...],
     remote_commands_directory: str | None,
     max_input_size: int | None,
+    overwrite: bool,
 ) -> None:
     """Split JOB (JSON or YAML) into OUTDIR/0.json ... OUTDIR/K.json and OUTDIR/recipe.yaml.
 
     RECIPE is a Saturn Cloud job recipe; the written recipe.yaml has spec.command set to
     one `sc batch <file>` line per batch file. Everything is validated before anything is
-    written.
+    written. Files in OUTDIR that an earlier split wrote (listed in OUTDIR/.saturn-split)
+    are replaced, and its batch files beyond K removed; any other existing file that
+    would be replaced is refused (exit 2) unless --overwrite, and nothing else is removed.
     """
     report = split_job(
         recipe,
@@ -66,6 +75,7 @@ def split(
         syncs=syncs,
         remote_commands_directory=remote_commands_directory,
         max_input_size=max_input_size,
+        overwrite=overwrite,
     )
     for category, count in sorted(report.counts.items()):
         click.echo(f"{category}: {count}")

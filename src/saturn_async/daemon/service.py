@@ -538,7 +538,8 @@ class Daemon:
             self._notify()
 
     async def _signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        stops = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)  # QUIT: as TERM, never a core
+        with anyio.open_signal_receiver(*stops, signal.SIGHUP) as signals:
             async with anyio.create_task_group() as tg:
                 async for signum in signals:
                     if signum == signal.SIGHUP:

@@ -37,8 +37,16 @@ class MultiprocessingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=
 
 
 def ignore_interrupts() -> None:
-    """Pool workers leave Ctrl-C to ``saturn run``, which stops them through the sweep."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Pool workers leave what a terminal sends its whole foreground group (Ctrl-C,
+    Ctrl-\\, a hangup) to ``saturn run``, which stops them through the sweep; dying of
+    it would leave their runs behind. A handler that does nothing, not SIG_IGN: an
+    ignored signal stays ignored across exec, in the runs too."""
+    for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(signum, _ignore)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    return None
 
 
 class FuturesExecutor(OnClientMachine):
@@ -68,10 +76,18 @@ class FuturesExecutor(OnClientMachine):
         return int(self.config.kwargs.get("max_workers") or os.cpu_count() or 1)
 
     def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
-        self._pool = self.make_pool()
-        self._futures = [
-            self._pool.submit(run_batches, job, [msgspec.json.encode(batch)]) for batch in batches
-        ]
+        # The pool's processes (workers, forkserver, resource tracker) start with the
+        # signals a terminal sends blocked, so they never die of them; here they wait
+        # until the pool is up.
+        held = {signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            self._pool = self.make_pool()
+            self._futures = [
+                self._pool.submit(run_batches, job, [msgspec.json.encode(b)]) for b in batches
+            ]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def outstanding(self) -> Outstanding:
         if self._pool is None:

@@ -1,8 +1,9 @@
 """``KubernetesExecutor``: one Indexed Job per sweep run, pods running ``saturn batch``.
 
-``saturn run`` creates, through ``kubernetes_asyncio``: the ConfigMap with the batch
-files (or uploads them under the sweep's S3 prefix when they are too large), the Job,
-and then makes the Job the ConfigMap's owner so both go together. ``collect`` follows the
+``saturn run`` creates, through ``kubernetes_asyncio``: the Secret with the batch files
+(or uploads them under the sweep's S3 prefix when they are too large) and the Secret with
+the executor's ``env``, the Job, and then makes the Job the Secrets' owner so all go
+together. ``collect`` follows the
 Job's status (completed and failed indexes) and the failed pods' exit codes, and reads
 outputs from S3. ``terminate`` deletes the Job with foreground propagation: Kubernetes
 sends the pods SIGTERM, and ``saturn batch`` stops its runs (TERM, then KILL after the
@@ -27,11 +28,11 @@ from saturn_async.executors.base import Executor, Outstanding
 from saturn_async.executors.kubernetes_manifests import (
     KubernetesConfig,
     PodCommand,
-    configmap,
     encoded_batches,
-    fits_configmap,
+    fits_secret,
     job,
     job_name,
+    secrets,
 )
 from saturn_async.executors.worker import WorkerJob
 from saturn_async.spec.models import Batch
@@ -77,12 +78,12 @@ class KubernetesExecutor(Executor):
         return self.config.max_pods  # type: ignore[no-any-return]
 
     def _batches_url(self, files: dict[str, str]) -> str | None:
-        """Where pods read batch files: None for the ConfigMap, else an S3 prefix."""
+        """Where pods read batch files: None for the Secret, else an S3 prefix."""
         via = self.config.batches_via
-        if via == "configmap" or (via == "auto" and fits_configmap(files)):
-            if not fits_configmap(files):
+        if via in ("secret", "configmap") or (via == "auto" and fits_secret(files)):
+            if not fits_secret(files):
                 raise InputError(
-                    "the batch files are too large for a ConfigMap (1 MB); use "
+                    "the batch files are too large for a Kubernetes Secret (1 MB); use "
                     "batches_via: s3 or auto",
                     source=self.record.source,
                     field="$.executor.batches_via",
@@ -94,7 +95,7 @@ class KubernetesExecutor(Executor):
         self, job_: WorkerJob, batches: list[Batch], files: dict[str, str], url: str | None
     ) -> list[dict[str, Any]]:
         """The objects ``dispatch`` creates, in order, for the batch ``files`` and their
-        S3 prefix ``url`` (None: they go in the ConfigMap)."""
+        S3 prefix ``url`` (None: they go in a Secret)."""
         command = PodCommand(grace=job_.grace, log_chunk_minutes=job_.log_chunk_seconds / 60)
         the_job = job(
             self.config,
@@ -104,11 +105,7 @@ class KubernetesExecutor(Executor):
             command=command,
             batches_url=url,
         )
-        return (
-            [the_job]
-            if url is not None
-            else [configmap(self.config, self.job_name, files), the_job]
-        )
+        return [*secrets(self.config, self.job_name, None if url else files), the_job]
 
     def describe(self, job_: WorkerJob, batches: list[Batch]) -> str:
         files = encoded_batches(batches)
@@ -131,11 +128,11 @@ class KubernetesExecutor(Executor):
             # Any: the typed API wants model objects; plain manifests serialize the same.
             core: Any = client.CoreV1Api(api)
             batch: Any = client.BatchV1Api(api)
-            *maps, manifest = objects
-            for item in maps:
+            *owned, manifest = objects
+            for item in owned:
                 await self._call(
-                    f"create ConfigMap {item['metadata']['name']}",
-                    core.create_namespaced_config_map(namespace, item),
+                    f"create Secret {item['metadata']['name']}",
+                    core.create_namespaced_secret(namespace, item),
                 )
             created = await self._call(
                 f"create Job {self.job_name}", batch.create_namespaced_job(namespace, manifest)
@@ -146,12 +143,12 @@ class KubernetesExecutor(Executor):
                 "name": self.job_name,
                 "uid": created.metadata.uid,
             }
-            for item in maps:
+            for item in owned:
                 name = item["metadata"]["name"]
                 patch = {"metadata": {"ownerReferences": [owner]}}
                 await self._call(
-                    f"make Job {self.job_name} the owner of ConfigMap {name}",
-                    core.patch_namespaced_config_map(name, namespace, patch),
+                    f"make Job {self.job_name} the owner of Secret {name}",
+                    core.patch_namespaced_secret(name, namespace, patch),
                 )
 
     def outstanding(self) -> Outstanding:

@@ -1,13 +1,16 @@
-"""The Kubernetes objects of a sweep: one Indexed Job, and a ConfigMap holding small batches.
+"""The Kubernetes objects of a sweep: one Indexed Job, and the Secrets it owns.
 
 Pure functions of the executor's config and the sweep, so ``saturn run --dry-run`` prints
 exactly what ``saturn run`` creates. Pod ``i`` runs ``saturn batch`` on batch ``i``
-(``$JOB_COMPLETION_INDEX``), read from the ConfigMap mounted in the pod or from the
-sweep's S3 prefix when the batches are too large for a ConfigMap (docs/executors.md).
+(``$JOB_COMPLETION_INDEX``), read from the Secret ``<job>-batches`` mounted in the pod or
+from the sweep's S3 prefix when the batches are too large for it (docs/executors.md).
+Batch files carry the runs' ``env`` (tokens, often), and the executor's ``env`` goes in
+the Secret ``<job>-env`` (``envFrom``): neither is ever in a ConfigMap or the Job spec.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import re
@@ -18,8 +21,8 @@ import msgspec
 
 from saturn_async.spec.models import AtLeastOne, Batch, Count
 
-CONFIGMAP_LIMIT = 1_000_000
-"""Bytes of batch files a ConfigMap may carry (the API server's limit is 1 MiB in all)."""
+SECRET_LIMIT = 1_000_000
+"""Bytes of batch files a Secret may carry (the API server's limit is 1 MiB in all)."""
 BATCHES_MOUNT = "/etc/saturn-async/batches"
 STAGING_MOUNT = "/var/lib/saturn-async/staging"
 CONTAINER = "saturn"
@@ -48,7 +51,9 @@ class KubernetesConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     backoff_limit_per_index: Count | None = None
     """Pod-level retries of each batch; a retried pod skips runs that succeeded."""
     ttl_seconds_after_finished: Count | None = None
-    batches_via: Literal["auto", "configmap", "s3"] = "auto"
+    batches_via: Literal["auto", "secret", "configmap", "s3"] = "auto"
+    """``secret``: in the Secret ``<job>-batches`` (``configmap``, the old name, means the
+    same); ``s3``: under the sweep's S3 prefix; ``auto``: the Secret when they fit."""
     kubeconfig: str | None = None
     """Default ``$KUBECONFIG`` or ``~/.kube/config``; in a pod, the in-cluster config."""
     context: str | None = None
@@ -80,16 +85,30 @@ def encoded_batches(batches: list[Batch]) -> dict[str, str]:
     return {f"{i}.json": msgspec.json.encode(b).decode() for i, b in enumerate(batches)}
 
 
-def fits_configmap(files: dict[str, str]) -> bool:
-    return sum(len(k) + len(v.encode()) for k, v in files.items()) <= CONFIGMAP_LIMIT
+def fits_secret(files: dict[str, str]) -> bool:
+    return sum(len(k) + len(v.encode()) for k, v in files.items()) <= SECRET_LIMIT
 
 
-def configmap(config: KubernetesConfig, name: str, files: dict[str, str]) -> dict[str, Any]:
+def secrets(
+    config: KubernetesConfig, name: str, files: dict[str, str] | None
+) -> list[dict[str, Any]]:
+    """The Secrets of Job ``name``: ``<name>-batches`` (the batch ``files``, unless they
+    go through S3) and ``<name>-env`` (the executor's ``env``, if any)."""
+    found = []
+    if files is not None:
+        found.append(_secret(config, f"{name}-batches", files))
+    if config.env:
+        found.append(_secret(config, f"{name}-env", config.env))
+    return found
+
+
+def _secret(config: KubernetesConfig, name: str, data: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": f"{name}-batches", "namespace": config.namespace},
-        "data": files,
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": config.namespace},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
 
 
@@ -103,14 +122,14 @@ def job(
     batches_url: str | None,
 ) -> dict[str, Any]:
     """The Indexed Job; ``batches_url`` is the S3 prefix of the batch files, or None when
-    they come from the ConfigMap."""
+    they come from the Secret."""
     name = job_name(sweep, created)
     labels = {"app.kubernetes.io/name": "saturn-async", "saturn-async/sweep": label_value(sweep)}
     source = batches_url if batches_url is not None else BATCHES_MOUNT
     volumes: list[dict[str, Any]] = [{"name": "staging", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "staging", "mountPath": STAGING_MOUNT}]
     if batches_url is None:
-        volumes.append({"name": "batches", "configMap": {"name": f"{name}-batches"}})
+        volumes.append({"name": "batches", "secret": {"secretName": f"{name}-batches"}})
         mounts.append({"name": "batches", "mountPath": BATCHES_MOUNT, "readOnly": True})
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -119,10 +138,10 @@ def job(
         "resources": _resources(config, max(b.nprocs or 1 for b in batches)),
         "volumeMounts": mounts,
     }
-    if config.env:
-        container["env"] = [{"name": k, "value": v} for k, v in config.env.items()]
-    if config.env_from_secrets:
-        container["envFrom"] = [{"secretRef": {"name": s}} for s in config.env_from_secrets]
+    # The last source wins: the executor's env over env_from_secrets, as before.
+    env_from = [*config.env_from_secrets, *([f"{name}-env"] if config.env else [])]
+    if env_from:
+        container["envFrom"] = [{"secretRef": {"name": s}} for s in env_from]
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         # The pause container is PID 1: it reaps runs' orphaned grandchildren.

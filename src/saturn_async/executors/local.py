@@ -27,7 +27,7 @@ class OnClientMachine(Executor):
         return {"terminate_file": terminate_file(self.record.name)}
 
     def terminate(self) -> None:
-        Path(terminate_file(self.record.name)).touch()
+        Path(terminate_file(self.record.name)).touch(mode=0o600)
 
     def client_alive(self) -> bool:
         """Whether the ``saturn run`` process that owns the batches still runs."""

@@ -1,4 +1,8 @@
-"""Read a run's log back: a plain local file, or numbered chunks reassembled in order."""
+"""Read a run's log back: a plain local file, or numbered chunks reassembled in order.
+
+Streamed: whatever the log's size, at most one piece (PIECE bytes) of it is in memory;
+local files are read, and S3 objects fetched with ranged GETs, a piece at a time.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,11 @@ from saturn_async.spec.paths import is_remote
 from saturn_async.storage import storage_for
 from saturn_async.storage.base import Storage
 from saturn_async.storage.layout import FINAL_MARKERS, LOG, STDOUT
+from saturn_async.storage.local import read_range
 
 _POLL = 0.5
+PIECE = 4 << 20
+"""Bytes read and written at a time."""
 
 
 async def copy_log(
@@ -47,15 +54,26 @@ async def _copy_chunks(
     printed: set[str] = set()
     while True:
         finished = follow and await _remote_finished(storage, location)
-        chunks = [o.name for o in await storage.list(f"{location}/{stream}") if "/" not in o.name]
-        for name in sorted(chunks, key=_chunk_number):
-            if name not in printed:
-                data = await storage.get(f"{location}/{stream}/{name}")
-                write(data or b"")
-                printed.add(name)
+        chunks = [o for o in await storage.list(f"{location}/{stream}") if "/" not in o.name]
+        for chunk in sorted(chunks, key=lambda o: _chunk_number(o.name)):
+            if chunk.name not in printed:
+                await _copy_object(storage, f"{location}/{stream}/{chunk.name}", chunk.size, write)
+                printed.add(chunk.name)
         if not follow or finished:
             return
         await anyio.sleep(_POLL)
+
+
+async def _copy_object(
+    storage: Storage, location: str, size: int, write: Callable[[bytes], object]
+) -> None:
+    """A chunk is written once and never changes: read its ``size`` bytes a piece at a
+    time."""
+    for offset in range(0, size, PIECE):
+        data = await storage.get_range(location, offset, PIECE)
+        if not data:
+            return
+        write(data)
 
 
 async def _exists(storage: Storage, location: str) -> bool:
@@ -92,8 +110,7 @@ async def _copy_file(
     offset = 0
     while True:
         finished = follow and await anyio.to_thread.run_sync(_local_finished, location)
-        data = await anyio.to_thread.run_sync(_read_from, path, offset)
-        if data:
+        while data := await anyio.to_thread.run_sync(_read_piece, path, offset):
             write(data)
             offset += len(data)
         if not follow or finished:
@@ -101,10 +118,8 @@ async def _copy_file(
         await anyio.sleep(_POLL)
 
 
-def _read_from(path: str, offset: int) -> bytes:
+def _read_piece(path: str, offset: int) -> bytes:
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read()
+        return read_range(path, offset, PIECE)
     except FileNotFoundError:
         return b""

@@ -59,6 +59,14 @@ class Storage(ABC):
     async def get(self, location: str) -> bytes | None:
         """The object's content, or None when there is no such object."""
 
+    async def get_range(self, location: str, start: int, length: int) -> bytes | None:
+        """``length`` bytes of the object from offset ``start`` (fewer at its end; the
+        range must start inside the object), or None when there is no such object.
+        Storage that can read part of an object (S3) overrides this, so a reader's
+        memory stays bounded."""
+        data = await self.get(location)
+        return None if data is None else data[start : start + length]
+
     @abstractmethod
     async def list(self, prefix: str) -> list[StoredObject]:
         """Every object below ``prefix`` (recursively), sorted by name."""

@@ -22,11 +22,12 @@ from saturn_async.storage.layout import (
 )
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file, or all of the new one."""
+def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old file, or all of the new one
+    (created with ``mode``, less the umask)."""
 
     def write(tmp: str) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         try:
             view = memoryview(data)
             while view:

@@ -255,6 +255,23 @@ class S3Storage(Storage):
 
         return await self._call("GetObject", location, attempt)
 
+    async def get_range(self, location: str, start: int, length: int) -> bytes | None:
+        bucket, key = split_url(location)
+        wanted = f"bytes={start}-{start + length - 1}"
+
+        async def attempt() -> bytes | None:
+            try:
+                response = await self._client.get_object(Bucket=bucket, Key=key, Range=wanted)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+                return data
+
+        return await self._call("GetObject", location, attempt)
+
     async def list(self, prefix: str) -> list[StoredObject]:
         bucket, key = split_url(prefix)
         key = f"{key}/" if key else ""

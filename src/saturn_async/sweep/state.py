@@ -3,12 +3,18 @@
 One directory per sweep name under ``$XDG_DATA_HOME/saturn_async/sweeps`` (default
 ``~/.local/share/saturn_async/sweeps``): ``sweep.json`` (a SweepRecord) and
 ``batches/N.json`` (the batch files dispatched, runnable by ``saturn batch``).
+
+Batch files hold the runs' ``env`` (tokens, often), so the store is private: its
+directories (``saturn_async`` and everything below) are 0700 and its files 0600. An
+existing directory of ours with looser modes is tightened; one owned by another user is
+refused (InputError), since they could read or replace what is written there.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,8 @@ from saturn_async.spec.models import Batch
 from saturn_async.storage.local import write_atomically
 
 RECORD = "sweep.json"
+PRIVATE = 0o600
+"""The mode of every file in the store."""
 TERMINATE = "terminate"
 """A file whose presence asks every local supervisor of the sweep to stop (LocalExecutor,
 MultiprocessingExecutor, FuturesExecutor)."""
@@ -74,7 +82,9 @@ def load_record(name: str) -> SweepRecord:
 
 
 def check_name_free(name: str, *, replace: bool) -> None:
-    """Refuse a name in use unless ``replace`` (InputError)."""
+    """Refuse a name in use unless ``replace``, or a store that is not private to us
+    (InputError)."""
+    _private_dirs(store_root())
     if not replace and (sweep_dir(name) / RECORD).exists():
         raise InputError(
             f"a sweep named {name!r} exists; pass --replace to forget it and reuse "
@@ -87,13 +97,41 @@ def create(record: SweepRecord, batches: list[Batch], *, replace: bool) -> Path:
     """Write a new sweep's record and batch files; refuse a name in use unless ``replace``."""
     check_name_free(record.name, replace=replace)
     directory = sweep_dir(record.name)
+    _private_dirs(directory.parent)
     if directory.exists():
         shutil.rmtree(directory)
-    (directory / "batches").mkdir(parents=True, exist_ok=True)
+    _private_dirs(directory / "batches")
     for index, batch in enumerate(batches):
-        write_atomically(str(directory / "batches" / f"{index}.json"), msgspec.json.encode(batch))
+        write_atomically(
+            str(directory / "batches" / f"{index}.json"), msgspec.json.encode(batch), PRIVATE
+        )
     save_record(record)
     return directory
+
+
+def _private_dirs(directory: Path) -> None:
+    """Create ``directory`` and the store's directories above it, 0700; tighten ours that
+    are looser; refuse one that is not a directory or is another user's."""
+    top = store_root().parent
+    top.parent.mkdir(parents=True, exist_ok=True)
+    for path in [*reversed(directory.relative_to(top).parents), directory.relative_to(top)]:
+        level = top / path
+        try:
+            os.mkdir(level, 0o700)
+            continue
+        except FileExistsError:
+            pass
+        info = os.stat(level)
+        if not stat.S_ISDIR(info.st_mode):
+            raise InputError("the sweep state store: not a directory", source=str(level))
+        if info.st_uid != os.geteuid():
+            raise InputError(
+                f"the sweep state store is owned by uid {info.st_uid}, not by this user "
+                "(it holds the runs' env); remove it or set XDG_DATA_HOME",
+                source=str(level),
+            )
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(level, 0o700)
 
 
 def discard(name: str) -> None:
@@ -102,7 +140,7 @@ def discard(name: str) -> None:
 
 
 def save_record(record: SweepRecord) -> None:
-    write_atomically(str(sweep_dir(record.name) / RECORD), msgspec.json.encode(record))
+    write_atomically(str(sweep_dir(record.name) / RECORD), msgspec.json.encode(record), PRIVATE)
 
 
 def terminate_file(name: str) -> str:
