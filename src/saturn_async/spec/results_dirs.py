@@ -30,7 +30,7 @@ def check_local_results_dirs(batches: Sequence[Batch], sources: Sequence[str]) -
     Makes each one absolute in place. Costs nothing for runs without one, or with their
     own ``OUTPUT/results`` (what ``split`` writes for local runs).
     """
-    protected = _Protected(batches)
+    protected: _Protected | None = None  # built at the first one to check
     claims = _Claims()
     real_parents: dict[str, str] = {}
     for source, batch in zip(sources, batches, strict=True):
@@ -59,6 +59,7 @@ def check_local_results_dirs(batches: Sequence[Batch], sources: Sequence[str]) -
             if parent not in real_parents:
                 real_parents[parent] = os.path.realpath(parent)
             real = os.path.join(real_parents[parent], name)
+            protected = protected or _Protected(batches)
             clash = protected.overlap(real)
             if clash is not None:
                 raise InputError(

@@ -40,7 +40,8 @@ async def upload_directory(
     send, receive = anyio.create_memory_object_stream[str](concurrency)
 
     async def feed() -> None:
-        async with send:
+        uploaders = 0  # started as files come, so a run without results starts none
+        async with send, receive:
             while chunk := await anyio.to_thread.run_sync(_take, walk):
                 for entry in chunk:
                     if entry.kind != "file":
@@ -50,6 +51,9 @@ async def upload_directory(
                     if problem is not None:
                         report.add(Entry(entry.relative, "failed", problem))
                         continue
+                    if uploaders < concurrency:
+                        uploaders += 1
+                        tg.start_soon(upload, receive.clone())
                     await send.send(entry.relative)
 
     async def upload(files: anyio.abc.ObjectReceiveStream[str]) -> None:
@@ -72,9 +76,6 @@ async def upload_directory(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(feed)
-            for _ in range(concurrency):
-                tg.start_soon(upload, receive.clone())
-            receive.close()
     finally:
         walk.close()
     return report
