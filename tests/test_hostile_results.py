@@ -27,6 +27,7 @@ from hostile import changes_outside, snapshot
 from saturn_async.exceptions import NotRegularFile
 from saturn_async.storage.layout import RESULTS_NOT_SAVED, Event, decode_events
 from saturn_async.storage.local import LocalStorage
+from saturn_async.storage.results_walk import Entry, walk_results
 from saturn_async.storage.s3 import S3Storage
 
 Saturn = Callable[..., subprocess.CompletedProcess[str]]
@@ -235,6 +236,8 @@ class Shipped:
     """(type, path, fragment of error) of events the bad run must have."""
     uploaded: dict[str, bytes] = field(default_factory=dict)
     """Result objects the bad run must have (relative to results/)."""
+    needs_non_root: bool = False
+    """Root reads a file of mode 000: the case needs another user."""
 
 
 NOT_UTF8 = "$(printf 'n\\377m')"
@@ -269,7 +272,8 @@ SHIPPED = [
     ),
     Shipped(
         "a socket",
-        f"{sys.executable} -c \"import socket; socket.socket(socket.AF_UNIX).bind('{R}/sock')\"",
+        # Relative: a socket's path is limited to 107 bytes.
+        f"cd {R} && {sys.executable} -c \"import socket; socket.socket(socket.AF_UNIX).bind('sock')\"",
         0,
         [("skipped", "results/sock", "a socket")],
     ),
@@ -295,10 +299,30 @@ SHIPPED = [
         [("not_saved", "", "S3 takes at most 1,024")],
         {"a": b"a\n"},
     ),
+    Shipped(
+        "an unreadable file",
+        f"echo s > {R}/secret; chmod 000 {R}/secret; echo a > {R}/a",
+        RESULTS_NOT_SAVED,
+        [("not_saved", "results/secret", "Permission denied")],
+        {"a": b"a\n"},
+        needs_non_root=True,
+    ),
 ]
 
 
-@pytest.mark.parametrize("case", SHIPPED, ids=[c.name for c in SHIPPED])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            c,
+            id=c.name,
+            marks=pytest.mark.skipif(
+                c.needs_non_root and os.geteuid() == 0, reason="root reads mode 000 files"
+            ),
+        )
+        for c in SHIPPED
+    ],
+)
 def test_s3_results_never_follow_links_open_special_files_or_end_the_batch(
     case: Shipped, s3: str, tmp_path: Path, saturn: Saturn
 ) -> None:
@@ -386,6 +410,38 @@ def test_put_file_refuses_a_fifo_or_link_swapped_in_after_the_walk(
 
     anyio.run(main)
     assert not (tmp_path / "copy").exists()
+
+
+def test_the_walk_reports_links_special_files_and_a_directory_that_vanished(
+    tmp_path: Path,
+) -> None:
+    """The walker yields files and directories, reports the rest, and never enters a
+    directory that was removed (or replaced) after it was listed."""
+    root = tmp_path / "results"
+    (root / "gone").mkdir(parents=True)
+    (root / "gone/f").write_text("x")
+    (root / "kept").mkdir()
+    (root / "kept/f").write_text("x")
+    os.mkfifo(root / "fifo")
+    (root / "link").symlink_to("/etc/passwd")
+    (root / "tree").symlink_to(tmp_path)
+    found = {}
+    for entry in walk_results(str(root)):
+        found[entry.relative] = (entry.kind, entry.reason)
+        if entry.relative == "gone" and entry.kind == "dir":
+            (root / "gone/f").unlink()
+            (root / "gone").rmdir()
+    assert found == {
+        "gone": ("failed", "vanished while it was being saved"),
+        "kept": ("dir", ""),
+        "kept/f": ("file", ""),
+        "fifo": ("skipped", "a FIFO"),
+        "link": ("skipped", "a symbolic link"),
+        "tree": ("skipped", "a symbolic link"),
+    }
+    os.rename(root, tmp_path / "real")
+    root.symlink_to(tmp_path / "real")
+    assert list(walk_results(str(root))) == [Entry("", "skipped", "a symbolic link")]
 
 
 # --- the daemon: a run counts as succeeded only once its status is recorded ----------

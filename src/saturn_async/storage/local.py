@@ -25,6 +25,7 @@ from saturn_async.storage.results_walk import (
     Entry,
     ResultsReport,
     open_regular,
+    reason_of,
     walk_results,
 )
 
@@ -142,7 +143,7 @@ def _copy_results(source: str, target: str, report: ResultsReport) -> None:
         except NotRegularFile as exc:
             report.add(Entry(entry.relative, "skipped", exc.strerror or "not a regular file"))
         except OSError as exc:
-            report.add(Entry(entry.relative, "failed", exc.strerror or str(exc)))
+            report.add(Entry(entry.relative, "failed", reason_of(exc)))
 
 
 def make_run_dirs(run_dir: str, results_dir: str) -> None:

@@ -3,8 +3,8 @@
 A run may leave anything in its results: links (dangling, or to ``/etc/passwd``), FIFOs,
 sockets, devices, files that vanish or cannot be read, a million files. The one walker
 here, :func:`walk_results`, is what local, S3 and queue storage use: it never follows a
-link, yields regular files and directories only, and reports everything else as
-:class:`Leftover` (skipped: never opened) or as a failure (could not be read). Files are
+link, and yields regular files and directories as such and everything else as
+``skipped`` (never opened) or ``failed`` (could not be listed) :class:`Entry`. Files are
 opened with :func:`open_regular`: ``O_NOFOLLOW | O_NONBLOCK`` then ``fstat``, so a FIFO or
 link swapped in after the walk is refused at once instead of blocking a thread.
 """
@@ -80,6 +80,8 @@ class ResultsReport:
     def events(self, kept_in: str | None = None) -> list[Event]:
         """One ``skipped`` or ``not_saved`` event per entry (``path`` relative to the
         run's output path), then one counting the entries not named."""
+        if not (self.skipped or self.failed):
+            return []
         now = utcnow()
         found = [
             Event(
@@ -139,7 +141,7 @@ def walk_results(directory: str) -> Generator[Entry, None, None]:
     except FileNotFoundError:
         return
     except OSError as exc:
-        yield _refused("", exc)
+        yield _refused(directory, "", exc)
         return
     try:
         while stack:
@@ -149,7 +151,7 @@ def walk_results(directory: str) -> Generator[Entry, None, None]:
             except OSError as exc:
                 level.close()
                 stack.pop()
-                yield Entry(level.relative, "failed", _reason(exc))
+                yield Entry(level.relative, "failed", reason_of(exc))
                 continue
             if entry is None:
                 level.close()
@@ -167,7 +169,7 @@ def walk_results(directory: str) -> Generator[Entry, None, None]:
                         relative, "skipped", kind_of(entry.stat(follow_symlinks=False).st_mode)
                     )
             except OSError as exc:
-                yield _refused(relative, exc)
+                yield _refused(directory, relative, exc)
     finally:
         for level in stack:
             level.close()
@@ -197,16 +199,17 @@ class _Level:
         os.close(self.fd)
 
 
-def _refused(relative: str, exc: OSError) -> Entry:
-    """An entry that could not be opened: a link or not a directory is skipped."""
-    if exc.errno == errno.ELOOP:
-        return Entry(relative, "skipped", LINK)
-    if exc.errno == errno.ENOTDIR:
-        return Entry(relative, "skipped", "not a directory")
-    return Entry(relative, "failed", _reason(exc))
+def _refused(directory: str, relative: str, exc: OSError) -> Entry:
+    """A directory that could not be opened: one replaced by a link, or by something
+    else, is skipped (``O_DIRECTORY | O_NOFOLLOW`` refuses a link with ENOTDIR)."""
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        path = f"{directory}/{relative}" if relative else directory
+        return Entry(relative, "skipped", LINK if os.path.islink(path) else "not a directory")
+    return Entry(relative, "failed", reason_of(exc))
 
 
-def _reason(exc: OSError) -> str:
+def reason_of(exc: OSError) -> str:
+    """Why an entry could not be saved, from the OS error."""
     if isinstance(exc, FileNotFoundError):
         return "vanished while it was being saved"
     return exc.strerror or str(exc)

@@ -20,7 +20,7 @@ import anyio.to_thread
 
 from saturn_async.exceptions import NotRegularFile, StorageError
 from saturn_async.storage.base import Storage
-from saturn_async.storage.results_walk import Entry, ResultsReport, walk_results
+from saturn_async.storage.results_walk import Entry, ResultsReport, reason_of, walk_results
 
 UPLOAD_CONCURRENCY = 8
 """Files in flight at once; big files go up as multipart, their parts in parallel too."""
@@ -63,10 +63,8 @@ async def upload_directory(
                     await storage.put_file(f"{location}/{relative}", f"{directory}/{relative}")
                 except NotRegularFile as exc:
                     report.add(Entry(relative, "skipped", exc.strerror or "not a regular file"))
-                except FileNotFoundError:
-                    report.add(Entry(relative, "failed", "vanished while it was being saved"))
                 except OSError as exc:
-                    report.add(Entry(relative, "failed", exc.strerror or str(exc)))
+                    report.add(Entry(relative, "failed", reason_of(exc)))
                 except StorageError as exc:
                     report.add(
                         Entry(relative, "failed", f"{exc}; the results after it were not uploaded")

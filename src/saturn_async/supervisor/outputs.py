@@ -67,15 +67,14 @@ class LocalOutputs:
         await anyio.to_thread.run_sync(local.rotate_logs, self.run_dir, attempt, self.layout.logs)
 
     async def finish(self, events: list[Event], status_code: int) -> int:
-        if self.results_dir == self.default_results_dir:  # in place: nothing to walk
-            with contextlib.suppress(OSError):
-                os.rmdir(self.results_dir)
+        if self.results_dir == self.default_results_dir:  # in place: one rmdir, inline
+            report = local.collect_results(self.results_dir, self.run_dir)
         else:
             report = await anyio.to_thread.run_sync(
                 local.collect_results, self.results_dir, self.run_dir
             )
-            events = [*events, *report.events(None if report.complete else self.results_dir)]
-            status_code = report.status(status_code)
+        events = [*events, *report.events(None if report.complete else self.results_dir)]
+        status_code = report.status(status_code)
         local.write_final(self.run_dir, events, status_code, self.layout)
         return status_code
 
@@ -173,12 +172,14 @@ def _remove_staging(staging: str, results_dir: str, with_results: bool) -> None:
     if with_results:
         shutil.rmtree(results_dir, ignore_errors=True)
     elif results_dir.startswith(f"{staging}/"):
-        with os.scandir(staging) as entries:
+        with contextlib.suppress(OSError), os.scandir(staging) as entries:
             for entry in entries:
-                if entry.path != results_dir:
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
+                if entry.path == results_dir:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
                         os.unlink(entry.path)
         return
     shutil.rmtree(staging, ignore_errors=True)
