@@ -12,6 +12,9 @@ The hierarchy::
     │                           Kubernetes API answered 403, say)
     └── DaemonError             the daemon cannot be reached, or refused a request
 
+``NotRegularFile`` is an OSError: a path that names a link, a FIFO, a socket or a device
+where a regular file is read (a run's results).
+
 Foreign errors (OSError from the filesystem, YAML parser errors, msgspec validation
 errors) are translated where they enter and chained with ``from exc``.
 """
@@ -60,3 +63,7 @@ class ExecutorError(SaturnError):
 
 class DaemonError(SaturnError):
     """The daemon cannot be reached, or refused a request; the message says which."""
+
+
+class NotRegularFile(OSError):
+    """A path names something else than a regular file (a link, a FIFO, a device...)."""

@@ -79,6 +79,12 @@ class Finish(Record, tag="finish"):
     recorded: bool = True
     """False when the status could not be written to the run's outputs."""
 
+    @property
+    def counted_status(self) -> int:
+        """The status the daemon counts: a run succeeded only when its status was
+        recorded (a 0 that could not be written counts as a failure, 1)."""
+        return self.status if self.recorded or self.status else 1
+
 
 class Lost(Record, tag="lost"):
     batch: str

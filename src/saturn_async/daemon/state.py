@@ -180,8 +180,8 @@ class DaemonState:
                 batch.running.pop(record.index, None)
                 batch.attempts.pop(record.index, None)
                 batch.lost_events.pop(record.index, None)
-                batch.set_final(record.index, record.status)
-                if record.status == 0:
+                batch.set_final(record.index, record.counted_status)
+                if record.counted_status == 0:
                     self.succeeded += 1
                 else:
                     self.failed += 1

@@ -12,6 +12,7 @@ from saturn_async.spec.input_file import check_input_size, read_input
 from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.paths import is_remote
 from saturn_async.spec.resolve import resolve_batch
+from saturn_async.spec.results_dirs import check_local_results_dirs
 
 __all__ = ["Batch", "Run", "load_batch_file", "load_batch_files", "resolve_batch"]
 
@@ -54,7 +55,8 @@ def _read_remote(url: str) -> bytes:
 def load_batch_files(
     paths: list[str], *, nprocs: int | None = None, max_input_size: int | None = None
 ) -> list[Batch]:
-    """Load several batch files; no two runs of any of them may share an output path."""
+    """Load several batch files; no two runs of any of them may share an output path, and
+    each ``local_results_dir`` must be one saturn can create (``spec.results_dirs``)."""
     batches = [
         load_batch_file(path, nprocs=nprocs, max_input_size=max_input_size) for path in paths
     ]
@@ -70,4 +72,5 @@ def load_batch_files(
                     source=path,
                     field=f"$.runs[{index}].remote_output_path",
                 )
+    check_local_results_dirs(batches, paths)
     return batches

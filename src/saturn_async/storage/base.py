@@ -53,7 +53,12 @@ class Storage(ABC):
 
     @abstractmethod
     async def put_file(self, location: str, path: str) -> None:
-        """Upload the local file ``path`` as one object."""
+        """Upload the local regular file ``path`` as one object, opened with
+        ``results_walk.open_regular`` (NotRegularFile for a link, FIFO, socket, device)."""
+
+    def name_problem(self, location: str) -> str | None:
+        """Why this storage would refuse an object named ``location``, or None."""
+        return None
 
     @abstractmethod
     async def get(self, location: str) -> bytes | None:

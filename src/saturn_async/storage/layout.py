@@ -32,6 +32,10 @@ STATUS = "status"
 ERROR = "error"
 SUCCESS = "success"
 FAILURE = "failure"
+RESULTS_NOT_SAVED = 125
+"""The status of a run that exited 0 but some of whose results could not be saved (an
+unreadable file, one that vanished, a name storage refuses); ``not_saved`` events name
+them."""
 FINAL_MARKERS = (STATUS_CODE, STATUS)
 """The files whose presence means a run has finished and recorded everything else."""
 LayoutName = Literal["batch", "sweep"]
@@ -104,6 +108,8 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     cpu_system_seconds: float | None = None
     max_rss_kib: int | None = None
     error: str | None = None
+    path: str | None = None
+    """The entry of ``results/`` a ``skipped`` or ``not_saved`` event is about."""
 
 
 _encoder = msgspec.json.Encoder()

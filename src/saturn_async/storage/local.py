@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import anyio.to_thread
 
-from saturn_async.exceptions import StorageError
+from saturn_async.exceptions import NotRegularFile, StorageError
 from saturn_async.storage.base import Storage, StoredObject
 from saturn_async.storage.layout import (
     ERROR,
@@ -19,6 +19,14 @@ from saturn_async.storage.layout import (
     Event,
     Layout,
     parse_status,
+)
+from saturn_async.storage.results_walk import (
+    LINK,
+    Entry,
+    ResultsReport,
+    open_regular,
+    reason_of,
+    walk_results,
 )
 
 
@@ -89,14 +97,54 @@ def rotate_logs(run_dir: str, attempt: int, names: tuple[str, ...]) -> None:
             os.replace(os.path.join(run_dir, name), os.path.join(run_dir, f"{name}.{attempt}"))
 
 
-def collect_results(local_results_dir: str, run_dir: str) -> None:
-    """Bring a run's results into ``run_dir/results``; drop the directory if it is empty."""
+def collect_results(local_results_dir: str, run_dir: str) -> ResultsReport:
+    """Bring a run's results into ``run_dir/results``; drop that directory if it is empty.
+
+    ``local_results_dir``, when not ``run_dir/results``, is a directory saturn created for
+    this run (``spec.results_dirs`` refuses one that exists before it starts). It is
+    renamed into place when it can be (the same filesystem, no ``results/`` yet):
+    everything in it moves as it is, nothing is opened. Otherwise it is copied over the
+    walk: regular files and directories are copied, links copied as links (never
+    followed), special files skipped; it is removed only once all of it was copied.
+    """
+    report = ResultsReport()
     target = f"{run_dir}/{RESULTS}"
-    if local_results_dir.rstrip("/") != target and os.path.isdir(local_results_dir):
-        shutil.copytree(local_results_dir, target, symlinks=True, dirs_exist_ok=True)
-        shutil.rmtree(local_results_dir, ignore_errors=True)
+    if local_results_dir.rstrip("/") != target:
+        try:
+            os.rename(local_results_dir, target)  # onto nothing, or an empty directory
+        except FileNotFoundError:
+            pass  # the run removed it: no results
+        except OSError:
+            _copy_results(local_results_dir, target, report)
+            if report.complete:
+                shutil.rmtree(local_results_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir(target)
+    return report
+
+
+def _copy_results(source: str, target: str, report: ResultsReport) -> None:
+    for entry in walk_results(source):
+        if not entry.relative:  # the directory itself is not one
+            report.add(entry)
+            continue
+        src, dst = f"{source}/{entry.relative}", f"{target}/{entry.relative}"
+        try:
+            if entry.kind == "dir":
+                os.makedirs(dst, exist_ok=True)
+            elif entry.kind == "file":
+                _put_file(dst, src)
+            elif entry.reason == LINK:
+                link = os.readlink(src)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(dst)
+                os.symlink(link, dst)
+            else:
+                report.add(entry)
+        except NotRegularFile as exc:
+            report.add(Entry(entry.relative, "skipped", exc.strerror or "not a regular file"))
+        except OSError as exc:
+            report.add(Entry(entry.relative, "failed", reason_of(exc)))
 
 
 def make_run_dirs(run_dir: str, results_dir: str) -> None:
@@ -161,7 +209,17 @@ def _put(location: str, data: bytes) -> None:
 
 def _put_file(location: str, path: str) -> None:
     os.makedirs(os.path.dirname(location), exist_ok=True)
-    _replace_atomically(location, lambda tmp: shutil.copyfile(path, tmp))
+    fd, _size = open_regular(path)
+    try:
+        _replace_atomically(location, lambda tmp: _copy_from(fd, tmp))
+    finally:
+        os.close(fd)
+
+
+def _copy_from(fd: int, path: str) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with open(fd, "rb", closefd=False) as source, open(os.open(path, flags, 0o644), "wb") as target:
+        shutil.copyfileobj(source, target)
 
 
 def _get(location: str) -> bytes | None:

@@ -9,13 +9,13 @@ what this worker wrote.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol, Self
 
-import anyio
 import anyio.to_thread
 
 from saturn_async.storage.base import Storage, StoredObject
-from saturn_async.storage.local import read_range
+from saturn_async.storage.results_walk import open_regular, read_at
 
 PART_SIZE = 4 << 20
 
@@ -49,18 +49,34 @@ class QueueStorage(Storage):
         await self.channel.send({"op": "put", "location": location, "data": data})
         self._written[location] = len(data)
 
+    def name_problem(self, location: str) -> str | None:
+        try:
+            location.encode()
+        except UnicodeEncodeError:
+            return "its name is not UTF-8, which queue messages must be"
+        return None
+
     async def put_file(self, location: str, path: str) -> None:
-        size = (await anyio.Path(path).stat()).st_size
-        offset = 0
-        while True:
-            data = await anyio.to_thread.run_sync(read_range, path, offset, PART_SIZE)
-            last = offset + len(data) >= size
-            await self.channel.send(
-                {"op": "part", "location": location, "offset": offset, "data": data, "last": last}
-            )
-            offset += len(data)
-            if last:
-                break
+        fd, size = await anyio.to_thread.run_sync(open_regular, path)
+        try:
+            offset = 0
+            while True:
+                data = await anyio.to_thread.run_sync(read_at, fd, offset, PART_SIZE)
+                last = not data or offset + len(data) >= size
+                await self.channel.send(
+                    {
+                        "op": "part",
+                        "location": location,
+                        "offset": offset,
+                        "data": data,
+                        "last": last,
+                    }
+                )
+                offset += len(data)
+                if last:
+                    break
+        finally:
+            os.close(fd)
         self._written[location] = offset
 
     async def get(self, location: str) -> bytes | None:

@@ -32,11 +32,13 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from saturn_async.exceptions import StorageError
 from saturn_async.storage.base import Storage, StoredObject
-from saturn_async.storage.local import read_range
+from saturn_async.storage.results_walk import open_regular, read_at
 from saturn_async.storage.retry import retry_transient
 
 T = TypeVar("T")
 
+MAX_KEY_BYTES = 1024
+"""S3 refuses longer keys (KeyTooLongError)."""
 MULTIPART_THRESHOLD = 16 * 2**20
 PART_SIZE = 8 * 2**20
 CHECKSUM_ALGORITHM = "CRC32"
@@ -63,15 +65,50 @@ _REASONS = {
     "403": "access denied",
     "404": "no such bucket",
 }
+_CONTROL = frozenset(chr(c) for c in (*range(32), 127))
 
 
-def read_with_crc32(path: str, start: int, length: int) -> tuple[bytes, str]:
-    """A file range and its CRC32 as S3 writes it (base64 of 4 big-endian bytes).
+def key_problem(key: str) -> str | None:
+    """Why S3 would refuse ``key``, or break listing it, or None.
+
+    Checked here so the file, not the bucket, is named: a key that is not UTF-8 (a file
+    name in another encoding), is over 1,024 bytes, or holds a control character (which
+    S3's XML listings cannot carry).
+    """
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:
+        return "its name is not UTF-8, which S3 keys must be"
+    if size > MAX_KEY_BYTES:
+        return f"its S3 key is {size:,} bytes; S3 takes at most {MAX_KEY_BYTES:,}"
+    if not _CONTROL.isdisjoint(key):
+        return "its name holds a control character, which S3 listings cannot carry"
+    return None
+
+
+def read_with_crc32(fd: int, start: int, length: int) -> tuple[bytes, str]:
+    """A range of the open file ``fd`` and its CRC32 as S3 writes it (base64 of 4
+    big-endian bytes).
 
     ``zlib.crc32`` releases the GIL, so in a worker thread it runs beside the event loop.
     """
-    data = read_range(path, start, length)
+    data = read_at(fd, start, length)
     return data, base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def _open_and_read(path: str) -> tuple[int, int, tuple[bytes, str] | None]:
+    """``(fd, size, None)`` for a file to upload as multipart (the caller closes ``fd``);
+    a smaller one is read whole with its CRC32, and closed: ``(-1, size, (data, crc))``.
+
+    Raises NotRegularFile for anything but a regular file (see ``open_regular``).
+    """
+    fd, size = open_regular(path)
+    if size > MULTIPART_THRESHOLD:
+        return fd, size, None
+    try:
+        return -1, size, read_with_crc32(fd, 0, size)
+    finally:
+        os.close(fd)
 
 
 def _checksum_fields(checksum: str) -> dict[str, str]:
@@ -146,7 +183,10 @@ class S3Storage(Storage):
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "?"))
-            reason = _REASONS.get(code) or f"{code}: {error.get('Message', '')}".strip(": ")
+            if code == "404" and operation != "HeadBucket":
+                reason = "404 Not Found"  # about the key, not the bucket: a name refused
+            else:
+                reason = _REASONS.get(code) or f"{code}: {error.get('Message', '')}".strip(": ")
             raise StorageError(location, operation, reason) from exc
         except Exception as exc:
             if is_transient(exc):
@@ -167,13 +207,18 @@ class S3Storage(Storage):
     async def put(self, location: str, data: bytes) -> None:
         await self._put_object(location, data)
 
+    def name_problem(self, location: str) -> str | None:
+        return key_problem(split_url(location)[1])
+
     async def put_file(self, location: str, path: str) -> None:
-        size = (await anyio.Path(path).stat()).st_size
-        if size > MULTIPART_THRESHOLD:
-            await self._multipart(location, path, size)
+        fd, size, small = await anyio.to_thread.run_sync(_open_and_read, path)
+        if small is not None:
+            await self._put_object(location, small[0], **_checksum_fields(small[1]))
             return
-        body, checksum = await anyio.to_thread.run_sync(read_with_crc32, path, 0, size)
-        await self._put_object(location, body, **_checksum_fields(checksum))
+        try:
+            await self._multipart(location, fd, size)
+        finally:
+            os.close(fd)
 
     async def _put_object(self, location: str, body: bytes, **fields: str) -> None:
         bucket, key = split_url(location)
@@ -184,7 +229,7 @@ class S3Storage(Storage):
                 lambda: self._client.put_object(Bucket=bucket, Key=key, Body=body, **fields),
             )
 
-    async def _multipart(self, location: str, path: str, size: int) -> None:
+    async def _multipart(self, location: str, fd: int, size: int) -> None:
         bucket, key = split_url(location)
         created = await self._call(
             "CreateMultipartUpload",
@@ -201,7 +246,7 @@ class S3Storage(Storage):
             async with self._transfers:
                 start = index * PART_SIZE
                 body, checksum = await anyio.to_thread.run_sync(
-                    read_with_crc32, path, start, min(PART_SIZE, size - start)
+                    read_with_crc32, fd, start, min(PART_SIZE, size - start)
                 )
                 response = await self._call(
                     "UploadPart",

@@ -102,7 +102,7 @@ class RunLifecycle:
     async def record(self) -> Outcome:
         """Record the final status; may be called again when recording failed."""
         try:
-            await self.outputs.finish(self.events, self.status)
+            self.status = await self.outputs.finish(self.events, self.status)
         except (OSError, StorageError) as exc:
             self.sup.report(f"could not record the outcome of {self.run_dir}: {exc}")
             return Outcome(self.status, recorded=False, error=exc)

@@ -41,8 +41,10 @@ class RunOutputs(Protocol):
     async def rotate(self, attempt: int) -> None:
         """Keep a failed attempt's logs as ``stdout.N``/``stderr.N`` before a retry."""
 
-    async def finish(self, events: list[Event], status_code: int) -> None:
-        """Record the outcome; ``status_code`` last. Raises OSError or StorageError."""
+    async def finish(self, events: list[Event], status_code: int) -> int:
+        """Save the results and record the outcome, ``status_code`` last; returns the
+        status recorded (RESULTS_NOT_SAVED when the run exited 0 but some of its results
+        could not be saved; events name them). Raises OSError or StorageError."""
 
 
 class LocalOutputs:
@@ -52,6 +54,7 @@ class LocalOutputs:
         self.layout = layout
         self.stdout = f"{run_dir}/{layout.stdout}"
         self.stderr = f"{run_dir}/{layout.stderr}"
+        self.default_results_dir = f"{run_dir}/{RESULTS}"
 
     def prepare(self) -> None:
         local.make_run_dirs(self.run_dir, self.results_dir)
@@ -63,9 +66,17 @@ class LocalOutputs:
     async def rotate(self, attempt: int) -> None:
         await anyio.to_thread.run_sync(local.rotate_logs, self.run_dir, attempt, self.layout.logs)
 
-    async def finish(self, events: list[Event], status_code: int) -> None:
-        local.collect_results(self.results_dir, self.run_dir)
+    async def finish(self, events: list[Event], status_code: int) -> int:
+        if self.results_dir == self.default_results_dir:  # in place: one rmdir, inline
+            report = local.collect_results(self.results_dir, self.run_dir)
+        else:
+            report = await anyio.to_thread.run_sync(
+                local.collect_results, self.results_dir, self.run_dir
+            )
+        events = [*events, *report.events(None if report.complete else self.results_dir)]
+        status_code = report.status(status_code)
         local.write_final(self.run_dir, events, status_code, self.layout)
+        return status_code
 
 
 class ShippedOutputs:
@@ -122,11 +133,15 @@ class ShippedOutputs:
                     f"{self.location}/{name}.{attempt}/{stored.name}",
                 )
 
-    async def finish(self, events: list[Event], status_code: int) -> None:
+    async def finish(self, events: list[Event], status_code: int) -> int:
         try:
             if self.shipping_failed is not None:
                 raise self.shipping_failed
-            await upload_directory(self.storage, self.results_dir, f"{self.location}/{RESULTS}")
+            report = await upload_directory(
+                self.storage, self.results_dir, f"{self.location}/{RESULTS}"
+            )
+            events = [*events, *report.events(None if report.complete else self.results_dir)]
+            status_code = report.status(status_code)
             await self.storage.put_all(self.location, self.layout.final_writes(events, status_code))
         except StorageError as exc:
             # Keep the outcome beside what is left of the logs (the chunks not shipped).
@@ -145,9 +160,26 @@ class ShippedOutputs:
                 )
             raise StorageError(exc.location, exc.operation, f"{exc.reason}; {kept}") from exc
         self.ledger.record(self.root, self.location, status_code)
-        await anyio.to_thread.run_sync(_remove_trees, self.staging, self.results_dir)
+        await anyio.to_thread.run_sync(
+            _remove_staging, self.staging, self.results_dir, report.complete
+        )
+        return status_code
 
 
-def _remove_trees(*directories: str) -> None:
-    for directory in directories:
-        shutil.rmtree(directory, ignore_errors=True)
+def _remove_staging(staging: str, results_dir: str, with_results: bool) -> None:
+    """Remove the staging directory and, ``with_results``, the results directory; else
+    what was not saved stays where the run wrote it (its events say where)."""
+    if with_results:
+        shutil.rmtree(results_dir, ignore_errors=True)
+    elif results_dir.startswith(f"{staging}/"):
+        with contextlib.suppress(OSError), os.scandir(staging) as entries:
+            for entry in entries:
+                if entry.path == results_dir:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+        return
+    shutil.rmtree(staging, ignore_errors=True)
