@@ -97,7 +97,7 @@ def open_below(dir_fd: int, relative: str, mode: int = 0o777) -> int:
             try:
                 child = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
-                raise _not_followed(exc, walked) from exc
+                raise _not_followed(exc, name, fd, walked) from exc
             if fd != dir_fd:
                 os.close(fd)
             fd = child
@@ -108,12 +108,19 @@ def open_below(dir_fd: int, relative: str, mode: int = 0o777) -> int:
     return fd
 
 
-def _not_followed(exc: OSError, path: str) -> OSError:
-    if exc.errno == errno.ELOOP:
-        return OSError(exc.errno, "is a symbolic link, which saturn does not follow", path)
-    if exc.errno == errno.ENOTDIR:
-        return OSError(exc.errno, "is not a directory", path)
-    return exc
+def _not_followed(exc: OSError, name: str, dir_fd: int | None, path: str) -> OSError:
+    """``exc`` from opening ``name`` as a directory without following it, reworded when
+    it was a link or not a directory (O_DIRECTORY with O_NOFOLLOW answers ENOTDIR for
+    both)."""
+    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+        return exc
+    try:
+        is_link = stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return exc
+    if is_link:
+        return OSError(errno.ELOOP, "is a symbolic link, which saturn does not follow", path)
+    return OSError(errno.ENOTDIR, "is not a directory", path)
 
 
 def open_logs(dir_fd: int, stdout: str, stderr: str) -> tuple[int, int]:
@@ -158,7 +165,7 @@ def open_private_directory(path: str) -> int:
     try:
         fd = os.open(path, _DIR_FLAGS)
     except OSError as exc:
-        reason = _not_followed(exc, path).strerror or str(exc)
+        reason = _not_followed(exc, path, None, path).strerror or str(exc)
         raise InputError(f"{reason}; refusing it as a staging directory", source=path) from exc
     info = os.fstat(fd)
     problem = None
