@@ -114,12 +114,17 @@ def write_job(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_staging_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Not the shared default in $TMPDIR, which saturn refuses if an older version left
+    it open to others; set before the session's clusters start their workers."""
+    os.environ["SATURN_STAGING_DIR"] = str(tmp_path_factory.mktemp("staging"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "state"))  # the sweep state store
-    # Not the shared default in $TMPDIR: saturn refuses one it finds with a wider mode.
-    monkeypatch.setenv("SATURN_STAGING_DIR", str(tmp_path / "staging"))
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     monkeypatch.delenv("SATURN_RUN_LOCAL_RANK", raising=False)
     os.environ.pop("PYTHONWARNINGS", None)
