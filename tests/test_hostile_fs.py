@@ -213,12 +213,14 @@ def _staged_name(location: str) -> str:
 
 @dataclass(frozen=True)
 class StagingCase:
-    """``prepare(tmp, staging, s3)`` sets up the staging directory; the batch runs with
-    ``--staging-dir`` (or, when ``flag`` is False, with the default under $TMPDIR)."""
+    """``prepare(tmp, staging, s3)`` sets up the staging directory ``tmp/path``; the
+    batch runs with ``--staging-dir`` (or, when ``flag`` is False, with the default
+    under $TMPDIR, which ``path`` then is)."""
 
     id: str
     prepare: Callable[[Path, Path, str], None]
     message: str
+    path: str = "staging"
     flag: bool = True
     needs_root: bool = False
 
@@ -237,6 +239,10 @@ def _owned_by_nobody(tmp: Path, staging: Path, s3: str) -> None:
 def _a_link_to_a_private_directory(tmp: Path, staging: Path, s3: str) -> None:
     (tmp / "private").mkdir(mode=0o700)
     staging.symlink_to(tmp / "private")
+
+
+def _under_a_file(tmp: Path, staging: Path, s3: str) -> None:
+    staging.parent.write_text("a file\n")
 
 
 def _default_readable_by_others(tmp: Path, staging: Path, s3: str) -> None:
@@ -262,18 +268,19 @@ STAGING_CASES = [
         "is a symbolic link, which saturn does not follow; refusing it",
     ),
     StagingCase(
+        "under-a-file",
+        _under_a_file,
+        "cannot create it as a staging directory: Not a directory",
+        path="file/staging",
+    ),
+    StagingCase(
         "default-readable-by-others",
         _default_readable_by_others,
         "has mode 0755",
+        path=f"tmpdir/saturn_async-staging-{os.getuid()}",
         flag=False,
     ),
 ]
-
-
-def _staging_path(tmp: Path, case: StagingCase) -> Path:
-    if case.flag:
-        return tmp / "staging"
-    return tmp / "tmpdir" / f"saturn_async-staging-{os.getuid()}"
 
 
 def _staging_env(tmp: Path) -> dict[str, str]:
@@ -288,7 +295,7 @@ def test_a_staging_directory_not_ours_alone_is_refused_before_anything_starts(
     if case.needs_root and os.getuid() != 0:
         pytest.skip("chown to another user needs root")
     plant_victim(tmp_path)
-    staging = _staging_path(tmp_path, case)
+    staging = tmp_path / case.path
     case.prepare(tmp_path, staging, s3)
     runs = [{"cmd": f"touch {tmp_path}/ran; echo staged"}]
     job = write_batch(tmp_path, f"{s3}/{OUT}", runs, nprocs=1)

@@ -160,8 +160,13 @@ def open_private_directory(path: str) -> int:
     use; returns its fd. Anything else (a link, another user's directory, group or
     other access) is refused with InputError, since whoever controls it could read
     what is staged there or plant links in it."""
-    with contextlib.suppress(FileExistsError):
+    try:
         os.makedirs(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        reason = f"cannot create it as a staging directory: {exc.strerror}"
+        raise InputError(reason, source=path) from exc
     try:
         fd = os.open(path, _DIR_FLAGS)
     except OSError as exc:
