@@ -146,11 +146,19 @@ async def term_then_kill(
     """
     if not send(signal.SIGTERM):
         return False
+    await kill_after(send, gone, grace)
+    return True
+
+
+async def kill_after(
+    send: Callable[[int], object], gone: Callable[[], Awaitable[bool]], grace: float
+) -> None:
+    """The second half of :func:`term_then_kill`, for a caller that sent SIGTERM itself
+    (at once, from a signal handler): SIGKILL unless ``gone()`` returns True in time."""
     with anyio.move_on_after(grace):
         if await gone():
-            return True
+            return
     send(signal.SIGKILL)
-    return True
 
 
 async def stop_leftovers(pgid: int, grace: float, forced: anyio.Event) -> bool:

@@ -25,7 +25,7 @@ from saturn_async.storage.layout import LAYOUTS, RESULTS, utcnow
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
-from saturn_async.supervisor.process import RunProcess
+from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.supervisor.shared_slots import SharedSlots
 
@@ -210,9 +210,11 @@ class Supervisor:
 
     async def _enforce_grace(self) -> None:
         await self._stop_requested.wait()
-        with anyio.move_on_after(self.grace):
-            await self.forced.wait()
-        self.force()
+        await kill_after(lambda sig: self.force(), self._until_forced, self.grace)
+
+    async def _until_forced(self) -> bool:
+        await self.forced.wait()
+        return False  # stop waiting: KILL now
 
     async def _slot(self, rank: int, jobs: Iterator[tuple[Batch, Run]]) -> None:
         for batch, run in jobs:
