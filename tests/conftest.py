@@ -114,6 +114,13 @@ def write_job(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_staging_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Not the shared default in $TMPDIR, which saturn refuses if an older version left
+    it open to others; set before the session's clusters start their workers."""
+    os.environ["SATURN_STAGING_DIR"] = str(tmp_path_factory.mktemp("staging"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("COLUMNS", "200")

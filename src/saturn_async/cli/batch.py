@@ -31,7 +31,8 @@ from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 @click.option(
     "--staging-dir",
     type=click.Path(file_okay=False),
-    help="For s3:// outputs: local directory runs write into before shipping "
+    help="For s3:// outputs: local directory runs write into before shipping, created "
+    "0700; refused if it is a link, another user's, or open to group or others "
     "[default: $SATURN_STAGING_DIR or $TMPDIR/saturn_async-staging-UID].",
 )
 @click.option(

@@ -26,7 +26,7 @@ from saturn_async.storage.layout import (
     decode_events,
     parse_status,
 )
-from saturn_async.supervisor.process import start_ticks
+from saturn_async.supervisor.process import start_ticks, term_then_kill
 
 RUN_ID_VARIABLE = "SATURN_DAEMON_RUN_ID"
 _POLL = 0.05
@@ -54,15 +54,21 @@ async def stop_previous_attempt(
     ``pgid`` 0 (the crash came between the attempt's launch record and its spawn
     record): any process carrying the marker is ours.
     """
-    members = _members(pgid, ticks, marker)
-    for pid in members:
-        _signal(pid, signal.SIGTERM)
-    with anyio.move_on_after(grace):
+    found = _members(pgid, ticks, marker)
+
+    def send(sig: int) -> bool:
+        pids = found if sig == signal.SIGTERM else _members(pgid, ticks, marker)
+        for pid in pids:
+            _signal(pid, sig)
+        return bool(pids)
+
+    async def gone() -> bool:
         while _members(pgid, ticks, marker):  # noqa: ASYNC110 (no event tells of a pid's exit)
             await anyio.sleep(_POLL)
-    for pid in _members(pgid, ticks, marker):
-        _signal(pid, signal.SIGKILL)
-    return len(members)
+        return True
+
+    await term_then_kill(send, gone, grace)
+    return len(found)
 
 
 def _members(pgid: int, ticks: tuple[int, int], marker: str) -> list[int]:

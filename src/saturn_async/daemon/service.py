@@ -56,7 +56,7 @@ from saturn_async.storage import Storage
 from saturn_async.storage.layout import utcnow
 from saturn_async.storage.local import LocalStorage
 from saturn_async.supervisor.lifecycle import RunLifecycle
-from saturn_async.supervisor.process import RunProcess
+from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.supervisor import Supervisor
 
 _COMPACT_AT_LEAST = 8 << 20
@@ -511,15 +511,13 @@ class Daemon:
 
     def _stop_run(self, key: tuple[str, int], proc: RunProcess) -> None:
         """TERM the run's group; KILL it if it is still running after the grace."""
-        proc.terminated = True
-        proc.signal_group(signal.SIGTERM)
+        proc.stop(signal.SIGTERM)
         scope = anyio.CancelScope()
         self._kill_timers[key] = scope
 
         async def kill_after_grace() -> None:
             with scope:
-                await anyio.sleep(self.config.grace)
-                proc.signal_group(signal.SIGKILL)
+                await kill_after(proc.signal_group, proc.ended, self.config.grace)
 
         self._runs.start_soon(kill_after_grace)
 

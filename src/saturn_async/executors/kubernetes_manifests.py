@@ -205,7 +205,8 @@ def _script(command: PodCommand, source: str) -> str:
         "--failed-runs-exit-zero",
         f"--grace={command.grace:g}",
         f"--log-chunk-minutes={command.log_chunk_minutes:g}",
-        f"--staging-dir={STAGING_MOUNT}",
+        # A directory saturn creates 0700 inside the emptyDir (which is 0777).
+        f"--staging-dir={STAGING_MOUNT}/runs",
     ]
     # exec: the kubelet's SIGTERM must reach saturn batch, not a shell.
     return f"exec saturn batch {' '.join(options)} {batch}"

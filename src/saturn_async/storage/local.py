@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+import secrets
 import shutil
+import stat
 from collections.abc import Callable
 
 import anyio.to_thread
 
-from saturn_async.exceptions import NotRegularFile, StorageError
+from saturn_async.exceptions import InputError, NotRegularFile, StorageError
 from saturn_async.storage.base import Storage, StoredObject
 from saturn_async.storage.layout import (
     ERROR,
@@ -29,36 +33,168 @@ from saturn_async.storage.results_walk import (
     walk_results,
 )
 
+# A temporary is always a new file: never a link or a file someone planted under its name.
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
+
+def write_atomically(
+    path: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None = None
+) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file, or all of the new one
-    (created with ``mode``, less the umask)."""
+    (created with ``mode``, less the umask).
 
-    def write(tmp: str) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    With ``dir_fd``, ``path`` is a name in that directory.
+    """
+
+    def fill(fd: int) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    _replace_atomically(path, fill, dir_fd, mode)
+
+
+def _replace_atomically(
+    path: str, fill: Callable[[int], object], dir_fd: int | None, mode: int = 0o644
+) -> None:
+    """``fill`` a new temporary file next to ``path``, then rename it over ``path``.
+
+    The temporary has an unpredictable name and is created with O_EXCL and O_NOFOLLOW,
+    so nothing planted under a temporary name is followed or overwritten (on a clash
+    another name is drawn). It is removed if anything fails.
+    """
+    while True:
+        tmp = f"{path}.tmp-{secrets.token_hex(8)}"
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            fd = os.open(tmp, _TMP_FLAGS, mode, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        break
+    try:
+        try:
+            fill(fd)
         finally:
             os.close(fd)
-
-    _replace_atomically(path, write)
-
-
-def _replace_atomically(path: str, write: Callable[[str], object]) -> None:
-    """``write`` a temporary file next to ``path``, then rename it over ``path``.
-
-    The temporary file is removed if anything fails.
-    """
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
+
+
+def open_directory(path: str) -> int:
+    """Open the directory ``path`` (the user's own path, links in it followed), creating
+    it if missing; returns its fd."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def open_below(dir_fd: int, relative: str, mode: int = 0o777) -> int:
+    """Create and open the directory ``relative`` below ``dir_fd``, one component at a time,
+    never following a link: a component that is a link or not a directory raises OSError
+    (a sibling run that replaced it cannot redirect what is written there).
+
+    Returns the fd of the last component (the caller closes it).
+    """
+    fd = dir_fd
+    walked = ""
+    try:
+        for name in relative.strip("/").split("/"):
+            walked = f"{walked}/{name}" if walked else name
+            make_directory(name, fd, mode)
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise _not_followed(exc, name, fd, walked) from exc
+            if fd != dir_fd:
+                os.close(fd)
+            fd = child
+    except BaseException:
+        if fd != dir_fd:
+            os.close(fd)
+        raise
+    return fd
+
+
+def _not_followed(exc: OSError, name: str, dir_fd: int | None, path: str) -> OSError:
+    """``exc`` from opening ``name`` as a directory without following it, reworded when
+    it was a link or not a directory (O_DIRECTORY with O_NOFOLLOW answers ENOTDIR for
+    both)."""
+    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+        return exc
+    try:
+        is_link = stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return exc
+    if is_link:
+        return OSError(errno.ELOOP, "is a symbolic link, which saturn does not follow", path)
+    return OSError(errno.ENOTDIR, "is not a directory", path)
+
+
+def open_logs(dir_fd: int, stdout: str, stderr: str) -> tuple[int, int]:
+    """Open (create or truncate) a run's log files in ``dir_fd``, not following links.
+
+    One name for both gives one fd twice: writes to both streams interleave in order.
+    The fds are above 2, so handing them to a child as 1 and 2 cannot clobber one.
+    """
+    out = _above_stdio(os.open(stdout, _LOG_FLAGS, 0o644, dir_fd=dir_fd))
+    if stderr == stdout:
+        return out, out
+    try:
+        return out, _above_stdio(os.open(stderr, _LOG_FLAGS, 0o644, dir_fd=dir_fd))
+    except BaseException:
+        os.close(out)
+        raise
+
+
+def _above_stdio(fd: int) -> int:
+    """``fd``, or a copy of it above 2 when this process had closed its stdio."""
+    if fd > 2:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
+
+
+def make_directory(name: str, dir_fd: int, mode: int = 0o777) -> None:
+    """``mkdir`` in ``dir_fd``; an existing entry of that name is left as it is."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, mode, dir_fd=dir_fd)
+
+
+def open_private_directory(path: str) -> int:
+    """Create ``path`` 0700, or open it if it is a directory of ours that only we can
+    use; returns its fd. Anything else (a link, another user's directory, group or
+    other access) is refused with InputError, since whoever controls it could read
+    what is staged there or plant links in it."""
+    try:
+        os.makedirs(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        reason = f"cannot create it as a staging directory: {exc.strerror}"
+        raise InputError(reason, source=path) from exc
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError as exc:
+        reason = _not_followed(exc, path, None, path).strerror or str(exc)
+        raise InputError(f"{reason}; refusing it as a staging directory", source=path) from exc
+    info = os.fstat(fd)
+    problem = None
+    if info.st_uid != os.getuid():
+        problem = f"is owned by uid {info.st_uid}, not by this user (uid {os.getuid()})"
+    elif info.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):04o}; group and others must have no access"
+    if problem is not None:
+        os.close(fd)
+        raise InputError(f"{problem}; refusing it as a staging directory", source=path)
+    return fd
 
 
 def read_range(path: str, start: int, length: int) -> bytes:
@@ -90,11 +226,11 @@ def _read_small(path: str) -> bytes | None:
         return None
 
 
-def rotate_logs(run_dir: str, attempt: int, names: tuple[str, ...]) -> None:
+def rotate_logs(dir_fd: int, attempt: int, names: tuple[str, ...]) -> None:
     """Keep the logs of a failed attempt as ``stdout.N``/``stderr.N`` before a retry."""
     for name in names:
         with contextlib.suppress(FileNotFoundError):
-            os.replace(os.path.join(run_dir, name), os.path.join(run_dir, f"{name}.{attempt}"))
+            os.replace(name, f"{name}.{attempt}", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def collect_results(local_results_dir: str, run_dir: str) -> ResultsReport:
@@ -147,25 +283,15 @@ def _copy_results(source: str, target: str, report: ResultsReport) -> None:
             report.add(Entry(entry.relative, "failed", reason_of(exc)))
 
 
-def make_run_dirs(run_dir: str, results_dir: str) -> None:
-    """Create the run's directory and its results directory (two mkdirs in the common case)."""
-    for path in (run_dir, results_dir):
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(path, exist_ok=True)
-
-
-def write_final(run_dir: str, events: list[Event], status_code: int, layout: Layout) -> None:
-    """Record the outcome, the finish marker last: its presence means all is written."""
+def write_final(dir_fd: int, events: list[Event], status_code: int, layout: Layout) -> None:
+    """Record the outcome in the run's directory ``dir_fd``, the finish marker last: its
+    presence means all is written."""
     for name, data in layout.final_writes(events, status_code):
         if data is None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{run_dir}/{name}")
+                os.unlink(name, dir_fd=dir_fd)
         else:
-            write_atomically(f"{run_dir}/{name}", data)
+            write_atomically(name, data, dir_fd=dir_fd)
 
 
 class LocalStorage(Storage):
@@ -209,17 +335,19 @@ def _put(location: str, data: bytes) -> None:
 
 def _put_file(location: str, path: str) -> None:
     os.makedirs(os.path.dirname(location), exist_ok=True)
-    fd, _size = open_regular(path)
+    source_fd, _size = open_regular(path)
+
+    def fill(fd: int) -> None:
+        with (
+            open(source_fd, "rb", closefd=False) as source,
+            open(fd, "wb", closefd=False) as target,
+        ):
+            shutil.copyfileobj(source, target)
+
     try:
-        _replace_atomically(location, lambda tmp: _copy_from(fd, tmp))
+        _replace_atomically(location, fill, None)
     finally:
-        os.close(fd)
-
-
-def _copy_from(fd: int, path: str) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with open(fd, "rb", closefd=False) as source, open(os.open(path, flags, 0o644), "wb") as target:
-        shutil.copyfileobj(source, target)
+        os.close(source_fd)
 
 
 def _get(location: str) -> bytes | None:

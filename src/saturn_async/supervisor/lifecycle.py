@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import signal
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,7 +12,7 @@ import anyio
 from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.storage.layout import Event, utcnow
-from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers
+from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers, term_then_kill
 
 if TYPE_CHECKING:
     from saturn_async.supervisor.supervisor import Supervisor
@@ -82,6 +82,13 @@ class RunLifecycle:
 
     async def attempt(self) -> None:
         """Run the attempts: the first, then retries while they fail."""
+        try:
+            await self._attempts()
+        except BaseException:
+            self.outputs.close()  # abandoned (cancelled): record() is not coming
+            raise
+
+    async def _attempts(self) -> None:
         for attempt in range(self.first_attempt, self.last_attempt + 1):
             if self.on_launch is not None:
                 self.on_launch(attempt)
@@ -109,11 +116,20 @@ class RunLifecycle:
         return Outcome(self.status, recorded=True)
 
     async def _start(self, attempt: int) -> RunProcess | None:
+        """Spawn one attempt; a failure to start it (its directory, its log files, the
+        spawn: no fds, no processes, an environment over ARG_MAX) ends this run only,
+        with CANNOT_START and a ``failed`` event saying why."""
         # Inline on the event loop, not in a thread: see docs/architecture.md, "Spawning".
         try:
-            self.outputs.prepare()
-            proc = RunProcess(self.run.cmd, self.env, self.outputs.stdout, self.outputs.stderr)
-        except OSError as exc:
+            stdout, stderr = self.outputs.prepare()
+            try:
+                proc = RunProcess(self.run.cmd, self.env, stdout, stderr)
+            finally:
+                os.close(stdout)
+                if stderr != stdout:
+                    os.close(stderr)
+        except (OSError, ValueError) as exc:
+            self.status = CANNOT_START
             self.events.append(
                 Event(type="failed", utctimestamp=utcnow(), attempt=attempt, error=str(exc))
             )
@@ -135,11 +151,7 @@ class RunLifecycle:
                     await proc.wait()
                 if proc.exit is None:
                     timed_out = True
-                    proc.signal_group(signal.SIGTERM)
-                    with anyio.move_on_after(self.sup.grace):
-                        await proc.wait()
-                    if proc.exit is None:
-                        proc.signal_group(signal.SIGKILL)
+                    await term_then_kill(proc.signal_group, proc.reaped, self.sup.grace)
             exit = await proc.wait()
             await stop_leftovers(proc.pgid, self.sup.grace, self.sup.forced)
         finally:

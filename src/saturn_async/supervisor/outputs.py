@@ -12,7 +12,8 @@ import contextlib
 import hashlib
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Protocol
 
 import anyio
@@ -28,12 +29,12 @@ from saturn_async.storage.transfer import upload_directory
 
 
 class RunOutputs(Protocol):
-    stdout: str
-    stderr: str
     results_dir: str
 
-    def prepare(self) -> None:
-        """Create what the run writes into (before each attempt)."""
+    def prepare(self) -> tuple[int, int]:
+        """Create what the run writes into (before each attempt); returns its stdout and
+        stderr opened for writing (the same fd twice when they share a file), which the
+        caller closes."""
 
     def shipping(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Ship the logs while the body of this context runs, and what is left at its end."""
@@ -46,37 +47,91 @@ class RunOutputs(Protocol):
         status recorded (RESULTS_NOT_SAVED when the run exited 0 but some of its results
         could not be saved; events name them). Raises OSError or StorageError."""
 
+    def close(self) -> None:
+        """Let go of the run's directory (``finish`` does; for a run abandoned before)."""
+
+
+class RunDirectory:
+    """A run's directory, opened below a directory saturn holds without following links,
+    and kept open while the run is in flight, so that everything saturn writes for the
+    run lands in that directory even if a path to it is replaced meanwhile."""
+
+    def __init__(self, open_parent: Callable[[], int], relative: str, mode: int) -> None:
+        """``open_parent()`` returns an fd to walk ``relative`` from (closed afterwards)."""
+        self._open_parent = open_parent
+        self._relative = relative
+        self._mode = mode
+        self.fd: int | None = None
+
+    def open(self) -> int:
+        """The directory's fd (created and opened on first use). Raises OSError."""
+        if self.fd is None:
+            parent = self._open_parent()
+            try:
+                self.fd = local.open_below(parent, self._relative, self._mode)
+            finally:
+                os.close(parent)
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
 
 class LocalOutputs:
-    def __init__(self, run_dir: str, results_dir: str, layout: Layout) -> None:
+    def __init__(self, root: str, run_dir: str, results_dir: str, layout: Layout) -> None:
+        """``run_dir`` lies strictly inside ``root``, the batch's output root."""
         self.run_dir = run_dir
         self.results_dir = results_dir
         self.layout = layout
-        self.stdout = f"{run_dir}/{layout.stdout}"
-        self.stderr = f"{run_dir}/{layout.stderr}"
+        self.directory = RunDirectory(
+            partial(local.open_directory, root), run_dir[len(root) :], 0o777
+        )
         self.default_results_dir = f"{run_dir}/{RESULTS}"
 
-    def prepare(self) -> None:
-        local.make_run_dirs(self.run_dir, self.results_dir)
+    def prepare(self) -> tuple[int, int]:
+        fd = self.directory.open()
+        _make_results_dir(self.results_dir, self.run_dir, fd, 0o777)
+        return local.open_logs(fd, self.layout.stdout, self.layout.stderr)
 
     @contextlib.asynccontextmanager
     async def shipping(self) -> AsyncIterator[None]:
         yield
 
     async def rotate(self, attempt: int) -> None:
-        await anyio.to_thread.run_sync(local.rotate_logs, self.run_dir, attempt, self.layout.logs)
+        try:
+            fd = self.directory.open()
+        except OSError:
+            return  # nothing of ours to keep; the next start fails and says why
+        await anyio.to_thread.run_sync(local.rotate_logs, fd, attempt, self.layout.logs)
 
     async def finish(self, events: list[Event], status_code: int) -> int:
-        if self.results_dir == self.default_results_dir:  # in place: one rmdir, inline
-            report = local.collect_results(self.results_dir, self.run_dir)
-        else:
-            report = await anyio.to_thread.run_sync(
-                local.collect_results, self.results_dir, self.run_dir
-            )
-        events = [*events, *report.events(None if report.complete else self.results_dir)]
-        status_code = report.status(status_code)
-        local.write_final(self.run_dir, events, status_code, self.layout)
+        try:
+            if self.results_dir == self.default_results_dir:  # in place: one rmdir, inline
+                report = local.collect_results(self.results_dir, self.run_dir)
+            else:
+                report = await anyio.to_thread.run_sync(
+                    local.collect_results, self.results_dir, self.run_dir
+                )
+            events = [*events, *report.events(None if report.complete else self.results_dir)]
+            status_code = report.status(status_code)
+            local.write_final(self.directory.open(), events, status_code, self.layout)
+        finally:
+            self.directory.close()
         return status_code
+
+    def close(self) -> None:
+        self.directory.close()
+
+
+def _make_results_dir(results_dir: str, run_dir: str, dir_fd: int, mode: int) -> None:
+    """The default results directory is made in the run's directory; one the run file
+    names elsewhere is the user's path."""
+    if results_dir == f"{run_dir}/{RESULTS}":
+        local.make_directory(RESULTS, dir_fd, mode)
+    else:
+        os.makedirs(results_dir, exist_ok=True)
 
 
 class ShippedOutputs:
@@ -84,28 +139,31 @@ class ShippedOutputs:
         self,
         storage: Storage,
         location: str,
-        staging_root: str,
+        staging: tuple[str, int],
         results_dir: str | None,
         chunk_seconds: float,
         ledger: LedgerWriter,
         root: str,
         layout: Layout,
     ) -> None:
+        """``staging`` is the staging directory and an fd of it (checked to be ours)."""
         self.storage = storage
         self.location = location
         self.layout = layout
-        self.staging = os.path.join(staging_root, hashlib.sha1(location.encode()).hexdigest()[:24])
-        self.stdout = f"{self.staging}/{layout.stdout}"
-        self.stderr = f"{self.staging}/{layout.stderr}"
+        staging_root, staging_fd = staging
+        name = hashlib.sha1(location.encode()).hexdigest()[:24]
+        self.staging = os.path.join(staging_root, name)
+        self.directory = RunDirectory(partial(os.dup, staging_fd), name, 0o700)
         self.results_dir = results_dir or f"{self.staging}/{RESULTS}"
         self.chunk_seconds = chunk_seconds
         self.ledger = ledger
         self.root = root
         self.shipping_failed: StorageError | None = None
 
-    def prepare(self) -> None:
-        os.makedirs(self.staging, exist_ok=True)
-        os.makedirs(self.results_dir, exist_ok=True)
+    def prepare(self) -> tuple[int, int]:
+        fd = self.directory.open()
+        _make_results_dir(self.results_dir, self.staging, fd, 0o700)
+        return local.open_logs(fd, self.layout.stdout, self.layout.stderr)
 
     @contextlib.asynccontextmanager
     async def shipping(self) -> AsyncIterator[None]:
@@ -151,7 +209,7 @@ class ShippedOutputs:
             kept = f"the outcome and the logs not shipped are kept in {where}"
             try:
                 await anyio.to_thread.run_sync(
-                    local.write_final, self.staging, events, status_code, self.layout
+                    local.write_final, self.directory.open(), events, status_code, self.layout
                 )
             except OSError as local_exc:
                 kept = (
@@ -159,11 +217,16 @@ class ShippedOutputs:
                     f"the outcome could not be written there ({local_exc.strerror})"
                 )
             raise StorageError(exc.location, exc.operation, f"{exc.reason}; {kept}") from exc
+        finally:
+            self.directory.close()
         self.ledger.record(self.root, self.location, status_code)
         await anyio.to_thread.run_sync(
             _remove_staging, self.staging, self.results_dir, report.complete
         )
         return status_code
+
+    def close(self) -> None:
+        self.directory.close()
 
 
 def _remove_staging(staging: str, results_dir: str, with_results: bool) -> None:

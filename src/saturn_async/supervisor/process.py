@@ -1,8 +1,9 @@
 """One run's process: spawned in its own session, waited on through a pidfd, reaped once.
 
-The child's stdout and stderr are opened by the kernel straight onto files (no pipe, no
-copy through Python), so a slow reader never blocks it and a grandchild holding stdout
-open never keeps us waiting. Linux only: pidfds need kernel 5.3 or later.
+The child's stdout and stderr are files the supervisor opened in the run's directory and
+hands over with ``dup2`` (no pipe, no copy through Python), so a slow reader never blocks
+it and a grandchild holding stdout open never keeps us waiting. Linux only: pidfds need
+kernel 5.3 or later.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 
-_OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 # Python ignores SIGPIPE and SIGXFSZ; an ignored disposition survives exec, so reset them.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 # How often to look whether a process group still has members once its leader is gone.
@@ -38,7 +40,10 @@ class Exit:
 class RunProcess:
     """A spawned ``sh -c CMD``: leader of its own session and process group."""
 
-    def __init__(self, cmd: str, env: dict[str, str], stdout: str, stderr: str) -> None:
+    def __init__(self, cmd: str, env: dict[str, str], stdout: int, stderr: int) -> None:
+        """``stdout`` and ``stderr`` are fds (3 or above) the child gets as 1 and 2; the
+        caller opened them and closes them. Raises OSError or ValueError when the run
+        cannot be started; then no process of it is left."""
         self.started = time.monotonic()
         self.pid = os.posix_spawn(
             "/bin/sh",
@@ -46,25 +51,46 @@ class RunProcess:
             env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, stdout, _OUT_FLAGS, 0o644),
-                # One file for both: one open file description, so writes interleave in order.
-                (os.POSIX_SPAWN_DUP2, 1, 2)
-                if stderr == stdout
-                else (os.POSIX_SPAWN_OPEN, 2, stderr, _OUT_FLAGS, 0o644),
+                (os.POSIX_SPAWN_DUP2, stdout, 1),
+                (os.POSIX_SPAWN_DUP2, stderr, 2),
             ],
             setsid=True,
             setsigdef=_RESET_SIGNALS,
             setsigmask=(),
         )
         self.pgid = self.pid
-        self._pidfd: int | None = os.pidfd_open(self.pid)
+        try:
+            self._pidfd: int | None = os.pidfd_open(self.pid)
+        except OSError:  # out of fds, say: a run we cannot wait for is not left running
+            signal_group(self.pgid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            raise
         self.exit: Exit | None = None
+        self._ended: anyio.Event | None = None
         self.terminated = False
         """Set when the supervisor stops this run because it is shutting down."""
 
     def signal_group(self, sig: int) -> bool:
         """Send ``sig`` to the run's process group; False when the group is gone."""
         return signal_group(self.pgid, sig)
+
+    def stop(self, sig: int) -> None:
+        """Signal the group because saturn is stopping the run (it counts as terminated)."""
+        self.terminated = True
+        self.signal_group(sig)
+
+    async def reaped(self) -> bool:
+        """Wait for the main process and reap it (for the one task that waits on it)."""
+        await self.wait()
+        return True
+
+    async def ended(self) -> bool:
+        """Wait until the task waiting on the main process has reaped it."""
+        if self.exit is None:
+            if self._ended is None:
+                self._ended = anyio.Event()
+            await self._ended.wait()
+        return True
 
     async def wait(self) -> Exit:
         """Wait for the main process to exit and reap it (idempotent)."""
@@ -82,6 +108,8 @@ class RunProcess:
         sig = -code if code < 0 else None
         self.exit = Exit(128 + sig if sig else code, sig, wall, rusage)
         self.close()
+        if self._ended is not None:
+            self._ended.set()
 
     def close(self) -> None:
         if self._pidfd is not None:
@@ -106,27 +134,57 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+async def term_then_kill(
+    send: Callable[[int], bool], gone: Callable[[], Awaitable[bool]], grace: float
+) -> bool:
+    """The one way saturn stops processes: SIGTERM, up to ``grace`` seconds for them to
+    go, then SIGKILL.
+
+    ``send(sig)`` signals them and returns False when none was there (then nothing more
+    is done). ``gone()`` returns True once they are gone, or False to stop waiting early
+    (a forced stop): SIGKILL follows at once. Returns False when SIGTERM reached none.
+    """
+    if not send(signal.SIGTERM):
+        return False
+    await kill_after(send, gone, grace)
+    return True
+
+
+async def kill_after(
+    send: Callable[[int], object], gone: Callable[[], Awaitable[bool]], grace: float
+) -> None:
+    """The second half of :func:`term_then_kill`, for a caller that sent SIGTERM itself
+    (at once, from a signal handler): SIGKILL unless ``gone()`` returns True in time."""
+    with anyio.move_on_after(grace):
+        if await gone():
+            return
+    send(signal.SIGKILL)
+
+
 async def stop_leftovers(pgid: int, grace: float, forced: anyio.Event) -> bool:
     """After the leader's exit: TERM what is left of its group, KILL after ``grace``.
 
     Returns True when members were left over. Waiting ends early when ``forced`` is set.
     Gives up (leaving the group to init) if members survive SIGKILL for ``_KILL_WAIT``.
     """
-    if not signal_group(pgid, signal.SIGTERM):
+    if not await term_then_kill(
+        partial(signal_group, pgid), partial(_wait_group_gone, pgid, forced), grace
+    ):
         return False
-    with anyio.move_on_after(grace):
-        await _wait_group_gone(pgid, forced)
-    if signal_group(pgid, signal.SIGKILL):
-        with anyio.move_on_after(_KILL_WAIT):
-            await _wait_group_gone(pgid, None)
+    with anyio.move_on_after(_KILL_WAIT):
+        await _wait_group_gone(pgid, None)
     return True
 
 
-async def _wait_group_gone(pgid: int, forced: anyio.Event | None) -> None:
+async def _wait_group_gone(pgid: int, forced: anyio.Event | None) -> bool:
+    """True once no live member is left; False as soon as ``forced`` is set."""
     delay = _POLL_FIRST
-    while group_has_live_members(pgid) and not (forced and forced.is_set()):
+    while group_has_live_members(pgid):
+        if forced is not None and forced.is_set():
+            return False
         await anyio.sleep(delay)
         delay = min(delay * 2, _POLL_MAX)
+    return True
 
 
 def group_has_live_members(pgid: int) -> bool:

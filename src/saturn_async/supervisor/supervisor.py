@@ -25,7 +25,7 @@ from saturn_async.storage.layout import LAYOUTS, RESULTS, utcnow
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
-from saturn_async.supervisor.process import RunProcess
+from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.supervisor.shared_slots import SharedSlots
 
@@ -35,7 +35,9 @@ _MAX_IO_THREADS = 16
 
 
 def default_staging_dir() -> str:
-    """Where runs with remote outputs write before shipping: ``$SATURN_STAGING_DIR``."""
+    """Where runs with remote outputs write before shipping: ``$SATURN_STAGING_DIR``, else
+    ``$TMPDIR/saturn_async-staging-UID``. It is used only if it is ours and 0700 (see
+    :func:`saturn_async.storage.local.open_private_directory`)."""
     return os.environ.get("SATURN_STAGING_DIR") or os.path.join(
         tempfile.gettempdir(), f"saturn_async-staging-{os.getuid()}"
     )
@@ -91,6 +93,7 @@ class Supervisor:
         self.skip_completed = skip_completed
         self.log_chunk_seconds = log_chunk_seconds
         self.staging_dir = staging_dir or default_staging_dir()
+        self._staging_fd: int | None = None
         self.storage: Storage | None = storage
         self._ship_everything = storage is not None
         self.shared_slots = shared_slots
@@ -136,6 +139,7 @@ class Supervisor:
         """Hold storage, the ledger and the stop grace for the runs executed inside."""
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
+            stack.callback(self._close_staging)
             stack.enter_context(prompt_scheduling())
             async with anyio.create_task_group() as tg:
                 self._background = tg
@@ -157,12 +161,15 @@ class Supervisor:
     async def open_roots(self, batches: Sequence[Batch]) -> None:
         """Open storage for the batches' shipped output roots and check each once.
 
-        Call inside :meth:`serving`; roots already checked are not checked again.
+        Call inside :meth:`serving`; roots already checked are not checked again. The
+        staging directory is opened (and checked to be ours: InputError if not) first.
         """
         roots = sorted({self._shipped_root(b) for b in batches} - {"", *self._roots})
         if not roots:
             return
         assert self._stack is not None and self._background is not None
+        if self._staging_fd is None:
+            self._staging_fd = local.open_private_directory(self.staging_dir)
         if self.storage is None:
             self.storage = await self._stack.enter_async_context(storage_for(roots[0]))
         for root in roots:
@@ -174,6 +181,11 @@ class Supervisor:
             for root in roots:
                 self._ledger_statuses.update(await read_ledger(self.storage, root))
         self._roots.update(roots)
+
+    def _close_staging(self) -> None:
+        if self._staging_fd is not None:
+            os.close(self._staging_fd)
+            self._staging_fd = None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Start nothing new and TERM every running run.
@@ -189,21 +201,21 @@ class Supervisor:
         self.stop_signal = sig
         self._stop_requested.set()
         for proc in self._running.values():
-            proc.terminated = True
-            proc.signal_group(signal.SIGTERM)
+            proc.stop(signal.SIGTERM)
 
     def force(self) -> None:
         """KILL every running run now, skipping what is left of the grace period."""
         self.forced.set()
         for proc in self._running.values():
-            proc.terminated = True
-            proc.signal_group(signal.SIGKILL)
+            proc.stop(signal.SIGKILL)
 
     async def _enforce_grace(self) -> None:
         await self._stop_requested.wait()
-        with anyio.move_on_after(self.grace):
-            await self.forced.wait()
-        self.force()
+        await kill_after(lambda sig: self.force(), self._until_forced, self.grace)
+
+    async def _until_forced(self) -> bool:
+        await self.forced.wait()
+        return False  # stop waiting: KILL now
 
     async def _slot(self, rank: int, jobs: Iterator[tuple[Batch, Run]]) -> None:
         for batch, run in jobs:
@@ -243,12 +255,18 @@ class Supervisor:
         assert location is not None and batch.remote_output_path is not None
         layout = LAYOUTS[batch.layout]
         if not (self._ship_everything or is_remote(location)):
-            return LocalOutputs(location, run.local_results_dir or f"{location}/{RESULTS}", layout)
+            return LocalOutputs(
+                batch.remote_output_path,
+                location,
+                run.local_results_dir or f"{location}/{RESULTS}",
+                layout,
+            )
         assert self.storage is not None and self.ledger is not None
+        assert self._staging_fd is not None
         return ShippedOutputs(
             self.storage,
             location,
-            self.staging_dir,
+            (self.staging_dir, self._staging_fd),
             run.local_results_dir,
             self.log_chunk_seconds,
             self.ledger,
@@ -268,8 +286,7 @@ class Supervisor:
     def track(self, proc: RunProcess) -> None:
         self._running[proc.pid] = proc
         if self.stopping:  # a stop arrived while this run was being spawned
-            proc.terminated = True
-            proc.signal_group(signal.SIGKILL if self.forced.is_set() else signal.SIGTERM)
+            proc.stop(signal.SIGKILL if self.forced.is_set() else signal.SIGTERM)
 
     def untrack(self, proc: RunProcess) -> None:
         self._running.pop(proc.pid, None)
