@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import anyio
 
-from saturn_async.daemon.protocol import Error, ProtocolError, Reply, Request, receive_reply, send
+from saturn_async.daemon.protocol import Error, ProtocolError, Reply, Request, frame, receive_reply
 from saturn_async.exceptions import DaemonError
 
 
 async def request(socket_path: str, message: Request) -> Reply:
+    data = frame(message)  # before connecting: the daemon closes idle connections
     try:
         stream = await anyio.connect_unix(socket_path)
     except (FileNotFoundError, ConnectionRefusedError):
@@ -19,7 +20,7 @@ async def request(socket_path: str, message: Request) -> Reply:
         raise DaemonError(f"{socket_path}: cannot reach the daemon: {exc.strerror}") from exc
     async with stream:
         try:
-            await send(stream, message)
+            await stream.send(data)
             reply = await receive_reply(stream)
         except ProtocolError as exc:
             raise DaemonError(f"{socket_path}: {exc}") from exc

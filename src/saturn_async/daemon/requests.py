@@ -7,9 +7,11 @@ import signal
 import time
 
 import anyio
+import anyio.to_thread
 
 from saturn_async import __version__
 from saturn_async.daemon import protocol
+from saturn_async.daemon.admission import check_submitted
 from saturn_async.daemon.journal import Accept, Cancel
 from saturn_async.daemon.shutdown import Shutdown
 from saturn_async.daemon.state import BatchState
@@ -20,9 +22,6 @@ from saturn_async.supervisor.process import RunProcess
 
 
 class Requests(Shutdown):
-    def _refused(self, uid: int) -> None:
-        self.logbook("warning", "refused", f"refused a connection from uid {uid}", uid=uid)
-
     async def _handle(self, request: protocol.Request) -> protocol.Reply:
         try:
             match request:
@@ -47,6 +46,9 @@ class Requests(Shutdown):
                 "the state directory is full; no batch is accepted until there is room",
                 source=self.paths.state_dir,
             )
+        # What the socket brought is checked as saturn batch checks a file (the client
+        # did, but any client may connect): a batch that could not run is never journaled.
+        await anyio.to_thread.run_sync(check_submitted, submitted)
         live = {b.source: b.id for b in self.state.batches.values()}
         for item in submitted:
             if item.source in live:

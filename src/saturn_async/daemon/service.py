@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from functools import partial
-from typing import Any
 
 import anyio
 
+from saturn_async.daemon.admission import admit
+from saturn_async.daemon.config import DaemonConfig
 from saturn_async.daemon.disk import is_disk_full
 from saturn_async.daemon.journal import (
+    Accept,
+    AnyRecord,
     Finish,
     Journal,
     Launch,
     Lost,
+    Quarantine,
     Start,
     lock_state_dir,
     read_journal,
@@ -33,9 +38,10 @@ from saturn_async.daemon.recovery import (
     run_marker,
     stop_previous_attempt,
 )
-from saturn_async.daemon.server import bind_control_socket, serve
+from saturn_async.daemon.server import ControlServer, bind_control_socket
 from saturn_async.daemon.spooling import Spooling
 from saturn_async.daemon.state import Attempt, BatchState
+from saturn_async.exceptions import InputError
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage import Storage
 from saturn_async.storage.layout import utcnow
@@ -55,6 +61,7 @@ class Daemon(Spooling):
     """The whole daemon (see ``daemon.core`` for its layers): life, recovery, scheduling."""
 
     _compact_at = _COMPACT_AT_LEAST
+    _local = LocalStorage()
 
     # --- life ---------------------------------------------------------------
 
@@ -62,9 +69,10 @@ class Daemon(Spooling):
         """Recover, listen, run what is submitted; return after a drain or a stop."""
         lock = lock_state_dir(self.paths.state_dir, self.paths.lock)
         try:
-            for record in read_journal(self.paths.journal):
-                self.state.apply(record)
+            failed = self._replay(read_journal(self.paths.journal))
             self._journal = Journal(self.paths.journal)
+            for batch_id, reason in failed.items():
+                self._quarantine(self.state.batches[batch_id], reason)
             async with self.supervisor.serving():
                 await self._recover()
                 await self.journal.compact(self.state.snapshot())
@@ -81,9 +89,12 @@ class Daemon(Spooling):
         finally:
             os.close(lock)
 
-    async def _serve(self, sock: Any) -> None:
+    def _settings(self) -> DaemonConfig:
+        return self.config
+
+    async def _serve(self, sock: socket.socket) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(serve, sock, self._handle, self._refused)
+            tg.start_soon(ControlServer(sock, self._handle, self.logbook, self._settings).serve)
             tg.start_soon(self._signals)
             tg.start_soon(self._watch_disk)
             tg.start_soon(self._sync_journal)
@@ -106,6 +117,43 @@ class Daemon(Spooling):
 
     # --- recovery -------------------------------------------------------------
 
+    def _replay(self, records: list[AnyRecord]) -> dict[str, str]:
+        """Rebuild the state; return the live batches that cannot run, with the reason:
+        those a record of could not be applied, and those ``saturn batch`` would refuse
+        (a journal of an older version may hold them)."""
+        failed: dict[str, str] = {}
+        for number, record in enumerate(records, 1):
+            try:
+                self.state.apply(record)
+            except Exception as exc:  # a record of another version, or a damaged one
+                batch_id = record.id if isinstance(record, Accept) else getattr(record, "batch", "")
+                what = f"journal record {number} ({type(record).__name__.lower()})"
+                if batch_id in self.state.batches:
+                    failed.setdefault(batch_id, f"{what} could not be replayed: {_describe(exc)}")
+                else:
+                    self.logbook("error", "journal_skipped", f"skipped {what}: {_describe(exc)}")
+        for batch in self.state.batches.values():
+            if batch.id in failed or batch.quarantined is not None:
+                continue
+            try:
+                admit(batch.batch, batch.source)
+            except InputError as exc:
+                failed[batch.id] = f"refused on replay: {exc}"
+        return failed
+
+    def _quarantine(self, batch: BatchState, reason: str, index: int | None = None) -> None:
+        """Start none of ``batch``'s runs any more, for good (the record is journaled)."""
+        self._record(Quarantine(batch=batch.id, reason=reason, index=index))
+        self.logbook(
+            "error",
+            "quarantined",
+            f"quarantined {batch.id}: {reason}; none of its runs start (saturn cancel "
+            f"{batch.id} drops them)",
+            batch=batch.id,
+            source=batch.source,
+        )
+        self._notify()
+
     async def _recover(self) -> None:
         """Settle the attempts the journal shows in flight: finished, or lost."""
         in_flight = list(self.state.running())
@@ -115,16 +163,14 @@ class Daemon(Spooling):
         async with anyio.create_task_group() as tg:  # their graces run at the same time
             for batch, attempt in in_flight:
                 tg.start_soon(self._stop_leftovers, batch, attempt)
-        local = LocalStorage()
         for batch, attempt in in_flight:
-            location = batch.batch.runs[attempt.index].remote_output_path
-            assert location is not None
-            storage: Storage = local
-            if is_remote(location):
-                await self.supervisor.open_roots([batch.batch])
-                assert self.supervisor.storage is not None
-                storage = self.supervisor.storage
-            status = await recorded_status(storage, location, attempt.pid, attempt.attempt)
+            try:
+                status = await self._recorded_status(batch, attempt)
+            except Exception as exc:  # a batch this version cannot read back
+                status = None
+                if batch.quarantined is None:
+                    reason = f"recovering {batch.run_id(attempt.index)} failed: {_describe(exc)}"
+                    self._quarantine(batch, reason)
             if status is not None:
                 self._record(Finish(batch=batch.id, index=attempt.index, status=status))
                 continue
@@ -142,6 +188,16 @@ class Daemon(Spooling):
                 "lost",
                 f"{batch.run_id(attempt.index)} attempt {attempt.attempt} was lost; it runs again",
             )
+
+    async def _recorded_status(self, batch: BatchState, attempt: Attempt) -> int | None:
+        location = batch.batch.runs[attempt.index].remote_output_path
+        assert location is not None
+        storage: Storage = self._local
+        if is_remote(location):
+            await self.supervisor.open_roots([batch.batch])
+            assert self.supervisor.storage is not None
+            storage = self.supervisor.storage
+        return await recorded_status(storage, location, attempt.pid, attempt.attempt)
 
     async def _stop_leftovers(self, batch: BatchState, attempt: Attempt) -> None:
         run_id = batch.run_id(attempt.index)
@@ -187,6 +243,26 @@ class Daemon(Spooling):
 
     async def _run(self, rank: int, batch: BatchState, index: int) -> None:
         key = (batch.id, index)
+        try:
+            await self._execute(rank, batch, index)
+        except Exception as exc:  # not the run's failure (that is its status): the start's
+            proc = self._procs.get(key)
+            if proc is not None:
+                await proc.kill_and_reap()
+            reason = f"starting {batch.run_id(index)} failed: {_describe(exc)}"
+            if batch.id in self.state.batches:
+                self._quarantine(batch, reason, index)
+            else:
+                self.logbook("error", "run_failed", reason, batch=batch.id)
+        finally:
+            self._procs.pop(key, None)
+            timer = self._kill_timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+            self._ranks.discard(rank)
+            self._notify()
+
+    async def _execute(self, rank: int, batch: BatchState, index: int) -> None:
         earlier = batch.lost_events.get(index, [])
         lifecycle = RunLifecycle(
             self.supervisor,
@@ -200,40 +276,32 @@ class Daemon(Spooling):
             on_start=partial(self._started, batch, index, rank),
         )
         lifecycle.env[RUN_ID_VARIABLE] = run_marker(self.paths.state_dir, batch.run_id(index))
-        try:
-            if earlier and earlier[-1].attempt is not None:
-                await lifecycle.outputs.rotate(earlier[-1].attempt)
-            await lifecycle.attempt()
+        if earlier and earlier[-1].attempt is not None:
+            await lifecycle.outputs.rotate(earlier[-1].attempt)
+        await lifecycle.attempt()
+        outcome = await lifecycle.record()
+        while not outcome.recorded and is_disk_full(outcome.error):
+            self._pause(f"cannot record {lifecycle.run_dir}: {outcome.error}")
+            await self._resumed.wait()
             outcome = await lifecycle.record()
-            while not outcome.recorded and is_disk_full(outcome.error):
-                self._pause(f"cannot record {lifecycle.run_dir}: {outcome.error}")
-                await self._resumed.wait()
-                outcome = await lifecycle.record()
-            self._record(
-                Finish(
-                    batch=batch.id,
-                    index=index,
-                    status=outcome.status_code,
-                    recorded=outcome.recorded,
-                )
+        self._record(
+            Finish(
+                batch=batch.id,
+                index=index,
+                status=outcome.status_code,
+                recorded=outcome.recorded,
             )
-            if batch.id not in self.state.batches:
-                info = batch.info()
-                self.logbook(
-                    "info",
-                    "batch_done",
-                    f"batch {batch.id} done: {info.succeeded} succeeded, {info.failed} failed, "
-                    f"{info.cancelled} cancelled",
-                    batch=batch.id,
-                    source=batch.source,
-                )
-        finally:
-            self._procs.pop(key, None)
-            timer = self._kill_timers.pop(key, None)
-            if timer is not None:
-                timer.cancel()
-            self._ranks.discard(rank)
-            self._notify()
+        )
+        if batch.id not in self.state.batches:
+            info = batch.info()
+            self.logbook(
+                "info",
+                "batch_done",
+                f"batch {batch.id} done: {info.succeeded} succeeded, {info.failed} failed, "
+                f"{info.cancelled} cancelled",
+                batch=batch.id,
+                source=batch.source,
+            )
 
     def _launching(self, batch: BatchState, index: int, rank: int, attempt: int) -> None:
         self._record(
@@ -268,3 +336,7 @@ class Daemon(Spooling):
             if self.journal.size > self._compact_at and not self.journal.unwritten:
                 await self.journal.compact(self.state.snapshot())
                 self._compact_at = max(_COMPACT_AT_LEAST, 2 * self.journal.size)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
