@@ -220,7 +220,10 @@ def test_readiness_is_sent_to_notify_socket_and_the_log_is_json(
         assert f"MAINPID={daemon.proc.pid}" in ready.splitlines()  # type: ignore[union-attr]
         job = batch_file(tmp_path / "job.json", tmp_path / "out", ["true"])
         assert saturn("submit", str(job), *daemon.address).returncode == 0
-        wait_for(lambda: status(tmp_path / "out/0") == 0, what="the run")
+        # The daemon's own view, not the status file: the daemon logs batch_done after
+        # it has journaled the end, which follows the file.
+        wait_for(lambda: batch_info(daemon, "b1").succeeded == 1, what="the run")
+        assert status(tmp_path / "out/0") == 0
         assert saturn("drain", "--wait", *daemon.address).returncode == 0
         assert listener.recv(4096) == b"STATUS=draining"
         assert listener.recv(4096) == b"STOPPING=1"

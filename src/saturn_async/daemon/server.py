@@ -30,7 +30,7 @@ import anyio
 import anyio.abc
 
 from saturn_async.daemon.config import DaemonConfig
-from saturn_async.daemon.log import DaemonLog
+from saturn_async.daemon.log import DaemonLog, describe
 from saturn_async.daemon.protocol import (
     Error,
     ProtocolError,
@@ -152,29 +152,34 @@ class ControlServer:
         self._accept_failing = False
 
     async def serve(self) -> None:
-        """Accept and answer until cancelled."""
+        """Accept and answer until cancelled; then close the socket, so that clients
+        waiting in its backlog are refused at once."""
         self.sock.setblocking(False)
-        async with anyio.create_task_group() as tg:
-            while True:
-                await anyio.wait_readable(self.sock)
-                try:
-                    conn, _ = self.sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: the peer waits meanwhile
-                    if not self._accept_failing:
-                        self._accept_failing = True
-                        self.log(
-                            "error",
-                            "accept_failed",
-                            f"cannot accept connections: {exc}; retrying every {_ACCEPT_RETRY:g} s",
-                        )
-                    await anyio.sleep(_ACCEPT_RETRY)
-                    continue
-                if self._accept_failing:
-                    self._accept_failing = False
-                    self.log("info", "accepting", "accepting connections again")
-                self._admit(conn, tg)
+        with self.sock:
+            async with anyio.create_task_group() as tg:
+                await self._accept(tg)
+
+    async def _accept(self, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            await anyio.wait_readable(self.sock)
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: the peer waits meanwhile
+                if not self._accept_failing:
+                    self._accept_failing = True
+                    self.log(
+                        "error",
+                        "accept_failed",
+                        f"cannot accept connections: {exc}; retrying every {_ACCEPT_RETRY:g} s",
+                    )
+                await anyio.sleep(_ACCEPT_RETRY)
+                continue
+            if self._accept_failing:
+                self._accept_failing = False
+                self.log("info", "accepting", "accepting connections again")
+            self._admit(conn, tg)
 
     def _admit(self, conn: socket.socket, tg: anyio.abc.TaskGroup) -> None:
         cap = self.config().max_connections
@@ -210,7 +215,7 @@ class ControlServer:
             async with Connection(conn, self.config().idle_timeout) as stream:
                 await self._answer(stream)
         except Exception as exc:  # a failure on one connection closes that connection only
-            self.log("error", "connection_error", f"closed a connection: {_describe(exc)}")
+            self.log("error", "connection_error", f"closed a connection: {describe(exc)}")
         finally:
             self.open -= 1
 
@@ -227,19 +232,17 @@ class ControlServer:
             with contextlib.suppress(OSError, IdleConnection):
                 await stream.send(frame(Error(message=str(exc))))
             return
-        except anyio.EndOfStream:
+        except (anyio.EndOfStream, ConnectionError):
             self.log("warning", "bad_request", "a client left before its request was complete")
             return
         try:
             reply = await self.handle(request)
         except Exception as exc:  # a bug: this request fails, the daemon goes on
-            self.log("error", "request_failed", f"{type(request).__name__}: {_describe(exc)}")
-            reply = Error(message=f"the request failed in the daemon: {_describe(exc)}")
+            self.log("error", "request_failed", f"{type(request).__name__}: {describe(exc)}")
+            reply = Error(message=f"the request failed in the daemon: {describe(exc)}")
         try:
             await stream.send(frame(reply))
-        except (OSError, IdleConnection) as exc:
-            self.log("warning", "bad_request", f"could not send the reply: {_describe(exc)}")
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, IdleConnection) else f"{type(exc).__name__}: {exc}"
+        except IdleConnection as exc:
+            self.log("warning", "bad_request", f"could not send the reply: {exc}")
+        except OSError as exc:
+            self.log("warning", "bad_request", f"could not send the reply: {describe(exc)}")

@@ -30,6 +30,7 @@ from saturn_async.daemon.journal import (
     lock_state_dir,
     read_journal,
 )
+from saturn_async.daemon.log import describe
 from saturn_async.daemon.notify import sd_notify
 from saturn_async.daemon.recovery import (
     RUN_ID_VARIABLE,
@@ -72,7 +73,8 @@ class Daemon(Spooling):
             failed = self._replay(read_journal(self.paths.journal))
             self._journal = Journal(self.paths.journal)
             for batch_id, reason in failed.items():
-                self._quarantine(self.state.batches[batch_id], reason)
+                if batch_id in self.state.batches:  # not retired by a later record
+                    self._quarantine(self.state.batches[batch_id], reason)
             async with self.supervisor.serving():
                 await self._recover()
                 await self.journal.compact(self.state.snapshot())
@@ -129,9 +131,9 @@ class Daemon(Spooling):
                 batch_id = record.id if isinstance(record, Accept) else getattr(record, "batch", "")
                 what = f"journal record {number} ({type(record).__name__.lower()})"
                 if batch_id in self.state.batches:
-                    failed.setdefault(batch_id, f"{what} could not be replayed: {_describe(exc)}")
+                    failed.setdefault(batch_id, f"{what} could not be replayed: {describe(exc)}")
                 else:
-                    self.logbook("error", "journal_skipped", f"skipped {what}: {_describe(exc)}")
+                    self.logbook("error", "journal_skipped", f"skipped {what}: {describe(exc)}")
         for batch in self.state.batches.values():
             if batch.id in failed or batch.quarantined is not None:
                 continue
@@ -169,7 +171,7 @@ class Daemon(Spooling):
             except Exception as exc:  # a batch this version cannot read back
                 status = None
                 if batch.quarantined is None:
-                    reason = f"recovering {batch.run_id(attempt.index)} failed: {_describe(exc)}"
+                    reason = f"recovering {batch.run_id(attempt.index)} failed: {describe(exc)}"
                     self._quarantine(batch, reason)
             if status is not None:
                 self._record(Finish(batch=batch.id, index=attempt.index, status=status))
@@ -249,7 +251,7 @@ class Daemon(Spooling):
             proc = self._procs.get(key)
             if proc is not None:
                 await proc.kill_and_reap()
-            reason = f"starting {batch.run_id(index)} failed: {_describe(exc)}"
+            reason = f"starting {batch.run_id(index)} failed: {describe(exc)}"
             if batch.id in self.state.batches:
                 self._quarantine(batch, reason, index)
             else:
@@ -336,7 +338,3 @@ class Daemon(Spooling):
             if self.journal.size > self._compact_at and not self.journal.unwritten:
                 await self.journal.compact(self.state.snapshot())
                 self._compact_at = max(_COMPACT_AT_LEAST, 2 * self.journal.size)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
