@@ -394,13 +394,15 @@ def _connect_as(uid: int, path: str) -> bytes:
                     answer = b""
                 os.write(writer, b"received:" + answer)
             code = 0
+        except BaseException as exc:  # told to the parent, whose assertion shows it
+            os.write(writer, f"failed: {exc!r}".encode())
         finally:
             os._exit(code)
     os.close(writer)
     with os.fdopen(reader, "rb") as pipe:
         received = pipe.read()
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0 and received.startswith(b"received:")
+    assert os.waitstatus_to_exitcode(status) == 0 and received.startswith(b"received:"), received
     return received.removeprefix(b"received:")
 
 

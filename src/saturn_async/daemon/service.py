@@ -144,7 +144,12 @@ class Daemon(Spooling):
         return failed
 
     def _quarantine(self, batch: BatchState, reason: str, index: int | None = None) -> None:
-        """Start none of ``batch``'s runs any more, for good (the record is journaled)."""
+        """Start none of ``batch``'s runs any more, for good (the record is journaled);
+        a batch already quarantined keeps its first reason."""
+        if batch.quarantined is not None:
+            self._record(Quarantine(batch=batch.id, reason=batch.quarantined, index=index))
+            self.logbook("error", "run_failed", reason, batch=batch.id)
+            return
         self._record(Quarantine(batch=batch.id, reason=reason, index=index))
         self.logbook(
             "error",
