@@ -237,8 +237,10 @@ def test_a_journal_record_that_cannot_be_applied_quarantines_its_batch_only(
         journal.Launch(batch="b9", index=0, attempt=1, rank=0, ticks=0),  # no batch b9
         accept("b2", tmp_path / "good.json", good),
     ])  # fmt: skip
+    before = snapshot(tmp_path)
     daemon.start("--nprocs", "1")
     wait_for((tmp_path / "good/0/status_code").exists, what="the good batch")
+    assert changes_outside(before, snapshot(tmp_path), ["state", "good", "daemon-0.log"]) == []
     reason = quarantined(daemon, "b1")
     assert reason is not None
     assert reason.startswith("journal record 2 (finish) could not be replayed: IndexError")
@@ -256,8 +258,11 @@ def test_a_run_whose_start_raises_quarantines_its_batch_and_the_daemon_goes_on(
     good = batch_of(tmp_path / "good", Run(cmd="true"), Run(cmd="true"))
     daemon.write_journal([accept("b1", tmp_path / "bad.json", bad),
                           accept("b2", tmp_path / "good.json", good)])  # fmt: skip
+    before = snapshot(tmp_path)
     daemon.start("--nprocs", "1")
     wait_for((tmp_path / "good/1/status_code").exists, what="the good batch")
+    owned = ["state", "good", "bad", "daemon-0.log"]  # bad/: made before the NUL was met
+    assert changes_outside(before, snapshot(tmp_path), owned) == []
     reason = quarantined(daemon, "b1")
     assert reason is not None and ("b1.0" in reason or "$.runs[0]" in reason), reason
     info = next(b for b in daemon.ps().batches if b.id == "b1")
@@ -270,9 +275,10 @@ def test_a_run_whose_start_raises_quarantines_its_batch_and_the_daemon_goes_on(
 
 
 def test_connections_over_the_cap_are_closed_at_once_and_the_daemon_recovers(
-    daemon: Daemon, saturn: Saturn
+    daemon: Daemon, tmp_path: Path, saturn: Saturn
 ) -> None:
     daemon.start("--nprocs", "1", "--max-connections", "4")
+    before = snapshot(tmp_path)
     held = [daemon.connect() for _ in range(4)]
     try:
         for _ in range(6):
@@ -291,13 +297,17 @@ def test_connections_over_the_cap_are_closed_at_once_and_the_daemon_recovers(
     # connections were seen closing.
     assert re.search(r"below the connection cap again; refused ([7-9]|\d\d+) connections",
                      daemon.log())  # fmt: skip
+    assert changes_outside(before, snapshot(tmp_path), ["state", "daemon-0.log"]) == []
 
 
 @pytest.mark.parametrize(
     "sent", [b"", b"\x00\x00\x00\x64" + b"x" * 10], ids=["nothing", "half a frame"]
 )
-def test_a_silent_connection_is_closed_after_the_idle_timeout(sent: bytes, daemon: Daemon) -> None:
+def test_a_silent_connection_is_closed_after_the_idle_timeout(
+    sent: bytes, daemon: Daemon, tmp_path: Path
+) -> None:
     daemon.start("--nprocs", "1", "--idle-timeout", "0.5")
+    before = snapshot(tmp_path)
     with daemon.connect() as sock:
         sock.sendall(sent)
         reply = reply_of(read_until_closed(sock))  # returns once the daemon closes it
@@ -305,14 +315,17 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout(sent: bytes, daemo
     assert "closed a connection: nothing received for 0.5 s" in daemon.log()
     # A client preempted for 0.5 s between connecting and sending is closed too: retry.
     wait_for(daemon.answers, what="ps after the idle connection")
+    assert changes_outside(before, snapshot(tmp_path), ["state", "daemon-0.log"]) == []
 
 
 def test_a_frame_header_over_the_cap_is_refused_before_anything_is_buffered(
     daemon: Daemon,
+    tmp_path: Path,
 ) -> None:
     daemon.start("--nprocs", "1", "--max-frame-mb", "16")
+    before = snapshot(tmp_path)
     pid = daemon.proc.pid  # type: ignore[union-attr]
-    before = rss_kib(pid)
+    rss_before = rss_kib(pid)
     with daemon.connect() as sock:
         sock.sendall((1 << 30).to_bytes(4, "big"))
         reply = reply_of(read_until_closed(sock))
@@ -323,8 +336,9 @@ def test_a_frame_header_over_the_cap_is_refused_before_anything_is_buffered(
         "type": "error",
         "message": "a frame of 1073741824 bytes is over the limit of 16777216",
     }
-    assert rss_kib(pid) < before + 8 * 1024
+    assert rss_kib(pid) < rss_before + 8 * 1024
     assert daemon.answers()
+    assert changes_outside(before, snapshot(tmp_path), ["state", "daemon-0.log"]) == []
 
 
 GARBAGE: dict[str, tuple[bytes, str]] = {
@@ -358,19 +372,24 @@ def test_garbage_gets_an_error_and_a_log_line_and_the_daemon_goes_on(
 
 def test_a_client_that_leaves_mid_frame_is_logged_and_the_daemon_goes_on(
     daemon: Daemon,
+    tmp_path: Path,
 ) -> None:
     daemon.start("--nprocs", "1")
+    before = snapshot(tmp_path)
     with daemon.connect() as sock:
         sock.sendall(b"\x00\x00\x01\x00partial")
     wait_for(lambda: "a client left before its request was complete" in daemon.log(),
              what="the log line")  # fmt: skip
     assert daemon.answers()
+    assert changes_outside(before, snapshot(tmp_path), ["state", "daemon-0.log"]) == []
 
 
 def test_running_out_of_descriptors_on_accept_is_logged_and_survived(
     daemon: Daemon,
+    tmp_path: Path,
 ) -> None:
     daemon.start("--nprocs", "1")
+    before = snapshot(tmp_path)
     pid = daemon.proc.pid  # type: ignore[union-attr]
     limit = len(os.listdir(f"/proc/{pid}/fd")) + 2
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
@@ -384,6 +403,7 @@ def test_running_out_of_descriptors_on_accept_is_logged_and_survived(
             sock.close()
     wait_for(daemon.answers, what="ps once descriptors are free again")
     assert "accepting connections again" in daemon.log()
+    assert changes_outside(before, snapshot(tmp_path), ["state", "daemon-0.log"]) == []
 
 
 # --- 4. the cause of the drain's InvalidStateError ----------------------------------------
