@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from saturn_async.daemon.protocol import SubmittedBatch
 from saturn_async.exceptions import InputError
+from saturn_async.spec import check_distinct_outputs
 from saturn_async.spec.models import Batch
 from saturn_async.spec.resolve import resolve_batch
 
@@ -20,26 +21,18 @@ _CONTROL = frozenset(map(chr, [*range(32), 127]))
 def check_submitted(submitted: list[SubmittedBatch]) -> None:
     """Raise InputError for the first batch of a submit request that ``saturn batch``
     would refuse, or for two runs of the request that share an output path."""
-    owner: dict[str, tuple[str, int]] = {}
     for number, item in enumerate(submitted):
-        check_source(item.source, f"$.batches[{number}].source")
+        _check_source(item.source, f"$.batches[{number}].source")
         admit(item.batch, item.source)
-        for index, run in enumerate(item.batch.runs):
-            assert run.remote_output_path is not None
-            first = owner.setdefault(run.remote_output_path, (item.source, index))
-            if first != (item.source, index):
-                raise InputError(
-                    f"{run.remote_output_path!r} is also the output path of "
-                    f"$.runs[{first[1]}] in {first[0]}",
-                    source=item.source,
-                    field=f"$.runs[{index}].remote_output_path",
-                )
+    check_distinct_outputs([(item.source, item.batch) for item in submitted])
 
 
-def check_source(source: str, field: str) -> None:
+def _check_source(source: str, field: str) -> None:
     if (not source.startswith("/") and "://" not in source) or _CONTROL.intersection(source):
         raise InputError(
-            f"{source!r} is not an absolute path or URL on one line", source="submit", field=field
+            f"{source!r:.200} is not an absolute path or URL on one line",
+            source="submit",
+            field=field,
         )
 
 
@@ -54,7 +47,7 @@ def admit(batch: Batch, source: str) -> None:
     for field, path in paths:
         if path is None or (not path.startswith("/") and "://" not in path):
             raise InputError(
-                f"{path!r} is not absolute; a submitted batch is resolved (every output "
+                f"{path!r:.200} is not absolute; a submitted batch is resolved (every output "
                 "path absolute)",
                 source=source,
                 field=field,

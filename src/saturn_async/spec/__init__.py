@@ -12,7 +12,14 @@ from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.paths import is_remote
 from saturn_async.spec.resolve import resolve_batch
 
-__all__ = ["Batch", "Run", "load_batch_file", "load_batch_files", "resolve_batch"]
+__all__ = [
+    "Batch",
+    "Run",
+    "check_distinct_outputs",
+    "load_batch_file",
+    "load_batch_files",
+    "resolve_batch",
+]
 
 
 def load_batch_file(
@@ -44,8 +51,15 @@ def _read_remote(url: str) -> bytes:
 def load_batch_files(paths: list[str], *, nprocs: int | None = None) -> list[Batch]:
     """Load several batch files; no two runs of any of them may share an output path."""
     batches = [load_batch_file(path, nprocs=nprocs) for path in paths]
+    check_distinct_outputs(list(zip(paths, batches, strict=True)))
+    return batches
+
+
+def check_distinct_outputs(named: list[tuple[str, Batch]]) -> None:
+    """InputError when two runs of these resolved batches (each with its source) share
+    an output path."""
     owner: dict[str, tuple[str, int]] = {}
-    for path, batch in zip(paths, batches, strict=True):
+    for path, batch in named:
         for index, run in enumerate(batch.runs):
             assert run.remote_output_path is not None
             first = owner.setdefault(run.remote_output_path, (path, index))
@@ -56,4 +70,3 @@ def load_batch_files(paths: list[str], *, nprocs: int | None = None) -> list[Bat
                     source=path,
                     field=f"$.runs[{index}].remote_output_path",
                 )
-    return batches
