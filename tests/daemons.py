@@ -1,4 +1,5 @@
-"""A real ``saturn daemon`` in a subprocess, for tests: start, wait on its socket, kill."""
+"""A real ``saturn daemon`` in a subprocess, for tests: start, wait on its socket, kill;
+and raw access to its socket and journal, for what no ``saturn`` command would send."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 
 from conftest import CLI, wait_for
-from saturn_async.daemon import protocol
+from saturn_async.daemon import journal, protocol
 from saturn_async.daemon.client import request
 from saturn_async.exceptions import DaemonError
 
@@ -99,3 +102,37 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def write_journal(self, records: list[journal.Record]) -> None:
+        """A journal as an earlier incarnation (of any version) could have left it."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "journal").write_bytes(b"".join(journal.encode(r) for r in records))
+
+    def connect(self) -> socket.socket:
+        """A raw connection to the control socket; reads give up after 30 s."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        sock.connect(self.socket)
+        return sock
+
+
+def framed(message: object) -> bytes:
+    """``message`` (any MessagePack-able value) as one frame of the control protocol."""
+    data = msgspec.msgpack.encode(message)
+    return len(data).to_bytes(4, "big") + data
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the daemon sends on ``sock`` until it closes the connection."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def reply_of(data: bytes) -> dict[str, Any]:
+    """The one reply frame in ``data``, decoded."""
+    assert len(data) >= 4 and int.from_bytes(data[:4], "big") == len(data) - 4, data[:64]
+    reply: dict[str, Any] = msgspec.msgpack.decode(data[4:])
+    return reply

@@ -53,6 +53,21 @@ from saturn_async.daemon.service import Daemon
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), help="The daemon's own log on stderr."
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    help="Control connections open at once; more get an error and are closed [64].",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Close a control connection that sends (or reads) nothing this long [30].",
+)
+@click.option(
+    "--max-frame-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    help="The largest request accepted on the control socket, in MB [256].",
+)
 def daemon(
     nprocs: int | None,
     config_path: str | None,
@@ -66,6 +81,9 @@ def daemon(
     staging_dir: str | None,
     min_free_mb: float | None,
     log_format: str | None,
+    max_connections: int | None,
+    idle_timeout: float | None,
+    max_frame_mb: float | None,
 ) -> None:
     """Run submitted batches on this machine's slots until drained or stopped.
 
@@ -85,6 +103,9 @@ def daemon(
         "staging_dir": staging_dir,
         "min_free_mb": min_free_mb,
         "log_format": log_format,
+        "max_connections": max_connections,
+        "idle_timeout": idle_timeout,
+        "max_frame_mb": max_frame_mb,
     }
     config = load_config(config_path, overrides)
     paths = daemon_paths(name, state_dir, socket)

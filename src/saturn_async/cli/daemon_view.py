@@ -44,6 +44,11 @@ def render_snapshot(snapshot: Snapshot, *, max_runs: int | None = None) -> Group
                 b.source,
             )
         parts.append(batches)
+        parts.extend(
+            Text(f"{b.id} quarantined: {b.quarantined}", style="red")
+            for b in s.batches
+            if b.quarantined is not None
+        )
     if s.running:
         runs = Table(box=None, header_style="bold", pad_edge=False)
         for column in ("slot", "run", "attempt", "pid", "elapsed", "cmd"):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 
-from saturn_async.daemon.protocol import Error, ProtocolError, Reply, Request, receive_reply, send
+from saturn_async.daemon.protocol import Error, ProtocolError, Reply, Request, frame, receive_reply
 from saturn_async.exceptions import DaemonError
 
 
 async def request(socket_path: str, message: Request) -> Reply:
+    data = frame(message)  # before connecting: the daemon closes idle connections
     try:
         stream = await anyio.connect_unix(socket_path)
     except (FileNotFoundError, ConnectionRefusedError):
@@ -18,8 +21,11 @@ async def request(socket_path: str, message: Request) -> Reply:
     except OSError as exc:
         raise DaemonError(f"{socket_path}: cannot reach the daemon: {exc.strerror}") from exc
     async with stream:
+        # A daemon at its connection cap answers and closes before reading anything, so
+        # the send may fail; its answer is read all the same.
+        with contextlib.suppress(anyio.BrokenResourceError, OSError):
+            await stream.send(data)
         try:
-            await send(stream, message)
             reply = await receive_reply(stream)
         except ProtocolError as exc:
             raise DaemonError(f"{socket_path}: {exc}") from exc

@@ -25,9 +25,25 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     min_free_mb: NonNegative = 64.0
     """Start no run while the state, staging or an output directory has less free."""
     log_format: Literal["text", "json"] = "text"
+    max_connections: AtLeastOne = 64
+    """Control connections open at once; one more gets an error and is closed at once."""
+    idle_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Seconds a control connection may wait for the client's next byte (or for it to
+    read the reply) before it is closed."""
+    max_frame_mb: Annotated[float, msgspec.Meta(gt=0)] = 256.0
+    """The largest request (a submit of a million runs is about 100 MB)."""
 
 
-RELOADABLE = ("nprocs", "grace", "shutdown_grace", "log_chunk_minutes", "min_free_mb")
+RELOADABLE = (
+    "nprocs",
+    "grace",
+    "shutdown_grace",
+    "log_chunk_minutes",
+    "min_free_mb",
+    "max_connections",
+    "idle_timeout",
+    "max_frame_mb",
+)
 """What SIGHUP changes; the rest needs a restart (the log says so when it differs)."""
 
 

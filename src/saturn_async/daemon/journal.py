@@ -100,6 +100,16 @@ class Cancel(Record, tag="cancel"):
     """None: every queued run of the batch."""
 
 
+class Quarantine(Record, tag="quarantine"):
+    """A batch whose replay failed, or one of whose runs failed to start in a way the
+    run could not record: none of its runs start any more (it waits for a cancel)."""
+
+    batch: str
+    reason: str
+    index: int | None = None
+    """The run whose start failed: no longer in flight, and left queued."""
+
+
 class Progress(Record, tag="progress"):
     """A snapshot of a live batch's runs: status per index, -1 pending, -2 cancelled."""
 
@@ -114,7 +124,7 @@ class Done(Record, tag="done"):
     info: BatchInfo
 
 
-AnyRecord = Header | Accept | Launch | Start | Finish | Lost | Cancel | Progress | Done
+AnyRecord = Header | Accept | Launch | Start | Finish | Lost | Cancel | Quarantine | Progress | Done
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyRecord)
 

@@ -28,3 +28,8 @@ class DaemonLog:
         # With stderr gone (a closed pipe) the daemon goes on without its log.
         with contextlib.suppress(OSError):
             print(line, file=sys.stderr, flush=True)
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected exception in one line: its type and message."""
+    return f"{type(exc).__name__}: {exc}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 
+import anyio
 import anyio.abc
 import msgspec
 
@@ -18,7 +19,9 @@ from saturn_async.spec.models import Batch
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 1 << 31
-"""The largest frame either side accepts (a submit of a million runs is about 100 MB)."""
+"""The largest reply a client accepts; the daemon caps requests lower (``max_frame_mb``)."""
+LARGE_FRAME = 1 << 20
+"""Requests larger than this are read one at a time (see :func:`receive_request`)."""
 _LENGTH = struct.Struct(">I")
 
 
@@ -76,6 +79,9 @@ class BatchInfo(msgspec.Struct, kw_only=True):
     cancelled: int
     lost: int
     """Attempts lost to a daemon crash (their runs were run again)."""
+    quarantined: str | None = None
+    """Why none of the batch's runs start any more (its replay, or a run's start,
+    failed); its queued runs wait for ``saturn cancel``."""
 
 
 class RunInfo(msgspec.Struct, kw_only=True):
@@ -126,17 +132,23 @@ class ProtocolError(Exception):
     """A frame that is not a message of this protocol; the text says why."""
 
 
-async def send(stream: anyio.abc.ByteSendStream, message: Request | Reply) -> None:
+def frame(message: Request | Reply) -> bytes:
+    """``message`` as it goes on the wire: its length, then its MessagePack."""
     data = _encoder.encode(message)
-    await stream.send(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
 
 
-async def _receive_frame(stream: anyio.abc.ByteReceiveStream) -> bytes:
+async def _receive_frame(
+    stream: anyio.abc.ByteReceiveStream, max_frame: int, large: anyio.Lock | None = None
+) -> bytes:
     header = await _receive_exactly(stream, _LENGTH.size)
     (length,) = _LENGTH.unpack(header)
-    if length > MAX_FRAME:
-        raise ProtocolError(f"a frame of {length} bytes is over the limit of {MAX_FRAME}")
-    return await _receive_exactly(stream, length)
+    if length > max_frame:
+        raise ProtocolError(f"a frame of {length} bytes is over the limit of {max_frame}")
+    if large is None or length <= LARGE_FRAME:
+        return await _receive_exactly(stream, length)
+    async with large:
+        return await _receive_exactly(stream, length)
 
 
 async def _receive_exactly(stream: anyio.abc.ByteReceiveStream, size: int) -> bytes:
@@ -146,11 +158,16 @@ async def _receive_exactly(stream: anyio.abc.ByteReceiveStream, size: int) -> by
     return bytes(parts)
 
 
-async def receive_request(stream: anyio.abc.ByteReceiveStream) -> Request:
-    frame = await _receive_frame(stream)
+async def receive_request(
+    stream: anyio.abc.ByteReceiveStream, max_frame: int, large: anyio.Lock
+) -> Request:
+    """The request on ``stream``. A frame over ``max_frame`` bytes is refused from its
+    header, before any of it is read; frames over :data:`LARGE_FRAME` are read while
+    holding ``large``, so at most one large frame is in memory at a time."""
+    data = await _receive_frame(stream, max_frame, large)
     try:
-        version = _version_decoder.decode(frame).protocol
-    except msgspec.DecodeError as exc:
+        version = _version_decoder.decode(data).protocol
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ProtocolError(f"not a request: {exc}") from exc
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -158,16 +175,16 @@ async def receive_request(stream: anyio.abc.ByteReceiveStream) -> Request:
             "use the saturn of the daemon's version"
         )
     try:
-        request: Request = _request_decoder.decode(frame)
-    except msgspec.DecodeError as exc:
+        request: Request = _request_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ProtocolError(f"not a request: {exc}") from exc
     return request
 
 
 async def receive_reply(stream: anyio.abc.ByteReceiveStream) -> Reply:
-    frame = await _receive_frame(stream)
+    data = await _receive_frame(stream, MAX_FRAME)
     try:
-        reply: Reply = _reply_decoder.decode(frame)
+        reply: Reply = _reply_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"not a reply of protocol {PROTOCOL_VERSION}: {exc}") from exc
     return reply

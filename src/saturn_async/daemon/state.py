@@ -23,6 +23,7 @@ from saturn_async.daemon.journal import (
     Launch,
     Lost,
     Progress,
+    Quarantine,
     Record,
     Start,
 )
@@ -64,6 +65,8 @@ class BatchState:
         self.lost_events: dict[int, list[Event]] = {}
         self.lost = 0
         self.succeeded = self.failed = self.cancelled = 0
+        self.quarantined: str | None = None
+        """Why none of its runs start any more (see ``journal.Quarantine``)."""
         self._cursor = 0
 
     @property
@@ -112,6 +115,7 @@ class BatchState:
             failed=self.failed,
             cancelled=self.cancelled,
             lost=self.lost,
+            quarantined=self.quarantined,
         )
 
 
@@ -130,7 +134,8 @@ class DaemonState:
 
     @property
     def queued(self) -> int:
-        return sum(b.queued for b in self.batches.values())
+        """Runs that will start (not those of quarantined batches)."""
+        return sum(b.queued for b in self.batches.values() if b.quarantined is None)
 
     def running(self) -> Iterator[tuple[BatchState, Attempt]]:
         for batch in self.batches.values():
@@ -141,7 +146,7 @@ class DaemonState:
         """The next queued run in submission order, handed out once."""
         while self._dispatch:
             batch = self._dispatch[0]
-            if batch.id in self.batches:
+            if batch.id in self.batches and batch.quarantined is None:
                 index = batch.next_queued()
                 if index is not None:
                     return batch, index
@@ -187,17 +192,7 @@ class DaemonState:
                     self.failed += 1
                 self._retire_if_finished(batch)
             case Lost():
-                batch = self.batches[record.batch]
-                batch.running.pop(record.index, None)
-                batch.attempts[record.index] = record.attempt
-                batch.lost += 1
-                event = Event(
-                    type="lost",
-                    utctimestamp=record.at,
-                    attempt=record.attempt,
-                    pid=record.pid or None,
-                )
-                batch.lost_events.setdefault(record.index, []).append(event)
+                self._apply_lost(record)
             case Cancel():
                 batch = self.batches[record.batch]
                 indexes = range(batch.total) if record.index is None else (record.index,)
@@ -207,6 +202,8 @@ class DaemonState:
                         batch.lost_events.pop(index, None)
                         batch.attempts.pop(index, None)
                 self._retire_if_finished(batch)
+            case Quarantine():
+                self._apply_quarantine(record)
             case Progress():
                 batch = self.batches[record.batch]
                 for index, status in enumerate(record.statuses):
@@ -216,6 +213,23 @@ class DaemonState:
                 self._retire_if_finished(batch)
             case Done():
                 self.done.append(record.info)
+
+    def _apply_lost(self, record: Lost) -> None:
+        batch = self.batches[record.batch]
+        batch.running.pop(record.index, None)
+        batch.attempts[record.index] = record.attempt
+        batch.lost += 1
+        event = Event(
+            type="lost", utctimestamp=record.at, attempt=record.attempt, pid=record.pid or None
+        )
+        batch.lost_events.setdefault(record.index, []).append(event)
+
+    def _apply_quarantine(self, record: Quarantine) -> None:
+        batch = self.batches[record.batch]
+        batch.quarantined = record.reason
+        if record.index is not None:
+            batch.running.pop(record.index, None)
+        self._retire_if_finished(batch)
 
     def _retire_if_finished(self, batch: BatchState) -> None:
         if batch.finished:
@@ -248,6 +262,8 @@ class DaemonState:
             records.append(
                 Progress(batch=batch.id, statuses=batch.statuses.tolist(), lost=batch.lost)
             )
+            if batch.quarantined is not None:
+                records.append(Quarantine(batch=batch.id, reason=batch.quarantined))
             for a in batch.running.values():
                 if not a.pid:
                     records.append(

@@ -14,7 +14,14 @@ from saturn_async.spec.paths import is_remote
 from saturn_async.spec.resolve import resolve_batch
 from saturn_async.spec.results_dirs import check_local_results_dirs
 
-__all__ = ["Batch", "Run", "load_batch_file", "load_batch_files", "resolve_batch"]
+__all__ = [
+    "Batch",
+    "Run",
+    "check_distinct_outputs",
+    "load_batch_file",
+    "load_batch_files",
+    "resolve_batch",
+]
 
 
 def load_batch_file(
@@ -60,8 +67,16 @@ def load_batch_files(
     batches = [
         load_batch_file(path, nprocs=nprocs, max_input_size=max_input_size) for path in paths
     ]
+    check_distinct_outputs(list(zip(paths, batches, strict=True)))
+    check_local_results_dirs(batches, paths)
+    return batches
+
+
+def check_distinct_outputs(named: list[tuple[str, Batch]]) -> None:
+    """InputError when two runs of these resolved batches (each with its source) share
+    an output path."""
     owner: dict[str, tuple[str, int]] = {}
-    for path, batch in zip(paths, batches, strict=True):
+    for path, batch in named:
         for index, run in enumerate(batch.runs):
             assert run.remote_output_path is not None
             first = owner.setdefault(run.remote_output_path, (path, index))
@@ -72,5 +87,3 @@ def load_batch_files(
                     source=path,
                     field=f"$.runs[{index}].remote_output_path",
                 )
-    check_local_results_dirs(batches, paths)
-    return batches
