@@ -42,7 +42,7 @@ def test_example_kubernetes_sweep_prints_valid_manifests(tmp_path, saturn):
     done = saturn("run", "examples/run-kubernetes.yaml", "--dry-run")
     assert done.returncode == 0, done.stderr
     objects = list(yaml.safe_load_all(done.stdout))
-    assert [o["kind"] for o in objects] == ["ConfigMap", "Job"]
+    assert [o["kind"] for o in objects] == ["Secret", "Job"]  # batch files hold env
     for obj in objects:
         kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
     assert objects[1]["spec"]["completions"] == 2

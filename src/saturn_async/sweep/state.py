@@ -83,8 +83,8 @@ def load_record(name: str) -> SweepRecord:
 
 def check_name_free(name: str, *, replace: bool) -> None:
     """Refuse a name in use unless ``replace``, or a store that is not private to us
-    (InputError)."""
-    _private_dirs(store_root())
+    (InputError). Creates nothing: a refused sweep leaves no trace."""
+    _private_dirs(store_root(), create=False)
     if not replace and (sweep_dir(name) / RECORD).exists():
         raise InputError(
             f"a sweep named {name!r} exists; pass --replace to forget it and reuse "
@@ -109,19 +109,24 @@ def create(record: SweepRecord, batches: list[Batch], *, replace: bool) -> Path:
     return directory
 
 
-def _private_dirs(directory: Path) -> None:
+def _private_dirs(directory: Path, *, create: bool = True) -> None:
     """Create ``directory`` and the store's directories above it, 0700; tighten ours that
-    are looser; refuse one that is not a directory or is another user's."""
+    are looser; refuse one that is not a directory or is another user's. Without
+    ``create``, only check the ones that exist."""
     top = store_root().parent
-    top.parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        top.parent.mkdir(parents=True, exist_ok=True)
     for path in [*reversed(directory.relative_to(top).parents), directory.relative_to(top)]:
         level = top / path
         try:
-            os.mkdir(level, 0o700)
-            continue
+            if create:
+                os.mkdir(level, 0o700)
+                continue
+            info = os.stat(level)
         except FileExistsError:
-            pass
-        info = os.stat(level)
+            info = os.stat(level)
+        except FileNotFoundError:
+            return  # nothing below it exists either
         if not stat.S_ISDIR(info.st_mode):
             raise InputError("the sweep state store: not a directory", source=str(level))
         if info.st_uid != os.geteuid():
@@ -130,7 +135,7 @@ def _private_dirs(directory: Path) -> None:
                 "(it holds the runs' env); remove it or set XDG_DATA_HOME",
                 source=str(level),
             )
-        if stat.S_IMODE(info.st_mode) & 0o077:
+        if create and stat.S_IMODE(info.st_mode) & 0o077:
             os.chmod(level, 0o700)
 
 
