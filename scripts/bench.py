@@ -668,6 +668,8 @@ def main() -> None:
     args = parser.parse_args()
     sections = set(args.only or SECTIONS)
     root = scratch_root()
+    # Private staging inside the scratch root: saturn refuses one that is not 0700 and ours.
+    os.environ["SATURN_STAGING_DIR"] = str(root / "staging")
     try:
         if "throughput" in sections:
             throughput(root, args.runs, args.repeats)
