@@ -285,28 +285,17 @@ class S3Storage(Storage):
             raise
 
     async def get(self, location: str) -> bytes | None:
-        bucket, key = split_url(location)
-
-        async def attempt() -> bytes | None:
-            try:
-                response = await self._client.get_object(Bucket=bucket, Key=key)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    return None
-                raise
-            async with response["Body"] as body:
-                data: bytes = await body.read()
-                return data
-
-        return await self._call("GetObject", location, attempt)
+        return await self._get_object(location)
 
     async def get_range(self, location: str, start: int, length: int) -> bytes | None:
+        return await self._get_object(location, Range=f"bytes={start}-{start + length - 1}")
+
+    async def _get_object(self, location: str, **options: str) -> bytes | None:
         bucket, key = split_url(location)
-        wanted = f"bytes={start}-{start + length - 1}"
 
         async def attempt() -> bytes | None:
             try:
-                response = await self._client.get_object(Bucket=bucket, Key=key, Range=wanted)
+                response = await self._client.get_object(Bucket=bucket, Key=key, **options)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     return None
