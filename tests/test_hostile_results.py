@@ -174,6 +174,42 @@ def test_local_results_dir_that_needs_moving_what_saturn_did_not_create_is_refus
     assert changes_outside(before, snapshot(tmp_path), []) == []
 
 
+@pytest.mark.parametrize("spelling", ["out/0/results", "{tmp}/out//0/results/"])
+def test_the_runs_own_results_dir_is_accepted_however_it_is_spelled(
+    spelling: str, tmp_path: Path, saturn: Saturn
+) -> None:
+    given = spelling.format(tmp=tmp_path)
+    job = write_batch(tmp_path, "out", [{"cmd": f"echo r > {R}/r", "local_results_dir": given}])
+    result = saturn("batch", "-q", str(job))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out/0/results/r").read_text() == "r\n"
+
+
+def test_a_spooled_file_whose_local_results_dir_exists_is_rejected(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep").write_text("keep")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    daemon.start("--nprocs", "1", "--spool", str(spool))
+    job = write_batch(
+        tmp_path,
+        str(tmp_path / "out"),
+        [{"cmd": "true", "local_results_dir": str(mine)}],
+    )
+    before = snapshot(tmp_path)
+    os.rename(job, spool / "a.json")
+    wait_for((spool / "rejected/a.json").exists, what="the spooled file rejected")
+    assert (mine / "keep").read_text() == "keep"
+    assert not (tmp_path / "out").exists()
+    assert (
+        changes_outside(before, snapshot(tmp_path), ["spool", "job.json", "state", "daemon-0.log"])
+        == []
+    )
+
+
 # --- local_results_dir that saturn creates: collected, links kept, FIFOs not opened ---
 
 

@@ -183,3 +183,21 @@ def test_a_second_split_may_replace_what_the_first_wrote(tmp_path: Path, saturn)
     recorded = json.loads((tmp_path / "c" / ".saturn-split").read_text())
     assert recorded == ["0.json", "recipe.yaml", "sync-workspace.tar.gz"]
     assert (tmp_path / "c" / "0.json").stat().st_mode & 0o777 == 0o600  # it holds env
+
+
+def test_an_s3_job_file_splits_into_an_existing_outdir(
+    s3: str, tmp_path: Path, saturn: Callable[..., object]
+) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    (tmp_path / "job.json").write_text(job(2))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    copy = [sys.executable, "-m", "awscli", "s3", "cp", "job.json", f"{s3}/job.json"]
+    subprocess.run(copy, cwd=tmp_path, check=True, capture_output=True)
+    result = saturn("split", "recipe.yaml", f"{s3}/job.json", "c")
+    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    assert (tmp_path / "c" / "0.json").exists()
+    assert (tmp_path / "c" / "notes.txt").read_text() == "mine"

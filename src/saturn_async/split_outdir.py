@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 
 from saturn_async.exceptions import InputError
+from saturn_async.spec.paths import is_remote
 from saturn_async.storage.local import write_atomically
 
 MANIFEST = ".saturn-split"
@@ -62,12 +63,16 @@ def plan_outdir(
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(out)) from exc
     ours = _recorded(out) if MANIFEST in entries else set()
-    job = os.stat(job_path)
+    # An s3:// job file cannot be one of OUTDIR's files.
+    job = (-1, -1)
+    if not is_remote(job_path):
+        info = os.stat(job_path)
+        job = info.st_dev, info.st_ino
     for name in sorted(targets & entries.keys()):
         entry = entries[name]
         info = entry.stat(follow_symlinks=False)
         path = str(out / name)
-        if _identity(entry) == (job.st_dev, job.st_ino):
+        if _identity(entry) == job:
             raise InputError("is the job file being split; choose another OUTDIR", source=path)
         if not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
             raise InputError("exists and is not a regular file", source=path)
@@ -80,7 +85,7 @@ def plan_outdir(
     present = {
         name
         for name in ours - targets
-        if name in entries and _identity(entries[name]) != (job.st_dev, job.st_ino)
+        if name in entries and _identity(entries[name]) != job
     }
     stale = {
         name

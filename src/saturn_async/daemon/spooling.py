@@ -10,7 +10,7 @@ import anyio.to_thread
 from saturn_async.daemon.requests import Requests
 from saturn_async.daemon.spool import Spool, SpoolFile
 from saturn_async.exceptions import SaturnError
-from saturn_async.spec import load_batch_file
+from saturn_async.spec import load_batch_files
 
 
 class Spooling(Requests):
@@ -32,7 +32,8 @@ class Spooling(Requests):
 
     async def _take_spooled(self, spool: Spool, file: SpoolFile) -> None:
         try:
-            batch = await anyio.to_thread.run_sync(load_batch_file, file.claimed)
+            # load_batch_files also checks local_results_dir (a path saturn must create).
+            [batch] = await anyio.to_thread.run_sync(load_batch_files, [file.claimed])
             await self.supervisor.open_roots([batch])
         except SaturnError as exc:
             reason = str(exc).replace(file.claimed, os.path.basename(file.claimed))

@@ -47,6 +47,8 @@ def check_local_results_dirs(batches: Sequence[Batch], sources: Sequence[str]) -
                     field=field,
                 )
             path = run.local_results_dir = os.path.abspath(given)
+            if path == f"{output}/{_RESULTS}":  # the run's own, spelled another way
+                continue
             if os.path.lexists(path):
                 raise InputError(
                     f"{given!r} exists already; saturn creates this directory for the run and "
