@@ -83,9 +83,7 @@ def plan_outdir(
                 source=path,
             )
     present = {
-        name
-        for name in ours - targets
-        if name in entries and _identity(entries[name]) != job
+        name for name in ours - targets if name in entries and _identity(entries[name]) != job
     }
     stale = {
         name

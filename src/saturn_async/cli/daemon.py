@@ -5,14 +5,14 @@ from __future__ import annotations
 import anyio
 import click
 
-from saturn_async.cli.options import daemon_options
+from saturn_async.cli.options import SLOTS, daemon_options
 from saturn_async.daemon.config import DaemonConfig, load_config
 from saturn_async.daemon.paths import DaemonPaths, daemon_paths
 from saturn_async.daemon.service import Daemon
 
 
 @click.command()
-@click.option("--nprocs", type=click.IntRange(min=1), help="Slots [default: number of CPUs].")
+@click.option("--nprocs", type=SLOTS, help="Slots [default: number of CPUs].")
 @click.option(
     "--config",
     "config_path",

@@ -20,18 +20,10 @@ import stat
 
 import anyio
 
+from saturn_async.exceptions import StopRequested
 from saturn_async.supervisor import Supervisor
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
-class StopRequested(KeyboardInterrupt):
-    """One of STOP_SIGNALS arrived outside an event loop's signal receiver; a
-    KeyboardInterrupt, so code that handles Ctrl-C there handles every one of them."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 def raise_on_stop_signals() -> None:

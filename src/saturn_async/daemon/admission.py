@@ -13,10 +13,9 @@ from saturn_async.daemon.protocol import SubmittedBatch
 from saturn_async.exceptions import InputError
 from saturn_async.spec import check_distinct_outputs
 from saturn_async.spec.models import Batch
+from saturn_async.spec.paths import CONTROL_CHARACTERS
 from saturn_async.spec.resolve import resolve_batch
 from saturn_async.spec.results_dirs import check_local_results_dirs
-
-_CONTROL = frozenset(map(chr, [*range(32), 127]))
 
 
 def check_submitted(submitted: list[SubmittedBatch]) -> None:
@@ -32,7 +31,8 @@ def check_submitted(submitted: list[SubmittedBatch]) -> None:
 
 
 def _check_source(source: str, field: str) -> None:
-    if (not source.startswith("/") and "://" not in source) or _CONTROL.intersection(source):
+    relative = not source.startswith("/") and "://" not in source
+    if relative or CONTROL_CHARACTERS.intersection(source):
         raise InputError(
             f"{source!r:.200} is not an absolute path or URL on one line",
             source="submit",

@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 import msgspec
 
 from saturn_async.spec.decode import convert_section, load_yaml_mapping
-from saturn_async.spec.models import AtLeastOne, NonNegative
+from saturn_async.spec.models import AtLeastOne, NonNegative, Slots
 
 
 class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    nprocs: AtLeastOne = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
+    nprocs: Slots = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
     """Slots: runs at a time (default: the number of CPUs)."""
     grace: NonNegative = 10.0
     """Seconds between SIGTERM and SIGKILL when stopping a run."""

@@ -39,7 +39,7 @@ from saturn_async.daemon.protocol import (
     frame,
     receive_request,
 )
-from saturn_async.exceptions import InputError
+from saturn_async.exceptions import IdleConnection, InputError
 
 Handler = Callable[[Request], Awaitable[Reply]]
 _PEERCRED = struct.Struct("3i")
@@ -85,10 +85,6 @@ def peer_uid(sock: socket.socket) -> int:
         sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     )
     return int(uid)
-
-
-class IdleConnection(Exception):
-    """The peer sent or read nothing for ``idle_timeout`` seconds."""
 
 
 class Connection(anyio.abc.ByteStream):

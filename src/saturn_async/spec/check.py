@@ -25,8 +25,9 @@ _POINTER = 8
 _KERNEL_ARG_MAX = 6 << 20
 """``_STK_LIM / 4 * 3``: the kernel's cap on arguments and environment, whatever the
 stack limit."""
-SATURN_ENV_MARGIN = 3 * (4096 + 64)
-"""Room for the ``SATURN_RUN_*`` variables the supervisor adds (paths, at most PATH_MAX)."""
+SATURN_ENV_MARGIN = 4 * (4096 + 64)
+"""Room for the variables the supervisor adds: the three ``SATURN_RUN_*`` and the
+daemon's ``SATURN_DAEMON_RUN_ID`` (paths, at most PATH_MAX, each with its name)."""
 
 
 def check_runnable(batch: Batch, source: str) -> None:
@@ -36,7 +37,7 @@ def check_runnable(batch: Batch, source: str) -> None:
     inherited = _env_bytes(os.environb) + _env_bytes(batch.env or {})
     # What one run's cmd and env may take: ARG_MAX less `sh -c`, the inherited
     # environment and the supervisor's variables.
-    budget = _arg_max() - inherited - SATURN_ENV_MARGIN - len(b"sh\0-c\0") - 3 * _POINTER
+    budget = _arg_max() - inherited - SATURN_ENV_MARGIN - len(b"sh\0-c\0") - 4 * _POINTER
     # A command this short fits both limits, however many bytes each character takes:
     # most runs need no more than the NUL test.
     short = min(MAX_ARG_BYTES, budget) // 4

@@ -46,8 +46,7 @@ def decode_document(path: str | Path, data: bytes, type_: type[T]) -> T:
     object is an error, as it is in YAML.
     """
     source = str(path)
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
+    data = _without_bom(data)
     if not is_yaml_path(path, data):
         try:
             decoded = msgspec.json.decode(data, type=type_)
@@ -82,9 +81,7 @@ def convert_section(obj: object, type_: type[T], *, source: str, field: str) -> 
 
 def load_yaml_mapping(path: str | Path, max_size: int | None = None) -> dict[str, Any]:
     """Load a YAML file whose top level must be a mapping (a recipe)."""
-    data = read_input(path, max_size)
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
+    data = _without_bom(read_input(path, max_size))
     obj = load_yaml(_text(data, str(path)), str(path))
     if not isinstance(obj, dict):
         raise InputError(
@@ -98,6 +95,11 @@ def _text(data: bytes, source: str) -> str:
         return data.decode()
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text (byte {exc.start})", source=source) from exc
+
+
+def _without_bom(data: bytes) -> bytes:
+    """``data`` less a UTF-8 byte order mark at its start (editors on Windows add one)."""
+    return data[len(_BOM) :] if data.startswith(_BOM) else data
 
 
 def _kind(obj: object) -> str:

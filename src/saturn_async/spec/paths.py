@@ -20,9 +20,11 @@ PATH_MAX = 4096 - 1
 """Linux: the longest path a system call takes, in bytes (4096 with its NUL)."""
 S3_KEY_MAX = 1024
 """The longest S3 object key, in UTF-8 bytes."""
+CONTROL_CHARACTERS = frozenset(chr(c) for c in (*range(32), 127))
+"""What no S3 key (its XML listings) and no one-line name may hold."""
 OWN_NAMES_MARGIN = 64
 """Bytes left below an output location for the names saturn writes there
-(``status_code.tmp-PID``, ``stdout.2/000001``, ``.saturn/ledger/...``)."""
+(``status_code.tmp-<16 hex>``, ``stdout.2/000001``, ``.saturn/ledger/...``)."""
 
 
 def normalize_location(value: str, *, source: str, field: str) -> str:

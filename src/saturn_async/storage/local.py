@@ -25,6 +25,7 @@ from saturn_async.storage.layout import (
     parse_status,
 )
 from saturn_async.storage.results_walk import (
+    DIRECTORY_FLAGS,
     LINK,
     Entry,
     ResultsReport,
@@ -36,7 +37,6 @@ from saturn_async.storage.results_walk import (
 # A temporary is always a new file: never a link or a file someone planted under its name.
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def write_atomically(
@@ -108,7 +108,7 @@ def open_below(dir_fd: int, relative: str, mode: int = 0o777) -> int:
             walked = f"{walked}/{name}" if walked else name
             make_directory(name, fd, mode)
             try:
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                child = os.open(name, DIRECTORY_FLAGS, dir_fd=fd)
             except OSError as exc:
                 raise _not_followed(exc, name, fd, walked) from exc
             if fd != dir_fd:
@@ -181,7 +181,7 @@ def open_private_directory(path: str) -> int:
         reason = f"cannot create it as a staging directory: {exc.strerror}"
         raise InputError(reason, source=path) from exc
     try:
-        fd = os.open(path, _DIR_FLAGS)
+        fd = os.open(path, DIRECTORY_FLAGS)
     except OSError as exc:
         reason = _not_followed(exc, path, None, path).strerror or str(exc)
         raise InputError(f"{reason}; refusing it as a staging directory", source=path) from exc

@@ -24,7 +24,7 @@ from saturn_async.storage.layout import RESULTS, RESULTS_NOT_SAVED, Event, utcno
 MAX_REPORTED = 100
 """Entries named in a run's events per kind (skipped, failed); the rest are counted."""
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 LINK = "a symbolic link"
 _KINDS = (
     (stat.S_ISLNK, LINK),
@@ -185,7 +185,7 @@ class _Level:
 
     @classmethod
     def open(cls, relative: str, name: str, parent: int | None) -> _Level:
-        fd = os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
+        fd = os.open(name, DIRECTORY_FLAGS, dir_fd=parent)
         try:
             return cls(relative, fd, os.scandir(fd))
         except BaseException:

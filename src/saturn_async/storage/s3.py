@@ -31,14 +31,13 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from saturn_async.exceptions import StorageError
+from saturn_async.spec.paths import CONTROL_CHARACTERS, S3_KEY_MAX
 from saturn_async.storage.base import Storage, StoredObject
 from saturn_async.storage.results_walk import open_regular, read_at
 from saturn_async.storage.retry import retry_transient
 
 T = TypeVar("T")
 
-MAX_KEY_BYTES = 1024
-"""S3 refuses longer keys (KeyTooLongError)."""
 MULTIPART_THRESHOLD = 16 * 2**20
 PART_SIZE = 8 * 2**20
 CHECKSUM_ALGORITHM = "CRC32"
@@ -65,7 +64,6 @@ _REASONS = {
     "403": "access denied",
     "404": "no such bucket",
 }
-_CONTROL = frozenset(chr(c) for c in (*range(32), 127))
 
 
 def key_problem(key: str) -> str | None:
@@ -79,9 +77,9 @@ def key_problem(key: str) -> str | None:
         size = len(key.encode())
     except UnicodeEncodeError:
         return "its name is not UTF-8, which S3 keys must be"
-    if size > MAX_KEY_BYTES:
-        return f"its S3 key is {size:,} bytes; S3 takes at most {MAX_KEY_BYTES:,}"
-    if not _CONTROL.isdisjoint(key):
+    if size > S3_KEY_MAX:
+        return f"its S3 key is {size:,} bytes; S3 takes at most {S3_KEY_MAX:,}"
+    if not CONTROL_CHARACTERS.isdisjoint(key):
         return "its name holds a control character, which S3 listings cannot carry"
     return None
 
