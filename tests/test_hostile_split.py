@@ -201,3 +201,20 @@ def test_an_s3_job_file_splits_into_an_existing_outdir(
     assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
     assert (tmp_path / "c" / "0.json").exists()
     assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
+
+
+def test_a_directory_under_a_recorded_name_is_neither_removed_nor_written(
+    tmp_path: Path, saturn: Callable[..., object]
+) -> None:
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    (tmp_path / "job.json").write_text(job(3))
+    first = saturn("split", "--batch-size", "1", "recipe.yaml", "job.json", "o")
+    assert first.returncode == 0, first.stderr  # type: ignore[attr-defined]
+    (tmp_path / "o" / "2.json").unlink()
+    (tmp_path / "o" / "2.json").mkdir()
+    (tmp_path / "o" / "2.json" / "keep").write_text("mine")
+    result = saturn("split", "--batch-size", "3", "recipe.yaml", "job.json", "o")
+    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    assert (tmp_path / "o" / "2.json" / "keep").read_text() == "mine"
+    assert not (tmp_path / "o" / "1.json").exists()
+    assert "2.json" not in json.loads((tmp_path / "o" / ".saturn-split").read_text())

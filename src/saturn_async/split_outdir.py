@@ -83,7 +83,12 @@ def plan_outdir(
                 source=path,
             )
     present = {
-        name for name in ours - targets if name in entries and _identity(entries[name]) != job
+        name
+        for name in ours - targets
+        if name in entries
+        and _identity(entries[name]) != job
+        # A directory put under a recorded name is not split's: neither removed nor kept.
+        and not entries[name].is_dir(follow_symlinks=False)
     }
     stale = {
         name

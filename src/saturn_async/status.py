@@ -22,7 +22,7 @@ from saturn_async.storage.layout import (
     decode_events,
 )
 from saturn_async.storage.ledger import read_ledger
-from saturn_async.storage.local import read_status_code
+from saturn_async.storage.local import read_regular, read_status_code
 
 _RUN_MARKERS = frozenset((STATUS_CODE, STATUS, EVENTS, STDOUT, STDERR, LOG))
 
@@ -118,8 +118,7 @@ def _run_dirs(root: str) -> Iterator[str]:
 
 def _command_from_events(run_dir: str) -> str | None:
     try:
-        with open(os.path.join(run_dir, EVENTS), "rb") as f:
-            events = decode_events(f.read())
+        events = decode_events(read_regular(os.path.join(run_dir, EVENTS)))
     except (OSError, ValueError):
         return None
     return next((e.cmd for e in events if e.cmd), None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import click
 
-from saturn_async.cli.options import SLOTS, daemon_options
+from saturn_async.cli.options import SLOTS, FiniteRange, daemon_options
 from saturn_async.daemon.config import DaemonConfig, load_config
 from saturn_async.daemon.paths import DaemonPaths, daemon_paths
 from saturn_async.daemon.service import Daemon
@@ -33,21 +33,21 @@ from saturn_async.daemon.service import Daemon
     help="Also take batch files dropped into this directory (write them under a name "
     "starting with '.' or ending in .tmp, then rename).",
 )
-@click.option("--grace", type=click.FloatRange(min=0), help="SIGTERM to SIGKILL, per run [10].")
+@click.option("--grace", type=FiniteRange(min=0), help="SIGTERM to SIGKILL, per run [10].")
 @click.option(
     "--shutdown-grace",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="On SIGTERM: seconds running runs may finish before they are stopped [60].",
 )
 @click.option(
     "--log-chunk-minutes",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     help="For s3:// outputs: ship logs as a chunk this often [1].",
 )
 @click.option("--staging-dir", type=click.Path(file_okay=False), help="As for saturn batch.")
 @click.option(
     "--min-free-mb",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Start no run while the state, staging or an output directory has less free [64].",
 )
 @click.option(
@@ -60,12 +60,12 @@ from saturn_async.daemon.service import Daemon
 )
 @click.option(
     "--idle-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     help="Close a control connection that sends (or reads) nothing this long [30].",
 )
 @click.option(
     "--max-frame-mb",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     help="The largest request accepted on the control socket, in MB [256].",
 )
 def daemon(

@@ -7,7 +7,7 @@ import time
 import anyio
 import click
 
-from saturn_async.cli.options import daemon_options
+from saturn_async.cli.options import FiniteRange, daemon_options
 from saturn_async.daemon import protocol
 from saturn_async.daemon.client import request
 from saturn_async.daemon.paths import daemon_paths
@@ -21,7 +21,7 @@ _POLL = 0.2
 @click.option("--wait", is_flag=True, help="Return once the daemon has exited.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="With --wait: give up after this many seconds (exit 1).",
 )
 def drain(name: str, socket: str | None, wait: bool, timeout: float | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,17 @@ from saturn_async.spec.models import MAX_NPROCS
 
 SLOTS = click.IntRange(min=1, max=MAX_NPROCS)
 """The type of ``--nprocs``: at most PID_MAX_LIMIT, more processes than Linux can have."""
+
+
+class FiniteRange(click.FloatRange):
+    """A FloatRange that refuses ``nan`` and ``inf`` (which FloatRange lets through: NaN
+    compares false with every bound), for seconds and minutes."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 class _Size(click.ParamType[int]):
@@ -36,7 +48,7 @@ max_input_size_option = click.option(
 
 grace_option = click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     default=10.0,
     show_default=True,
     help="Seconds between SIGTERM and SIGKILL when stopping a run.",
@@ -46,7 +58,7 @@ grace_option = click.option(
 def log_chunk_minutes_option(help: str) -> Callable[[Any], Any]:
     return click.option(
         "--log-chunk-minutes",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteRange(min=0, min_open=True),
         default=1.0,
         show_default=True,
         help=help,

@@ -7,6 +7,7 @@ import time
 import anyio
 import click
 
+from saturn_async.cli.options import FiniteRange
 from saturn_async.executors import open_executor
 from saturn_async.status import status_reader
 from saturn_async.sweep.follow import POLL, mark_terminated, open_drain
@@ -20,7 +21,7 @@ _MARGIN = 60.0
 @click.option("--name", required=True, help="The sweep's name.")
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Seconds to wait for running batches to stop before marking the rest "
     "[default: the sweep's --grace + 60].",
 )

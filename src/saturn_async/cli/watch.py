@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.live import Live
 
 from saturn_async.cli.daemon_view import render_snapshot
-from saturn_async.cli.options import daemon_options
+from saturn_async.cli.options import FiniteRange, daemon_options
 from saturn_async.daemon import protocol
 from saturn_async.daemon.client import request
 from saturn_async.daemon.paths import daemon_paths
@@ -18,7 +18,7 @@ from saturn_async.exceptions import DaemonError
 @click.command()
 @daemon_options
 @click.option(
-    "--interval", type=click.FloatRange(min=0.1), default=0.5, show_default=True,
+    "--interval", type=FiniteRange(min=0.1), default=0.5, show_default=True,
     help="Seconds between updates.",
 )  # fmt: skip
 def watch(name: str, socket: str | None, interval: float) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import anyio
 import anyio.to_thread
 
-from saturn_async.exceptions import InputError
+from saturn_async.exceptions import InputError, NotRegularFile
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage import storage_for
 from saturn_async.storage.base import Storage
@@ -123,3 +123,7 @@ def _read_piece(path: str, offset: int) -> bytes:
         return read_range(path, offset, PIECE)
     except FileNotFoundError:
         return b""
+    except NotRegularFile as exc:
+        raise InputError(
+            f"is {exc.strerror}; saturn logs reads regular files", source=path
+        ) from exc

@@ -198,10 +198,15 @@ def open_private_directory(path: str) -> int:
 
 
 def read_range(path: str, start: int, length: int) -> bytes:
-    """Up to ``length`` bytes of the file ``path`` from offset ``start``."""
-    with open(path, "rb") as f:
-        f.seek(start)
-        return f.read(length)
+    """Up to ``length`` bytes of the regular file ``path`` from offset ``start``.
+
+    NotRegularFile for a FIFO, a link or a device a run left there: never waited on.
+    """
+    fd, _size = open_regular(path)
+    try:
+        return os.pread(fd, length, start)
+    finally:
+        os.close(fd)
 
 
 def read_status_code(run_dir: str) -> int | None:
@@ -219,11 +224,22 @@ def read_status_code(run_dir: str) -> int | None:
 
 
 def _read_small(path: str) -> bytes | None:
+    """The first 64 bytes of the regular file ``path``, or None (see read_regular)."""
     try:
-        with open(path, "rb") as f:
-            return f.read(64)
+        return read_regular(path, 64)
     except OSError:
         return None
+
+
+def read_regular(path: str, limit: int = -1) -> bytes:
+    """Up to ``limit`` bytes (all without it) of the regular file ``path``. A FIFO, a
+    link or a device a run left in its place raises NotRegularFile, never opened for
+    reading, so never waited on."""
+    fd, size = open_regular(path)
+    try:
+        return os.pread(fd, size if limit < 0 else limit, 0)
+    finally:
+        os.close(fd)
 
 
 def rotate_logs(dir_fd: int, attempt: int, names: tuple[str, ...]) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Protocol
@@ -233,16 +234,25 @@ def _remove_staging(staging: str, results_dir: str, with_results: bool) -> None:
     """Remove the staging directory and, ``with_results``, the results directory; else
     what was not saved stays where the run wrote it (its events say where)."""
     if with_results:
-        shutil.rmtree(results_dir, ignore_errors=True)
+        _remove_directory(results_dir)
     elif results_dir.startswith(f"{staging}/"):
         with contextlib.suppress(OSError), os.scandir(staging) as entries:
             for entry in entries:
                 if entry.path == results_dir:
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    _remove_directory(entry.path)
                 else:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
         return
-    shutil.rmtree(staging, ignore_errors=True)
+    _remove_directory(staging)
+
+
+def _remove_directory(path: str) -> None:
+    """``shutil.rmtree(path)`` when ``path`` is a directory, not a link to one; anything
+    else a run left in its place (a FIFO, say) is left alone: rmtree would open it, and
+    opening a FIFO waits for a writer forever."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
