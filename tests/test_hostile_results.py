@@ -519,3 +519,133 @@ def test_the_daemon_records_the_status_of_a_run_with_a_fifo_in_its_results(
     assert (tmp_path / "out/0/results/a").read_text() == "a\n"
     assert not results.exists()
     assert changes_outside(before, snapshot(tmp_path), ["out", "state", "daemon-0.log"]) == []
+
+
+# --- collecting: only into the run's own directory, only the directory saturn made ----
+
+SHM = "/dev/shm"
+"""Another filesystem than tmp_path (a tmpfs), so that results are copied, not renamed."""
+RUN_DIR = "$SATURN_RUN_REMOTE_OUTPUT_PATH"
+
+
+def _await(path: str) -> str:
+    """Shell: wait (without a deadline: the test's timeout is the bound) until ``path`` exists."""
+    return f"while [ ! -e {path} ]; do sleep 0.01; done"
+
+
+@dataclass
+class Collected:
+    name: str
+    runs: Callable[[Path, Path], list[dict[str, Any]]]
+    """The batch's runs, given tmp_path and a fresh scratch directory on another filesystem."""
+    statuses: dict[str, int]
+    """Run directory (relative to out/) -> its recorded status."""
+    returncode: int
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    """(run directory, type, error fragment) of events with path ``results`` that must exist."""
+    saved: dict[str, str] = field(default_factory=dict)
+    """Files (relative to out/) and their content after the batch."""
+
+
+def _victim(tmp: Path) -> None:
+    (tmp / "victim/results").mkdir(parents=True)
+    (tmp / "victim/results/keep").write_text("precious")
+    (tmp / "victim/results/keep2").write_text("lose-me")
+    (tmp / "victim/r1").mkdir()
+    (tmp / "victim/r1/data").write_text("precious")
+
+
+COLLECTED = [
+    Collected(
+        "a sibling swaps the run's directory for a link while it writes",
+        lambda tmp, shm: [
+            {
+                "cmd": f"{_await(tmp / 'written')}; cd {tmp}/out && mv 1 1.moved && "
+                f"ln -s {tmp}/victim 1 && touch {tmp}/swapped"
+            },
+            {
+                "cmd": f"echo CLOBBERED > {R}/keep; ln -s x {R}/keep2; touch {tmp}/written; "
+                f"{_await(tmp / 'swapped')}",
+                "local_results_dir": str(shm / "r1"),
+            },
+        ],
+        {"0": 0, "1.moved": 0},
+        0,
+        saved={"1.moved/results/keep": "CLOBBERED\n"},
+    ),
+    Collected(
+        "the run replaces its own results/ with a link",
+        lambda tmp, shm: [
+            {
+                "cmd": f"echo CLOBBERED > {R}/keep; ln -s {tmp}/victim {RUN_DIR}/results",
+                "local_results_dir": str(shm / "r1"),
+            }
+        ],
+        {"0": RESULTS_NOT_SAVED},
+        1,
+        [("0", "not_saved", "symbolic link")],
+    ),
+    Collected(
+        "the run swaps a parent of its local_results_dir for a link",
+        lambda tmp, shm: [
+            {
+                "cmd": f"echo r > {R}/r; cd {shm} && mv p p.old && ln -s {tmp}/victim p",
+                "local_results_dir": str(shm / "p/r1"),
+            }
+        ],
+        {"0": RESULTS_NOT_SAVED},
+        1,
+        [("0", "not_saved", "was replaced")],
+    ),
+    Collected(
+        "the run replaces its default results/ with a FIFO",
+        lambda tmp, shm: [{"cmd": f"rmdir {R} && mkfifo {R}"}, {"cmd": "true"}],
+        {"0": 0, "1": 0},
+        0,
+    ),
+    Collected(
+        "the run replaces its local_results_dir with a FIFO, across filesystems",
+        lambda tmp, shm: [
+            {"cmd": f"rmdir {R} && mkfifo {R}", "local_results_dir": str(shm / "r1")},
+            {"cmd": "true"},
+        ],
+        {"0": RESULTS_NOT_SAVED, "1": 0},
+        1,
+        [("0", "not_saved", "was replaced")],
+    ),
+]
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Any:
+    """A fresh directory on another filesystem (/dev/shm), removed afterwards."""
+    if not os.access(SHM, os.W_OK):
+        pytest.skip("no writable /dev/shm (another filesystem) here")
+    path = Path(SHM) / f"saturn-collect-{os.getpid()}-{tmp_path.name}"
+    path.mkdir()
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@pytest.mark.parametrize("case", COLLECTED, ids=[c.name for c in COLLECTED])
+def test_results_are_collected_only_into_the_runs_directory_from_what_saturn_made(
+    case: Collected, tmp_path: Path, scratch: Path, saturn: Saturn
+) -> None:
+    """Before the change saturn wrote through a link planted at a run's ``results`` (into
+    files outside the batch), moved a directory it did not make when a parent of
+    ``local_results_dir`` was swapped, and hung on a FIFO put in its place."""
+    _victim(tmp_path)
+    job = write_batch(tmp_path, str(tmp_path / "out"), case.runs(tmp_path, scratch))
+    before = snapshot(tmp_path)
+    result = saturn("batch", "-q", str(job), timeout=30)
+    assert result.returncode == case.returncode, result.stderr
+    assert "Traceback" not in result.stderr
+    for run, status in case.statuses.items():
+        assert local_status(tmp_path / "out" / run) == status, run
+    for run, kind, fragment in case.events:
+        events = local_events(tmp_path / "out" / run)
+        assert has_event(events, kind, "results", fragment), events
+    for path, content in case.saved.items():
+        assert (tmp_path / "out" / path).read_text() == content
+    owned = ["out", "job.json", "written", "swapped"]
+    assert changes_outside(before, snapshot(tmp_path), owned) == []

@@ -13,11 +13,10 @@ from collections.abc import Callable
 
 import anyio.to_thread
 
-from saturn_async.exceptions import InputError, NotRegularFile, StorageError
+from saturn_async.exceptions import InputError, StorageError
 from saturn_async.storage.base import Storage, StoredObject
 from saturn_async.storage.layout import (
     ERROR,
-    RESULTS,
     STATUS,
     STATUS_CODE,
     Event,
@@ -26,12 +25,7 @@ from saturn_async.storage.layout import (
 )
 from saturn_async.storage.results_walk import (
     DIRECTORY_FLAGS,
-    LINK,
-    Entry,
-    ResultsReport,
     open_regular,
-    reason_of,
-    walk_results,
 )
 
 # A temporary is always a new file: never a link or a file someone planted under its name.
@@ -249,56 +243,6 @@ def rotate_logs(dir_fd: int, attempt: int, names: tuple[str, ...]) -> None:
             os.replace(name, f"{name}.{attempt}", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def collect_results(local_results_dir: str, run_dir: str) -> ResultsReport:
-    """Bring a run's results into ``run_dir/results``; drop that directory if it is empty.
-
-    ``local_results_dir``, when not ``run_dir/results``, is a directory saturn created for
-    this run (``spec.results_dirs`` refuses one that exists before it starts). It is
-    renamed into place when it can be (the same filesystem, no ``results/`` yet):
-    everything in it moves as it is, nothing is opened. Otherwise it is copied over the
-    walk: regular files and directories are copied, links copied as links (never
-    followed), special files skipped; it is removed only once all of it was copied.
-    """
-    report = ResultsReport()
-    target = f"{run_dir}/{RESULTS}"
-    if local_results_dir.rstrip("/") != target:
-        try:
-            os.rename(local_results_dir, target)  # onto nothing, or an empty directory
-        except FileNotFoundError:
-            pass  # the run removed it: no results
-        except OSError:
-            _copy_results(local_results_dir, target, report)
-            if report.complete:
-                shutil.rmtree(local_results_dir, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.rmdir(target)
-    return report
-
-
-def _copy_results(source: str, target: str, report: ResultsReport) -> None:
-    for entry in walk_results(source):
-        if not entry.relative:  # the directory itself is not one
-            report.add(entry)
-            continue
-        src, dst = f"{source}/{entry.relative}", f"{target}/{entry.relative}"
-        try:
-            if entry.kind == "dir":
-                os.makedirs(dst, exist_ok=True)
-            elif entry.kind == "file":
-                _put_file(dst, src)
-            elif entry.reason == LINK:
-                link = os.readlink(src)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(dst)
-                os.symlink(link, dst)
-            else:
-                report.add(entry)
-        except NotRegularFile as exc:
-            report.add(Entry(entry.relative, "skipped", exc.strerror or "not a regular file"))
-        except OSError as exc:
-            report.add(Entry(entry.relative, "failed", reason_of(exc)))
-
-
 def write_final(dir_fd: int, events: list[Event], status_code: int, layout: Layout) -> None:
     """Record the outcome in the run's directory ``dir_fd``, the finish marker last: its
     presence means all is written."""
@@ -351,6 +295,11 @@ def _put(location: str, data: bytes) -> None:
 
 def _put_file(location: str, path: str) -> None:
     os.makedirs(os.path.dirname(location), exist_ok=True)
+    put_file_in(None, location, path)
+
+
+def put_file_in(dir_fd: int | None, location: str, path: str) -> None:
+    """Copy the regular file ``path`` to ``location`` (a name in ``dir_fd``, if given)."""
     source_fd, _size = open_regular(path)
 
     def fill(fd: int) -> None:
@@ -361,7 +310,7 @@ def _put_file(location: str, path: str) -> None:
             shutil.copyfileobj(source, target)
 
     try:
-        _replace_atomically(location, fill, None)
+        _replace_atomically(location, fill, dir_fd)
     finally:
         os.close(source_fd)
 

@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from saturn_async.exceptions import StorageError
 from saturn_async.logs.shipper import ship_log
-from saturn_async.storage import local
+from saturn_async.storage import collect, local
 from saturn_async.storage.base import Storage
 from saturn_async.storage.layout import RESULTS, Event, Layout
 from saturn_async.storage.ledger import LedgerWriter
@@ -89,11 +89,12 @@ class LocalOutputs:
         self.directory = RunDirectory(
             partial(local.open_directory, root), run_dir[len(root) :], 0o777
         )
-        self.default_results_dir = f"{run_dir}/{RESULTS}"
+        self.created: collect.Identity | None = None
+        """The identity of the results directory saturn made elsewhere (None: default)."""
 
     def prepare(self) -> tuple[int, int]:
         fd = self.directory.open()
-        _make_results_dir(self.results_dir, self.run_dir, fd, 0o777)
+        self.created = _make_results_dir(self.results_dir, self.run_dir, fd, 0o777)
         return local.open_logs(fd, self.layout.stdout, self.layout.stderr)
 
     @contextlib.asynccontextmanager
@@ -109,15 +110,16 @@ class LocalOutputs:
 
     async def finish(self, events: list[Event], status_code: int) -> int:
         try:
-            if self.results_dir == self.default_results_dir:  # in place: one rmdir, inline
-                report = local.collect_results(self.results_dir, self.run_dir)
+            fd = self.directory.open()
+            if self.created is None:  # in place: one rmdir, inline
+                report = collect.collect_results(self.results_dir, fd, None)
             else:
                 report = await anyio.to_thread.run_sync(
-                    local.collect_results, self.results_dir, self.run_dir
+                    collect.collect_results, self.results_dir, fd, self.created
                 )
             events = [*events, *report.events(None if report.complete else self.results_dir)]
             status_code = report.status(status_code)
-            local.write_final(self.directory.open(), events, status_code, self.layout)
+            local.write_final(fd, events, status_code, self.layout)
         finally:
             self.directory.close()
         return status_code
@@ -126,13 +128,17 @@ class LocalOutputs:
         self.directory.close()
 
 
-def _make_results_dir(results_dir: str, run_dir: str, dir_fd: int, mode: int) -> None:
-    """The default results directory is made in the run's directory; one the run file
-    names elsewhere is the user's path."""
+def _make_results_dir(
+    results_dir: str, run_dir: str, dir_fd: int, mode: int
+) -> collect.Identity | None:
+    """The default results directory is made in the run's directory (returns None); one
+    the run file names elsewhere is the user's path (returns its identity, so that only
+    that directory is collected and removed)."""
     if results_dir == f"{run_dir}/{RESULTS}":
         local.make_directory(RESULTS, dir_fd, mode)
-    else:
-        os.makedirs(results_dir, exist_ok=True)
+        return None
+    os.makedirs(results_dir, exist_ok=True)
+    return collect.identity_of(results_dir)
 
 
 class ShippedOutputs:
