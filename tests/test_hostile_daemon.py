@@ -534,3 +534,24 @@ def test_a_crafted_submit_meeting_a_live_batch_is_refused(daemon: Daemon, tmp_pa
     assert reply["message"].startswith(f"{tmp_path}/b.json: $.runs[0].remote_output_path: ")
     assert journaled_batches(daemon) == ["b1"]
     gate.touch()
+
+
+def test_a_spooled_file_meeting_a_live_batch_is_rejected(daemon: Daemon, tmp_path: Path) -> None:
+    gate, spool = tmp_path / "gate", tmp_path / "spool"
+    spool.mkdir()
+    daemon.start("--nprocs", "1", "--spool", str(spool))
+    first = submit_message(
+        (f"{tmp_path}/a.json", resolved(tmp_path / "R", {"cmd": f"while [ ! -e {gate} ]; do sleep 0.02; done"}))
+    )  # fmt: skip
+    with daemon.connect() as sock:
+        sock.sendall(framed(first))
+        assert reply_of(read_until_closed(sock))["type"] == "accepted"
+    (spool / ".b.tmp").write_text(
+        json.dumps({"nprocs": 1, "remote_output_path": str(tmp_path / "R"), "runs": [{"cmd": "true"}]})
+    )  # fmt: skip
+    os.rename(spool / ".b.tmp", spool / "b.json")
+    wait_for((spool / "rejected/b.json.error").exists, what="the rejection")
+    reason = (spool / "rejected/b.json.error").read_text()
+    assert f"b.json: $.runs[0].remote_output_path: '{tmp_path}/R/0' is the output path" in reason
+    assert journaled_batches(daemon) == ["b1"]
+    gate.touch()
