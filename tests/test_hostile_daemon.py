@@ -440,3 +440,118 @@ def test_a_connection_cancelled_as_its_socket_turns_readable_raises_nothing() ->
         return errors
 
     assert anyio.run(scenario) == []
+
+
+# --- a submitted batch whose outputs meet those of a live batch --------------------------
+
+LIVE = "Z"  # a live batch's root: 3 runs, the first held by a gate, the others queued
+OVERLAPS: dict[str, tuple[Callable[[Path], dict[str, Any]], str]] = {
+    "the same root": (
+        lambda t: {"nprocs": 1, "remote_output_path": str(t / LIVE), "runs": [{"cmd": "true"}]},
+        f"$.runs[0].remote_output_path: '{{t}}/{LIVE}/0' is the output path '{{t}}/{LIVE}/0'",
+    ),
+    "the same root through a symlink": (
+        lambda t: {"nprocs": 1, "remote_output_path": str(t / "Zl"), "runs": [{"cmd": "true"}]},
+        f"$.runs[0].remote_output_path: '{{t}}/Zl/0' is the output path '{{t}}/{LIVE}/0'",
+    ),
+    "a root inside a queued run's output": (
+        lambda t: {"nprocs": 1, "remote_output_path": str(t / LIVE / "2"), "runs": [{"cmd": "x"}]},
+        f"'{{t}}/{LIVE}/2/0' lies inside the output path '{{t}}/{LIVE}/2'",
+    ),
+    "a run output holding a live one": (
+        lambda t: {
+            "nprocs": 1,
+            "remote_output_path": str(t),
+            "runs": [{"cmd": "true", "remote_output_path": str(t / LIVE)}],
+        },
+        f"'{{t}}/{LIVE}' holds saturn's reserved .saturn/ of a queued or running batch",
+    ),
+    "a local_results_dir that is a queued run's output": (
+        lambda t: {
+            "nprocs": 1,
+            "remote_output_path": str(t / "Y"),
+            "runs": [{"cmd": "true", "local_results_dir": str(t / LIVE / "2")}],
+        },
+        f"$.runs[0].local_results_dir: '{{t}}/{LIVE}/2' is the output path '{{t}}/{LIVE}/2'",
+    ),
+    "a local_results_dir inside a queued run's output": (
+        lambda t: {
+            "nprocs": 1,
+            "remote_output_path": str(t / "Y"),
+            "runs": [{"cmd": "true", "local_results_dir": str(t / "Zl" / "1" / "r")}],
+        },
+        f"$.runs[0].local_results_dir: '{{t}}/Zl/1/r' lies inside the output path '{{t}}/{LIVE}/1'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVERLAPS))
+def test_a_batch_meeting_a_live_batchs_outputs_is_refused(
+    case: str, daemon: Daemon, tmp_path: Path, saturn: Saturn
+) -> None:
+    make, fragment = OVERLAPS[case]
+    gate = tmp_path / "gate"
+    (tmp_path / "Zl").symlink_to(LIVE)
+    live = {
+        "nprocs": 1,
+        "remote_output_path": str(tmp_path / LIVE),
+        "runs": [{"cmd": f"while [ ! -e {gate} ]; do sleep 0.02; done"}] + [{"cmd": "true"}] * 2,
+    }
+    (tmp_path / "z.json").write_text(json.dumps(live))
+    (tmp_path / "y.json").write_text(json.dumps(make(tmp_path)))
+    daemon.start("--nprocs", "1")
+    assert saturn("submit", "z.json", *daemon.address).returncode == 0
+    wait_for(lambda: daemon.ps().running, what="the live batch's first run")
+    before = snapshot(tmp_path)
+    refused = saturn("submit", "y.json", *daemon.address)
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert f"{tmp_path}/y.json: " in lines[0], lines[0]
+    assert fragment.format(t=tmp_path) in lines[0], lines[0]
+    assert journaled_batches(daemon) == ["b1"]
+    assert changes_outside(before, snapshot(tmp_path), ["state", "daemon-0.log", LIVE]) == []
+    gate.touch()
+    wait_for((tmp_path / LIVE / "2" / "status_code").exists, 30, "the live batch")
+    assert not (tmp_path / "Y").exists()
+
+
+def test_a_crafted_submit_meeting_a_live_batch_is_refused(daemon: Daemon, tmp_path: Path) -> None:
+    """The same check where a client sends the request itself (no client-side check)."""
+    gate = tmp_path / "gate"
+    daemon.start("--nprocs", "1")
+    first = submit_message(
+        (f"{tmp_path}/a.json", resolved(tmp_path / "R", {"cmd": f"while [ ! -e {gate} ]; do sleep 0.02; done"}))
+    )  # fmt: skip
+    with daemon.connect() as sock:
+        sock.sendall(framed(first))
+        assert reply_of(read_until_closed(sock))["type"] == "accepted"
+    second = submit_message((f"{tmp_path}/b.json", resolved(tmp_path / "R", {"cmd": "true"})))
+    with daemon.connect() as sock:
+        sock.sendall(framed(second))
+        reply = reply_of(read_until_closed(sock))
+    assert reply["type"] == "error", reply
+    assert reply["message"].startswith(f"{tmp_path}/b.json: $.runs[0].remote_output_path: ")
+    assert journaled_batches(daemon) == ["b1"]
+    gate.touch()
+
+
+def test_a_spooled_file_meeting_a_live_batch_is_rejected(daemon: Daemon, tmp_path: Path) -> None:
+    gate, spool = tmp_path / "gate", tmp_path / "spool"
+    spool.mkdir()
+    daemon.start("--nprocs", "1", "--spool", str(spool))
+    first = submit_message(
+        (f"{tmp_path}/a.json", resolved(tmp_path / "R", {"cmd": f"while [ ! -e {gate} ]; do sleep 0.02; done"}))
+    )  # fmt: skip
+    with daemon.connect() as sock:
+        sock.sendall(framed(first))
+        assert reply_of(read_until_closed(sock))["type"] == "accepted"
+    (spool / ".b.tmp").write_text(
+        json.dumps({"nprocs": 1, "remote_output_path": str(tmp_path / "R"), "runs": [{"cmd": "true"}]})
+    )  # fmt: skip
+    os.rename(spool / ".b.tmp", spool / "b.json")
+    wait_for((spool / "rejected/b.json.error").exists, what="the rejection")
+    reason = (spool / "rejected/b.json.error").read_text()
+    assert f"b.json: $.runs[0].remote_output_path: '{tmp_path}/R/0' is the output path" in reason
+    assert journaled_batches(daemon) == ["b1"]
+    gate.touch()

@@ -345,3 +345,49 @@ def test_a_million_slots_for_one_run_start_one(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert (tmp_path / "out/0/status_code").read_text() == "0\n"
     assert usage.ru_maxrss < 300 * 1024, f"{usage.ru_maxrss} KiB"
+
+
+# --- two runs of one command that would share an output directory ----------------------
+
+SHARED_OUTPUTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "the same file twice": (
+        ("rr1.json", "rr1.json"),
+        "rr1.json: names the same file as 'rr1.json'",
+    ),
+    "the same file spelled ./": (
+        ("rr1.json", "./rr1.json"),
+        "./rr1.json: names the same file as 'rr1.json'",
+    ),
+    "the same file through a symlink": (
+        ("rr1.json", "link.json"),
+        "link.json: names the same file as 'rr1.json'",
+    ),
+    "a root through a symlink": (
+        ("rr1.json", "rr2.json"),
+        "rr2.json: $.runs[0].remote_output_path: '{t}/RRl/0' is also the output path of "
+        "$.runs[0] in rr1.json",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHARED_OUTPUTS))
+@pytest.mark.parametrize("command", ["batch", "submit"])
+def test_two_runs_sharing_an_output_directory_are_refused(
+    case: str, command: str, tmp_path: Path, saturn: Saturn, shared_daemon: Daemon
+) -> None:
+    files, fragment = SHARED_OUTPUTS[case]
+    (tmp_path / "RR").mkdir()
+    (tmp_path / "RRl").symlink_to("RR")
+    for name, root in [("rr1.json", "RR"), ("rr2.json", "RRl")]:
+        batch = {"nprocs": 1, "remote_output_path": str(tmp_path / root), "runs": [{"cmd": "echo " + name}]}  # fmt: skip
+        (tmp_path / name).write_text(json.dumps(batch))
+    (tmp_path / "link.json").symlink_to("rr1.json")
+    queued = len(shared_daemon.ps().batches)
+    before = snapshot(tmp_path)
+    flags = shared_daemon.address if command == "submit" else []
+    result = saturn(command, *flags, *files)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment.format(t=tmp_path) in lines[0], result.stderr
+    assert len(shared_daemon.ps().batches) == queued, "a refused file was queued"
+    assert changes_outside(before, snapshot(tmp_path), []) == []

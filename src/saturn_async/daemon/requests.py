@@ -11,7 +11,7 @@ import anyio.to_thread
 
 from saturn_async import __version__
 from saturn_async.daemon import protocol
-from saturn_async.daemon.admission import check_submitted
+from saturn_async.daemon.admission import check_apart, check_submitted
 from saturn_async.daemon.journal import Accept, Cancel
 from saturn_async.daemon.shutdown import Shutdown
 from saturn_async.daemon.state import BatchState
@@ -46,16 +46,21 @@ class Requests(Shutdown):
                 "the state directory is full; no batch is accepted until there is room",
                 source=self.paths.state_dir,
             )
-        # What the socket brought is checked as saturn batch checks a file (the client
-        # did, but any client may connect): a batch that could not run is never journaled.
-        await anyio.to_thread.run_sync(check_submitted, submitted)
-        live = {b.source: b.id for b in self.state.batches.values()}
+        batches = list(self.state.batches.values())
+        live = {b.source: b.id for b in batches}
         for item in submitted:
             if item.source in live:
                 raise InputError(
                     f"already queued as {live[item.source]} (cancel it first)", source=item.source
                 )
+        # What the socket brought is checked as saturn batch checks a file (the client
+        # did, but any client may connect): a batch that could not run is never journaled.
+        # Nor one whose outputs meet those of a live batch (queued or running).
+        await anyio.to_thread.run_sync(check_submitted, submitted, [b.batch for b in batches])
         await self.supervisor.open_roots([item.batch for item in submitted])
+        # A batch accepted while this one was checked (usually none) is checked here.
+        seen = set(live.values())
+        check_apart(submitted, [b.batch for b in self.state.batches.values() if b.id not in seen])
         ids = [self._accept(item.source, item.batch) for item in submitted]
         return protocol.Accepted(ids=ids, runs=sum(len(i.batch.runs) for i in submitted))
 

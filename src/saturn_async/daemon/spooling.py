@@ -7,6 +7,8 @@ import os
 import anyio
 import anyio.to_thread
 
+from saturn_async.daemon.admission import check_apart
+from saturn_async.daemon.protocol import SubmittedBatch
 from saturn_async.daemon.requests import Requests
 from saturn_async.daemon.spool import Spool, SpoolFile
 from saturn_async.exceptions import SaturnError
@@ -34,6 +36,9 @@ class Spooling(Requests):
         try:
             # load_batch_files also checks local_results_dir (a path saturn must create).
             [batch] = await anyio.to_thread.run_sync(load_batch_files, [file.claimed])
+            live = [b.batch for b in self.state.batches.values()]
+            taken = [SubmittedBatch(source=file.claimed, batch=batch)]
+            await anyio.to_thread.run_sync(check_apart, taken, live)
             await self.supervisor.open_roots([batch])
         except SaturnError as exc:
             reason = str(exc).replace(file.claimed, os.path.basename(file.claimed))

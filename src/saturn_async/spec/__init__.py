@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -10,7 +11,7 @@ from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document
 from saturn_async.spec.input_file import check_input_size, read_input
 from saturn_async.spec.models import Batch, Run
-from saturn_async.spec.paths import is_remote
+from saturn_async.spec.paths import is_remote, normalize_location, real_output_paths
 from saturn_async.spec.resolve import resolve_batch
 from saturn_async.spec.results_dirs import check_local_results_dirs
 
@@ -18,6 +19,7 @@ __all__ = [
     "Batch",
     "Run",
     "check_distinct_outputs",
+    "check_named_once",
     "load_batch_file",
     "load_batch_files",
     "resolve_batch",
@@ -62,8 +64,10 @@ def _read_remote(url: str) -> bytes:
 def load_batch_files(
     paths: list[str], *, nprocs: int | None = None, max_input_size: int | None = None
 ) -> list[Batch]:
-    """Load several batch files; no two runs of any of them may share an output path, and
-    each ``local_results_dir`` must be one saturn can create (``spec.results_dirs``)."""
+    """Load several batch files, each named once; no two runs of any of them may share an
+    output path, and each ``local_results_dir`` must be one saturn can create
+    (``spec.results_dirs``)."""
+    check_named_once(paths)
     batches = [
         load_batch_file(path, nprocs=nprocs, max_input_size=max_input_size) for path in paths
     ]
@@ -72,17 +76,45 @@ def load_batch_files(
     return batches
 
 
+def check_named_once(paths: list[str]) -> None:
+    """InputError when two of ``paths`` name one file: the same local file (device and
+    inode, however it is spelled or linked) or the same normalized ``s3://`` URL."""
+    first: dict[object, str] = {}
+    for path in paths:
+        identity = _identity(path)
+        if identity is None:
+            continue  # reading it reports why
+        if identity in first:
+            raise InputError(f"names the same file as {first[identity]!r}", source=path)
+        first[identity] = path
+
+
+def _identity(path: str) -> object:
+    if is_remote(path):
+        try:
+            return normalize_location(path, source=path, field="$")
+        except InputError:
+            return None
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino)
+
+
 def check_distinct_outputs(named: list[tuple[str, Batch]]) -> None:
     """InputError when two runs of these resolved batches (each with its source) share
-    an output path."""
+    an output path; local paths are compared as real paths (``real_output_paths``).
+    Within one batch, resolving has compared them already (one root, one real root)."""
+    if len(named) < 2:
+        return
     owner: dict[str, tuple[str, int]] = {}
     for path, batch in named:
-        for index, run in enumerate(batch.runs):
-            assert run.remote_output_path is not None
-            first = owner.setdefault(run.remote_output_path, (path, index))
+        for index, real in enumerate(real_output_paths(batch)):
+            first = owner.setdefault(real, (path, index))
             if first != (path, index):
                 raise InputError(
-                    f"{run.remote_output_path!r} is also the output path of "
+                    f"{batch.runs[index].remote_output_path!r} is also the output path of "
                     f"$.runs[{first[1]}] in {first[0]}",
                     source=path,
                     field=f"$.runs[{index}].remote_output_path",

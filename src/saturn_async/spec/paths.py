@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from saturn_async.exceptions import InputError
+
+if TYPE_CHECKING:
+    from saturn_async.spec.models import Batch
 
 SUPPORTED_SCHEMES = "local paths, file:// and s3:// URLs"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -120,3 +125,17 @@ def is_strictly_inside(base: str, path: str) -> bool:
     """True when normalized ``path`` lies below normalized ``base`` (and is not ``base``)."""
     prefix = base if base.endswith("/") else base + "/"
     return path.startswith(prefix) and len(path) > len(prefix)
+
+
+def real_output_paths(batch: Batch) -> Iterator[str]:
+    """Each run's output path of a resolved ``batch``, local ones as real paths: the
+    batch root is resolved (``os.path.realpath``) once, each run keeps its part below it
+    (runs lie inside their root); ``s3://`` URLs are already normalized."""
+    root = batch.remote_output_path
+    assert root is not None, "batches are resolved before they are compared"
+    real_root = root if is_remote(root) else os.path.realpath(root)
+    cut = len(root)
+    for run in batch.runs:
+        path = run.remote_output_path
+        assert path is not None
+        yield real_root + path[cut:]

@@ -13,24 +13,27 @@ resolved (``os.path.realpath``) once.
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections.abc import Sequence
 
 from saturn_async.exceptions import InputError
 from saturn_async.spec.models import Batch
-from saturn_async.spec.paths import RESERVED, is_remote
+from saturn_async.spec.overlap import OutputIndex
+from saturn_async.spec.paths import is_remote
 
 _RESULTS = "results"  # storage.layout.RESULTS; spec does not import storage
 
 
-def check_local_results_dirs(batches: Sequence[Batch], sources: Sequence[str]) -> None:
-    """Raise InputError for the first ``local_results_dir`` that breaks a rule above.
+def check_local_results_dirs(
+    batches: Sequence[Batch], sources: Sequence[str], live: Sequence[Batch] = ()
+) -> None:
+    """Raise InputError for the first ``local_results_dir`` that breaks a rule above;
+    ``live``: other batches whose output paths it must not meet either (the daemon's).
 
     Makes each one absolute in place. Costs nothing for runs without one, or with their
     own ``OUTPUT/results`` (what ``split`` writes for local runs).
     """
-    protected: _Protected | None = None  # built at the first one to check
+    protected: OutputIndex | None = None  # built at the first one to check
     claims = _Claims()
     real_parents: dict[str, str] = {}
     for source, batch in zip(sources, batches, strict=True):
@@ -61,7 +64,7 @@ def check_local_results_dirs(batches: Sequence[Batch], sources: Sequence[str]) -
             if parent not in real_parents:
                 real_parents[parent] = os.path.realpath(parent)
             real = os.path.join(real_parents[parent], name)
-            protected = protected or _Protected(batches)
+            protected = protected or OutputIndex([*batches, *live])
             clash = protected.overlap(real)
             if clash is not None:
                 raise InputError(
@@ -70,43 +73,6 @@ def check_local_results_dirs(batches: Sequence[Batch], sources: Sequence[str]) -
                     field=field,
                 )
             claims.claim(real, source, index, field)
-
-
-class _Protected:
-    """The real local output paths of all runs and each local root's reserved directory."""
-
-    def __init__(self, batches: Sequence[Batch]) -> None:
-        self.what: dict[str, str] = {}
-        for batch in batches:
-            root = batch.remote_output_path
-            if root is None or is_remote(root):
-                continue
-            real_root = os.path.realpath(root)
-            self.what[os.path.join(real_root, RESERVED)] = f"saturn's reserved {RESERVED}/"
-            for run in batch.runs:
-                output = run.remote_output_path
-                if output is not None and not is_remote(output):
-                    self.what[real_root + output[len(root) :]] = f"the output path {output!r}"
-        self.sorted = sorted(self.what, key=_components)
-        self.keys = [_components(path) for path in self.sorted] if self.what else []
-
-    def overlap(self, path: str) -> str | None:
-        """How ``path`` meets a protected path (inside, equal to, or holding it), or None."""
-        if not self.what:
-            return None
-        parent = path
-        while True:
-            if parent in self.what:
-                return f"{'is' if parent == path else 'lies inside'} {self.what[parent]}"
-            up = os.path.dirname(parent)
-            if up == parent:
-                break
-            parent = up
-        key = _components(path)
-        at = bisect.bisect_left(self.keys, key)
-        if at < len(self.keys) and self.keys[at][: len(key)] == key:
-            return f"holds {self.what[self.sorted[at]]}"
-        return None
 
 
 class _Claims:
@@ -140,7 +106,3 @@ class _Claims:
         self.owners[real] = (source, index)
         for ancestor in ancestors:
             self.above.setdefault(ancestor, (source, index))
-
-
-def _components(path: str) -> list[str]:
-    return path.split("/")
