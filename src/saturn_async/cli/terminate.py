@@ -9,9 +9,12 @@ import click
 
 from saturn_async.cli.options import FiniteRange
 from saturn_async.executors import open_executor
+from saturn_async.executors.base import Executor
+from saturn_async.executors.local import OnClientMachine
 from saturn_async.status import status_reader
+from saturn_async.supervisor.watchdog import groups_marked, stop_groups
 from saturn_async.sweep.follow import POLL, mark_terminated, open_drain
-from saturn_async.sweep.state import load_record
+from saturn_async.sweep.state import SweepRecord, load_record
 
 # How long to wait for batches to stop beyond the runs' grace period.
 _MARGIN = 60.0
@@ -28,14 +31,17 @@ _MARGIN = 60.0
 def terminate(name: str, wait: float | None) -> None:
     """Stop sweep NAME: cancel queued batches, TERM (then KILL) running runs.
 
-    Every task without a status then gets status failure, error 143 and a terminated
-    event, so the sweep is complete and `saturn status` counts it.
+    When the sweep's `saturn run` process is gone (executors on this machine), the runs
+    it left are found and stopped here; if some cannot be, that is said and the exit
+    code is 1. Every task without a status then gets status failure, error 143 and a
+    terminated event, so the sweep is complete and `saturn status` counts it.
     """
     record = load_record(name)
     if wait is None:
         wait = float(record.handle.get("grace", 10.0)) + _MARGIN
     with open_executor(record) as executor:
         executor.terminate()
+        _stop_runs_of_a_dead_client(record, executor)
         drain = open_drain(record, executor)
         try:
             deadline = time.monotonic() + wait
@@ -53,3 +59,23 @@ def terminate(name: str, wait: float | None) -> None:
         anyio.run(mark_terminated, record.results_root, left, record.created)
         executor.forget()
     click.echo(f"terminated {name}: {len(left)} tasks had not finished")
+
+
+def _stop_runs_of_a_dead_client(record: SweepRecord, executor: Executor) -> None:
+    """When the sweep's runs lived in a ``saturn run`` process that is gone, stop what is
+    left of them here (its watchdog normally did), and say which it was."""
+    if not isinstance(executor, OnClientMachine) or executor.client_alive():
+        return
+    gone = f"the client of sweep {record.name} (pid {record.client_pid}) is gone"
+    locations = {task.encode() for task in record.tasks}
+    groups = groups_marked(b"SATURN_RUN_REMOTE_OUTPUT_PATH", locations)
+    if not groups:
+        click.echo(f"{gone}; none of its runs is running")
+        return
+    grace = float(record.handle.get("grace", 10.0))
+    survivors = anyio.run(stop_groups, sorted(groups), grace)
+    if survivors:
+        listed = " ".join(map(str, survivors))
+        click.echo(f"terminate: error: {gone}; could not stop process groups {listed}", err=True)
+        raise click.exceptions.Exit(1)
+    click.echo(f"{gone}; stopped the {len(groups)} of its runs still running")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import select
 import signal
+import threading
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -20,6 +22,7 @@ from saturn_async.executors.local import OnClientMachine
 from saturn_async.executors.worker import WorkerJob, run_batches
 from saturn_async.plugins import load_object
 from saturn_async.spec.models import Batch
+from saturn_async.supervisor.process import start_ticks
 
 
 class FuturesConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -34,6 +37,34 @@ class MultiprocessingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     processes: Annotated[int, msgspec.Meta(ge=1)] = msgspec.field(
         default_factory=lambda: os.cpu_count() or 1
     )
+
+
+def start_worker(client_pid: int, client_ticks: int | None) -> None:
+    """The initializer of pool workers: each dies of SIGKILL when the client does, and
+    its supervisors' watchdogs then stop their runs.
+
+    The worker watches the client through a pidfd, whatever started it: a forkserver
+    worker's parent is the forkserver, which lives as long as any worker holds its
+    "alive" pipe, so neither its exit nor PR_SET_PDEATHSIG would ever come. A worker
+    started after the client died exits at once."""
+    ignore_interrupts()
+    try:
+        pidfd = os.pidfd_open(client_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    if start_ticks(client_pid) != client_ticks:  # the pid is another process's now
+        os._exit(1)
+    threading.Thread(target=_die_with, args=(pidfd,), name="saturn-client", daemon=True).start()
+
+
+def _die_with(pidfd: int) -> None:
+    select.select([pidfd], [], [])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pool_initializer() -> dict[str, Any]:
+    """``initializer`` and ``initargs`` of a process pool started by this client."""
+    return {"initializer": start_worker, "initargs": (os.getpid(), start_ticks(os.getpid()))}
 
 
 def ignore_interrupts() -> None:
@@ -61,8 +92,8 @@ class FuturesExecutor(OnClientMachine):
         field = "$.executor.factory"
         factory: Any = load_object(self.config.factory, source=self.record.source, field=field)
         kwargs = dict(self.config.kwargs)
-        if factory is concurrent.futures.ProcessPoolExecutor:
-            kwargs.setdefault("initializer", ignore_interrupts)
+        if factory is concurrent.futures.ProcessPoolExecutor and "initializer" not in kwargs:
+            kwargs.update(pool_initializer())
         pool = factory(**kwargs)
         if not isinstance(pool, concurrent.futures.Executor):
             raise InputError(
@@ -117,7 +148,7 @@ class MultiprocessingExecutor(FuturesExecutor):
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self.config.processes,
             mp_context=multiprocessing.get_context("forkserver"),
-            initializer=ignore_interrupts,
+            **pool_initializer(),
         )
 
     def slot_groups(self, nprocs: int) -> int:

@@ -123,7 +123,8 @@ class RunLifecycle:
         try:
             stdout, stderr = self.outputs.prepare()
             try:
-                proc = RunProcess(self.run.cmd, self.env, stdout, stderr)
+                with self.sup.spawning():
+                    proc = RunProcess(self.run.cmd, self.env, stdout, stderr)
             finally:
                 os.close(stdout)
                 if stderr != stdout:

@@ -25,9 +25,10 @@ from saturn_async.storage.layout import LAYOUTS, RESULTS, utcnow
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
-from saturn_async.supervisor.process import RunProcess, kill_after
+from saturn_async.supervisor.process import RunProcess, kill_after, start_ticks
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.supervisor.shared_slots import SharedSlots
+from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
 
 T = TypeVar("T")
 # Threads for blocking filesystem work; each slot uses at most one at a time.
@@ -112,6 +113,7 @@ class Supervisor:
         self._roots: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
+        self._watchdog: Watchdog | None = None
 
     @property
     def stopping(self) -> bool:
@@ -136,10 +138,15 @@ class Supervisor:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
-        """Hold storage, the ledger and the stop grace for the runs executed inside."""
+        """Hold storage, the ledger, the stop grace and the watchdog (which stops the
+        runs if this process dies) for the runs executed inside."""
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
             stack.callback(self._close_staging)
+            self._watchdog = Watchdog(self.grace, self.report)
+            stack.push_async_callback(self._watchdog.aclose)
+            self._base_env[ID_VARIABLE] = self._watchdog.id
+            self._env_cache.clear()
             stack.enter_context(prompt_scheduling())
             async with anyio.create_task_group() as tg:
                 self._background = tg
@@ -283,13 +290,32 @@ class Supervisor:
             self._env_cache[key] = {**self._base_env, **batch.env}
         return dict(self._env_cache[key])
 
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        """Wrap a run's spawn: from its start until :meth:`track`, the watchdog finds the
+        run by its environment should this process die."""
+        assert self._watchdog is not None, "runs are spawned inside serving()"
+        self._watchdog.expect()
+        try:
+            yield
+        except BaseException:
+            self._watchdog.failed()
+            raise
+
     def track(self, proc: RunProcess) -> None:
+        """Call right after the spawn: the run is stopped on shutdown, or when this
+        process dies (by the watchdog), until :meth:`untrack`."""
+        assert self._watchdog is not None, "runs are spawned inside serving()"
+        self._watchdog.register(proc.pgid, start_ticks(proc.pid))
         self._running[proc.pid] = proc
         if self.stopping:  # a stop arrived while this run was being spawned
             proc.stop(signal.SIGKILL if self.forced.is_set() else signal.SIGTERM)
 
     def untrack(self, proc: RunProcess) -> None:
+        """Call once the run's group is gone (after its leftovers were stopped)."""
         self._running.pop(proc.pid, None)
+        assert self._watchdog is not None
+        self._watchdog.unregister(proc.pgid)
 
     async def in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._io)

@@ -1,0 +1,242 @@
+"""Runs die with their supervisor: SIGKILL ``saturn batch`` or ``saturn run`` at random
+moments of a sweep whose runs ignore TERM or leave grandchildren in their group, and
+check that nothing of a killed supervisor's runs outlives its grace by more than 2 s;
+then rerun with ``--skip-completed`` until every run has a status."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import CLI, pid_alive, saturn_in_background, wait_for
+from sweeps import write_sweep
+
+Saturn = Callable[..., subprocess.CompletedProcess[str]]
+GRACE = 0.5
+RUNS = 12
+KILLS = 5
+MARKER = b"SATURN_RUN_REMOTE_OUTPUT_PATH="
+
+
+def command(i: int) -> str:
+    """Numbered lines; a third ignore TERM (and last longer than grace + 2 s), a third
+    leave a grandchild sleeping in their group."""
+    lines = 60 if i % 3 == 0 else 20
+    head = {0: "trap '' TERM; ", 1: "sleep 30 & "}.get(i % 3, "")
+    return f"{head}for n in $(seq 1 {lines}); do echo {i}-$n; sleep 0.05; done"
+
+
+def live_processes_under(out: Path) -> list[int]:
+    """Live processes whose environment names a run directory under ``out``."""
+    needle = MARKER + f"{out}/".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ and pid_alive(int(name)):
+            found.append(int(name))
+    return found
+
+
+def wait_all_gone(out: Path, what: str) -> None:
+    wait_for(lambda: not live_processes_under(out), GRACE + 2, what)
+
+
+def kill_at_random_moments(
+    start: Callable[[bool], subprocess.Popen[bytes]], out: Path, rng: random.Random, context: str
+) -> int:
+    """Start, SIGKILL at a random moment and check the runs die, KILLS times; returns how
+    many kills found runs alive. Most kills come once a run is alive (runs that ignore
+    TERM never finish in between: they outlast a round); some come at any moment."""
+    hits = 0
+    for kill in range(KILLS):
+        proc = start(kill > 0)
+        if kill % 3 != 2:
+            wait_for(lambda: live_processes_under(out), 60, f"a run to start {context}")
+        time.sleep(rng.uniform(0.0, 1.5))  # a random moment, not a wait for anything
+        alive = live_processes_under(out)
+        proc.kill()
+        proc.wait()
+        hits += bool(alive)
+        wait_all_gone(out, f"the runs of killed supervisor {kill + 1} to go {context}")
+    return hits
+
+
+def seeded() -> tuple[random.Random, str]:
+    seed = int(os.environ.get("SATURN_CRASH_SEED", time.time_ns() % 1_000_000))
+    return random.Random(seed), f"(SATURN_CRASH_SEED={seed})"
+
+
+def test_sigkilled_batch_leaves_no_runs_behind(tmp_path: Path, saturn: Saturn) -> None:
+    rng, context = seeded()
+    out = tmp_path / "out"
+    job = tmp_path / "job.json"
+    runs = [{"cmd": command(i)} for i in range(RUNS)]
+    job.write_text(json.dumps({"nprocs": 4, "remote_output_path": str(out), "runs": runs}))
+    args = ["batch", str(job), "-q", "--grace", str(GRACE)]
+
+    def start(again: bool) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([*CLI, *args, *(["--skip-completed"] if again else [])])
+
+    hits = kill_at_random_moments(start, out, rng, context)
+    assert hits, f"no kill found a run alive {context}"
+    done = saturn(*args, "--skip-completed", timeout=120)
+    assert done.returncode == 0, done.stderr
+    for i in range(RUNS):
+        assert (out / str(i) / "status_code").read_text() == "0\n", f"run {i} {context}"
+
+
+def test_sigkilled_run_leaves_no_runs_behind(tmp_path: Path, saturn: Saturn) -> None:
+    rng, context = seeded()
+    results = tmp_path / "results"
+    tasks = [{"name": f"t{i}", "command": command(i)} for i in range(RUNS)]
+    sweep = write_sweep(tmp_path, tasks, nprocs=4, batch_size=RUNS)
+    args = ["run", str(sweep), "-q", "--replace", "--grace", str(GRACE)]
+
+    def start(again: bool) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([*CLI, *args, *(["--skip-completed"] if again else [])])
+
+    hits = kill_at_random_moments(start, results, rng, context)
+    assert hits, f"no kill found a run alive {context}"
+    done = saturn(*args, "--skip-completed", timeout=120)
+    assert done.returncode == 0, done.stderr
+    for i in range(RUNS):
+        assert (results / f"t{i}" / "status").read_text() == "success\n", f"t{i} {context}"
+
+
+def _running_tasks(results: Path, count: int) -> list[int]:
+    """The pids of ``count`` tasks that wrote ``started PID`` to their log."""
+    logs: list[Path] = wait_for(
+        lambda: (
+            len(found := [p for p in results.glob("*/log") if p.read_text()]) >= count and found
+        ),
+        timeout=60,
+        what=f"{count} running tasks",
+    )
+    return [int(p.read_text().split()[1]) for p in logs]
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+
+
+POOLS = [
+    {"class_spec": "MultiprocessingExecutor", "processes": 2},
+    {"class_spec": "FuturesExecutor", "kwargs": {"max_workers": 2}},
+]
+
+
+@pytest.mark.parametrize("executor", POOLS, ids=lambda e: e["class_spec"])
+def test_pool_workers_and_their_runs_die_with_the_client(
+    tmp_path: Path, executor: dict[str, object]
+) -> None:
+    command = "echo started $$; trap '' TERM; sleep 300 & exec sleep 300"
+    tasks = [{"name": f"t{i}", "command": command} for i in range(4)]
+    sweep = write_sweep(tmp_path, tasks, executor=executor, nprocs=1, batch_size=2)
+    results = tmp_path / "results"
+    with saturn_in_background("run", str(sweep), "-q", "--grace", str(GRACE)) as client:
+        pids = _running_tasks(results, 2)
+        workers = {_parent(pid) for pid in pids}
+        assert client.pid not in workers
+        client.kill()
+        client.wait()
+    wait_all_gone(results, "the runs of the killed client to go")
+    wait_for(lambda: not any(pid_alive(w) for w in workers), 10, "the pool workers to go")
+
+
+def test_runs_of_a_killed_dask_worker_die_with_it(
+    tmp_path: Path, saturn: Saturn, own_dask_cluster: Any
+) -> None:
+    victim = own_dask_cluster.add_worker(slots=2, nanny=False)
+    own_dask_cluster.wait_for_workers(1)
+    command = "echo started $$; trap '' TERM; sleep 300 & exec sleep 300"
+    tasks = [{"name": f"t{i}", "command": command} for i in range(2)]
+    executor = {"class_spec": "DaskExecutor", "scheduler_address": own_dask_cluster.address}
+    sweep = write_sweep(tmp_path, tasks, executor=executor, nprocs=2, batch_size=2)
+    detached = saturn("run", str(sweep), "-q", "--detach", "--grace", str(GRACE))
+    assert detached.returncode == 0, detached.stderr
+    results = tmp_path / "results"
+    _running_tasks(results, 2)
+    victim.kill()
+    victim.wait()
+    wait_all_gone(results, "the runs of the killed worker to go")
+
+
+def _watchdog_of(pid: int) -> int:
+    """The watchdog process started by process ``pid``."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            if b"saturn_async.supervisor.watchdog" in cmdline and _parent(int(name)) == pid:
+                return int(name)
+        except OSError:
+            continue
+    raise AssertionError(f"process {pid} has no watchdog")
+
+
+@pytest.mark.parametrize("watchdog_too", [False, True], ids=["client", "client-and-watchdog"])
+def test_terminate_of_a_sweep_whose_client_died(
+    tmp_path: Path, saturn: Saturn, watchdog_too: bool
+) -> None:
+    tasks = [{"name": f"t{i}", "command": "echo started $$; sleep 300"} for i in range(2)]
+    sweep = write_sweep(tmp_path, tasks, nprocs=2, batch_size=2)
+    results = tmp_path / "results"
+    with saturn_in_background("run", str(sweep), "-q", "--grace", str(GRACE)) as client:
+        _running_tasks(results, 2)
+        if watchdog_too:  # as a machine's OOM killer might: nothing stops the runs
+            os.kill(_watchdog_of(client.pid), signal.SIGKILL)
+        client.kill()
+        client.wait()
+    if not watchdog_too:
+        wait_all_gone(results, "the watchdog to stop the runs")
+    done = saturn("terminate", "--name", "lr-sweep", "--wait", "10")
+    assert done.returncode == 0, done.stderr
+    gone = f"the client of sweep lr-sweep (pid {client.pid}) is gone"
+    if watchdog_too:
+        assert f"{gone}; stopped the 2 of its runs still running" in done.stdout
+    else:
+        assert f"{gone}; none of its runs is running" in done.stdout
+    assert not live_processes_under(results)
+    for i in range(2):
+        assert (results / f"t{i}" / "status").read_text() == "failure\n"
+
+
+SPAWNED_NOT_REGISTERED = """
+import os, sys, time
+from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
+watchdog = Watchdog({grace}, print)
+watchdog.expect()
+env = {{**os.environ, ID_VARIABLE: watchdog.id}}
+pid = os.posix_spawn("/bin/sh", ["sh", "-c", "trap '' TERM; sleep 300"], env, setsid=True)
+print(pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_run_spawned_but_not_yet_registered_dies_with_its_supervisor(tmp_path: Path) -> None:
+    """The supervisor dies between the spawn and the registration: the watchdog finds
+    the run by the id in its environment."""
+    script = SPAWNED_NOT_REGISTERED.format(grace=GRACE)
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        run = int(proc.stdout.readline())
+        assert pid_alive(run)
+        proc.kill()
+    wait_for(lambda: not pid_alive(run), GRACE + 2, "the unregistered run to go")
