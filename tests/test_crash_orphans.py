@@ -177,8 +177,8 @@ def test_runs_of_a_killed_dask_worker_die_with_it(
     wait_all_gone(results, "the runs of the killed worker to go")
 
 
-def _watchdog_of(pid: int) -> int:
-    """The watchdog process started by process ``pid``."""
+def _watchdog_of(pid: int) -> int | None:
+    """The watchdog process started by process ``pid``, if there is one."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -188,7 +188,25 @@ def _watchdog_of(pid: int) -> int:
                 return int(name)
         except OSError:
             continue
-    raise AssertionError(f"process {pid} has no watchdog")
+    return None
+
+
+def test_a_batch_whose_watchdog_died_says_so_and_carries_on(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    runs = [{"cmd": f"while [ ! -e {gate} ]; do sleep 0.05; done"}] + [{"cmd": "true"}] * 3
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps({"nprocs": 1, "remote_output_path": str(tmp_path / "out"), "runs": runs})
+    )
+    with saturn_in_background("batch", str(job), "-q") as batch:
+        watchdog = wait_for(lambda: _watchdog_of(batch.pid), 30, "the watchdog")
+        os.kill(watchdog, signal.SIGKILL)
+        gate.touch()
+        _, stderr = batch.communicate(timeout=60)
+    assert batch.returncode == 0, stderr
+    assert (
+        f"the watchdog (pid {watchdog}) is gone: if this process dies, its runs will not be stopped"
+    ) in stderr
 
 
 @pytest.mark.parametrize("watchdog_too", [False, True], ids=["client", "client-and-watchdog"])
@@ -201,7 +219,7 @@ def test_terminate_of_a_sweep_whose_client_died(
     with saturn_in_background("run", str(sweep), "-q", "--grace", str(GRACE)) as client:
         _running_tasks(results, 2)
         if watchdog_too:  # as a machine's OOM killer might: nothing stops the runs
-            os.kill(_watchdog_of(client.pid), signal.SIGKILL)
+            os.kill(wait_for(lambda: _watchdog_of(client.pid), 30, "its watchdog"), signal.SIGKILL)
         client.kill()
         client.wait()
     if not watchdog_too:
@@ -218,25 +236,26 @@ def test_terminate_of_a_sweep_whose_client_died(
         assert (results / f"t{i}" / "status").read_text() == "failure\n"
 
 
-SPAWNED_NOT_REGISTERED = """
-import os, sys, time
+CARRIES_THE_ID = """
+import os, time
 from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
 watchdog = Watchdog({grace}, print)
-watchdog.expect()
 env = {{**os.environ, ID_VARIABLE: watchdog.id}}
-pid = os.posix_spawn("/bin/sh", ["sh", "-c", "trap '' TERM; sleep 300"], env, setsid=True)
+command = "trap '' TERM; setsid sleep 300 & echo $!; sleep 300"
+pid = os.posix_spawn("/bin/sh", ["sh", "-c", command], env, setsid=True)
 print(pid, flush=True)
 time.sleep(300)
 """
 
 
-def test_a_run_spawned_but_not_yet_registered_dies_with_its_supervisor(tmp_path: Path) -> None:
-    """The supervisor dies between the spawn and the registration: the watchdog finds
-    the run by the id in its environment."""
-    script = SPAWNED_NOT_REGISTERED.format(grace=GRACE)
+def test_the_watchdog_stops_what_carries_its_id_even_out_of_the_group(tmp_path: Path) -> None:
+    """What the watchdog stops is found by the id in the environment: the run's group
+    and a descendant that left it with setsid."""
+    script = CARRIES_THE_ID.format(grace=GRACE)
     with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None
-        run = int(proc.stdout.readline())
-        assert pid_alive(run)
+        escaped, run = int(proc.stdout.readline()), int(proc.stdout.readline())
+        assert pid_alive(run) and pid_alive(escaped)
         proc.kill()
-    wait_for(lambda: not pid_alive(run), GRACE + 2, "the unregistered run to go")
+    wait_for(lambda: not pid_alive(run), GRACE + 2, "the run to go")
+    wait_for(lambda: not pid_alive(escaped), GRACE + 2, "its setsid descendant to go")

@@ -123,8 +123,7 @@ class RunLifecycle:
         try:
             stdout, stderr = self.outputs.prepare()
             try:
-                with self.sup.spawning():
-                    proc = RunProcess(self.run.cmd, self.env, stdout, stderr)
+                proc = RunProcess(self.run.cmd, self.env, stdout, stderr)
             finally:
                 os.close(stdout)
                 if stderr != stdout:

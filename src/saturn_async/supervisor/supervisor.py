@@ -25,7 +25,7 @@ from saturn_async.storage.layout import LAYOUTS, RESULTS, utcnow
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
-from saturn_async.supervisor.process import RunProcess, kill_after, start_ticks
+from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.supervisor.shared_slots import SharedSlots
 from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
@@ -113,7 +113,6 @@ class Supervisor:
         self._roots: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
-        self._watchdog: Watchdog | None = None
 
     @property
     def stopping(self) -> bool:
@@ -143,14 +142,15 @@ class Supervisor:
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
             stack.callback(self._close_staging)
-            self._watchdog = Watchdog(self.grace, self.report)
-            stack.push_async_callback(self._watchdog.aclose)
-            self._base_env[ID_VARIABLE] = self._watchdog.id
+            watchdog = Watchdog(self.grace, self.report)
+            stack.push_async_callback(watchdog.aclose)
+            self._base_env[ID_VARIABLE] = watchdog.id
             self._env_cache.clear()
             stack.enter_context(prompt_scheduling())
             async with anyio.create_task_group() as tg:
                 self._background = tg
                 tg.start_soon(self._enforce_grace)
+                tg.start_soon(watchdog.watch)
                 try:
                     yield
                 finally:
@@ -290,32 +290,13 @@ class Supervisor:
             self._env_cache[key] = {**self._base_env, **batch.env}
         return dict(self._env_cache[key])
 
-    @contextlib.contextmanager
-    def spawning(self) -> Iterator[None]:
-        """Wrap a run's spawn: from its start until :meth:`track`, the watchdog finds the
-        run by its environment should this process die."""
-        assert self._watchdog is not None, "runs are spawned inside serving()"
-        self._watchdog.expect()
-        try:
-            yield
-        except BaseException:
-            self._watchdog.failed()
-            raise
-
     def track(self, proc: RunProcess) -> None:
-        """Call right after the spawn: the run is stopped on shutdown, or when this
-        process dies (by the watchdog), until :meth:`untrack`."""
-        assert self._watchdog is not None, "runs are spawned inside serving()"
-        self._watchdog.register(proc.pgid, start_ticks(proc.pid))
         self._running[proc.pid] = proc
         if self.stopping:  # a stop arrived while this run was being spawned
             proc.stop(signal.SIGKILL if self.forced.is_set() else signal.SIGTERM)
 
     def untrack(self, proc: RunProcess) -> None:
-        """Call once the run's group is gone (after its leftovers were stopped)."""
         self._running.pop(proc.pid, None)
-        assert self._watchdog is not None
-        self._watchdog.unregister(proc.pgid)
 
     async def in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._io)

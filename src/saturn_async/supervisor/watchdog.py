@@ -1,31 +1,22 @@
 """Runs die with their supervisor: a watchdog process that stops them when it dies.
 
 Each :class:`~saturn_async.supervisor.Supervisor` starts one watchdog (``python -m
-saturn_async.supervisor.watchdog_process GRACE ID``) in its own session, so a signal to the
-supervisor's process group does not reach it. The supervisor keeps the only write end of
-a pipe whose read end is the watchdog's stdin (close-on-exec, so no run inherits it) and
-writes one line per event: ``?`` right before a spawn, ``+PGID TICKS`` right after it
-(TICKS: the leader's start time, 0 when unknown), ``!`` for a spawn that failed, ``-PGID``
-once the group is gone, ``bye`` when it is done. The kernel closes the write end however
-the supervisor ends, SIGKILL included. At end of file the watchdog TERMs every group still
-registered (none after a clean shutdown), KILLs what is left after GRACE seconds, and
-exits.
-
-Between a spawn and its ``+`` line a run is not registered yet. When the supervisor died
-there (a ``?`` is unanswered and no ``bye`` came), the watchdog also stops the groups of
-the session leaders that carry ``SATURN_WATCHDOG_ID=ID`` in their environment (every run
-does), which may include a run's own ``setsid`` descendant.
-
-A group whose number now belongs to another leader (start time differs) is not
-signalled: while any member of our group lives, the kernel does not hand its number
-out again, so a different leader means ours is entirely gone.
-
-This module is the supervisor's side and what the watchdog does at the end;
-:mod:`.watchdog_process` is the watchdog, which imports nothing more until then.
+saturn_async.supervisor.watchdog_process GRACE ID``, :mod:`.watchdog_process`) in a
+session of its own, so a signal to the supervisor's process group does not reach it, and
+puts ``SATURN_WATCHDOG_ID=ID`` (random) in every run's environment. The supervisor keeps
+the only write end of a pipe whose read end is the watchdog's stdin (close-on-exec, so no
+run inherits it), and writes ``bye`` to it on a clean shutdown. The kernel closes the
+write end however the supervisor ends, SIGKILL included. At end of file without ``bye``
+the watchdog finds this user's live processes whose environment carries its id (every
+run's processes, grandchildren included, also those that left the group) and stops their
+process groups: TERM, KILL after GRACE seconds. Nothing is said per run, so the
+supervisor's hot path pays nothing; a number reused by an unrelated process is never
+signalled, since only processes carrying the id are looked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -42,13 +33,22 @@ ID_VARIABLE = "SATURN_WATCHDOG_ID"
 
 
 class Watchdog:
-    """The supervisor's side: starts the watchdog and tells it about run groups."""
+    """The supervisor's side: starts the watchdog, notices its death, says bye."""
 
     def __init__(self, grace: float, report: Callable[[str], None]) -> None:
-        """Start the watchdog; OSError when it cannot be started."""
+        """Start the watchdog. When it cannot be started (no fds, no processes), say so
+        through ``report`` and carry on without it."""
         self._report = report
         self.id = os.urandom(8).hex()
-        read_end, self._fd = os.pipe()  # both close-on-exec
+        self.pid: int | None = None
+        self._fd = -1
+        self._pidfd: int | None = None
+        self._closing = False
+        try:
+            read_end, write_end = os.pipe()  # both close-on-exec
+        except OSError as exc:
+            self._lost(f"could not start the watchdog ({exc.strerror})")
+            return
         try:
             self.pid = os.posix_spawn(
                 sys.executable,
@@ -62,61 +62,49 @@ class Watchdog:
                 setsigdef=(signal.SIGINT, signal.SIGPIPE),
                 setsigmask=(),
             )
-        except BaseException:
-            os.close(self._fd)
-            raise
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError as exc:
+            os.close(write_end)
+            self._lost(f"could not start the watchdog ({exc.strerror})")
+            if self.pid is not None:  # no pidfd: it exits at once, having nothing to do
+                os.waitpid(self.pid, 0)
+                self.pid = None
+        else:
+            self._fd = write_end
         finally:
             os.close(read_end)
 
-    def expect(self) -> None:
-        """A run is about to be spawned."""
-        self._send(b"?\n")
-
-    def failed(self) -> None:
-        """The spawn announced by :meth:`expect` failed."""
-        self._send(b"!\n")
-
-    def register(self, pgid: int, ticks: int | None) -> None:
-        """The run announced by :meth:`expect` leads process group ``pgid``."""
-        self._send(b"+%d %d\n" % (pgid, ticks or 0))
-
-    def unregister(self, pgid: int) -> None:
-        self._send(b"-%d\n" % pgid)
+    async def watch(self) -> None:
+        """Say so if the watchdog dies before :meth:`aclose` (run it in a task)."""
+        if self._pidfd is not None:
+            await anyio.wait_readable(self._pidfd)
+            if not self._closing:
+                self._lost(f"the watchdog (pid {self.pid}) is gone")
 
     async def aclose(self) -> None:
-        """Say bye and reap the watchdog, which exits at once when every group was
-        unregistered."""
-        self._send(b"bye\n")
+        """Say bye and reap the watchdog, which then exits at once."""
+        self._closing = True
         if self._fd >= 0:
+            with contextlib.suppress(OSError):  # it is gone; watch() said so
+                os.write(self._fd, b"bye\n")
             os.close(self._fd)
             self._fd = -1
-        with anyio.CancelScope(shield=True):
-            try:
-                pidfd = os.pidfd_open(self.pid)
-            except OSError:  # out of fds, say
-                await anyio.to_thread.run_sync(os.waitpid, self.pid, 0)
-                return
-            try:
-                await anyio.wait_readable(pidfd)
-                self._reap()  # it has exited: this does not block
-            finally:
-                os.close(pidfd)
-
-    def _reap(self) -> None:
-        os.waitpid(self.pid, 0)
-
-    def _send(self, line: bytes) -> None:
-        if self._fd < 0:
+        if self._pidfd is None:
             return
         try:
-            os.write(self._fd, line)  # under PIPE_BUF: one atomic write
-        except OSError as exc:
-            os.close(self._fd)
-            self._fd = -1
-            self._report(
-                f"the watchdog (pid {self.pid}) is gone ({exc.strerror}): if this process "
-                "dies, its runs will not be stopped"
-            )
+            with anyio.CancelScope(shield=True):
+                await anyio.wait_readable(self._pidfd)
+            self._reap()  # it has exited: this does not block
+        finally:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _reap(self) -> None:
+        assert self.pid is not None
+        os.waitpid(self.pid, 0)
+
+    def _lost(self, what: str) -> None:
+        self._report(f"{what}: if this process dies, its runs will not be stopped")
 
 
 def _package_path() -> str:
@@ -126,12 +114,10 @@ def _package_path() -> str:
     return f"{root}{os.pathsep}{rest}" if rest else root
 
 
-def groups_marked(
-    variable: bytes, values: Collection[bytes], *, leaders_only: bool = False
-) -> set[int]:
+def groups_marked(variable: bytes, values: Collection[bytes]) -> set[int]:
     """The process groups of this user's live processes whose environment (as they were
-    started) sets ``variable`` to one of ``values``; of session leaders only, if asked.
-    A process that exec'ed with an environment of its own is not found."""
+    started) sets ``variable`` to one of ``values``. A process that exec'ed with an
+    environment of its own, or whose environment we may not read (setuid), is not found."""
     needle = b"\0" + variable + b"="
     found = set()
     for name in os.listdir("/proc"):
@@ -151,8 +137,8 @@ def groups_marked(
         end = environ.find(b"\0", start)
         if environ[start : end if end >= 0 else None] not in values:
             continue
-        state, _ppid, pgrp, session = stat[stat.rfind(b")") + 2 :].split(b" ", 4)[:4]
-        if state != b"Z" and (not leaders_only or session == name.encode()):
+        state, _ppid, pgrp = stat[stat.rfind(b")") + 2 :].split(b" ", 3)[:3]
+        if state != b"Z":
             found.add(int(pgrp))
     return found
 
