@@ -143,7 +143,7 @@ class Supervisor:
             self._stack = stack
             stack.callback(self._close_staging)
             watchdog = Watchdog(self.grace, self.report)
-            stack.push_async_callback(watchdog.aclose)
+            stack.callback(watchdog.close)
             self._base_env[ID_VARIABLE] = watchdog.id
             self._env_cache.clear()
             stack.enter_context(prompt_scheduling())

@@ -20,10 +20,10 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Collection, Iterable
 
 import anyio
-import anyio.to_thread
 
 import saturn_async
 from saturn_async.supervisor.process import group_has_live_members, stop_leftovers
@@ -75,33 +75,27 @@ class Watchdog:
             os.close(read_end)
 
     async def watch(self) -> None:
-        """Say so if the watchdog dies before :meth:`aclose` (run it in a task)."""
+        """Say so if the watchdog dies before :meth:`close` (run it in a task)."""
         if self._pidfd is not None:
             await anyio.wait_readable(self._pidfd)
             if not self._closing:
                 self._lost(f"the watchdog (pid {self.pid}) is gone")
 
-    async def aclose(self) -> None:
-        """Say bye and reap the watchdog, which then exits at once."""
+    def close(self) -> None:
+        """Say bye: the watchdog then exits at once. It is reaped by a thread, so that
+        a short batch does not wait for an interpreter's start."""
         self._closing = True
         if self._fd >= 0:
             with contextlib.suppress(OSError):  # it is gone; watch() said so
                 os.write(self._fd, b"bye\n")
             os.close(self._fd)
             self._fd = -1
-        if self._pidfd is None:
-            return
-        try:
-            with anyio.CancelScope(shield=True):
-                await anyio.wait_readable(self._pidfd)
-            self._reap()  # it has exited: this does not block
-        finally:
+        if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
-
-    def _reap(self) -> None:
-        assert self.pid is not None
-        os.waitpid(self.pid, 0)
+        if self.pid is not None:
+            threading.Thread(target=os.waitpid, args=(self.pid, 0), daemon=True).start()
+            self.pid = None
 
     def _lost(self, what: str) -> None:
         self._report(f"{what}: if this process dies, its runs will not be stopped")
