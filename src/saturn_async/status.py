@@ -81,7 +81,7 @@ def status_of(path: str, max_input_size: int | None = None) -> StatusReport:
         for location, code in sorted(anyio.run(_ledger_of, root).items()):
             report.add(location, code, None)
     elif os.path.isdir(path):
-        for run_dir in _run_dirs(os.path.abspath(path)):
+        for run_dir in run_dirs(os.path.abspath(path)):
             report.add(run_dir, read_status_code(run_dir), None)
     else:
         batch = load_batch_file(path, max_input_size=max_input_size)
@@ -102,7 +102,7 @@ def status_of_tasks(locations: list[str], root: str) -> StatusReport:
     return report
 
 
-def _run_dirs(root: str) -> Iterator[str]:
+def run_dirs(root: str) -> Iterator[str]:
     """Directories holding a run's outputs; the search does not descend into runs."""
     try:
         entries = list(os.scandir(root))
@@ -113,7 +113,7 @@ def _run_dirs(root: str) -> Iterator[str]:
         return
     for entry in sorted(entries, key=lambda e: e.name):
         if entry.is_dir(follow_symlinks=False):
-            yield from _run_dirs(entry.path)
+            yield from run_dirs(entry.path)
 
 
 def _command_from_events(run_dir: str) -> str | None:

@@ -11,11 +11,13 @@ import click
 from saturn_async.cli.options import (
     SLOTS,
     grace_option,
+    joblog_option,
     log_chunk_minutes_option,
     max_input_size_option,
 )
 from saturn_async.cli.progress import show_progress, summary_line
 from saturn_async.cli.stop_signals import forward_stop_signals
+from saturn_async.joblog import AttemptLogger, open_attempt_logger
 from saturn_async.spec import Batch, load_batch_files
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 
@@ -41,6 +43,7 @@ from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
     help="Exit 0 when runs failed (their failures are in their outputs), so a job system "
     "does not retry the batch for them (KubernetesExecutor's pods use this).",
 )
+@joblog_option
 @max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def batch(
@@ -51,6 +54,7 @@ def batch(
     log_chunk_minutes: float,
     staging_dir: str | None,
     failed_runs_exit_zero: bool,
+    joblog: str | None,
     max_input_size: int | None,
     quiet: bool,
 ) -> None:
@@ -74,7 +78,12 @@ def batch(
         "log_chunk_seconds": log_chunk_minutes * 60,
         "staging_dir": staging_dir,
     }
-    summary = anyio.run(_supervise, batches, slots, supervisor_options, display)
+    logger = open_attempt_logger(joblog, batches)
+    try:
+        summary = anyio.run(_supervise, batches, slots, supervisor_options, display, logger)
+    finally:
+        if logger is not None:
+            logger.joblog.close()
     if not quiet:
         print(
             f"{summary.succeeded} succeeded, {summary.failed} failed, "
@@ -85,9 +94,14 @@ def batch(
 
 
 async def _supervise(
-    batches: list[Batch], slots: int, options: dict[str, Any], display: bool | None
+    batches: list[Batch],
+    slots: int,
+    options: dict[str, Any],
+    display: bool | None,
+    logger: AttemptLogger | None,
 ) -> BatchSummary:
     supervisor = Supervisor(slots, **options)
+    supervisor.on_attempt_end = logger
     async with anyio.create_task_group() as tg:
         tg.start_soon(forward_stop_signals, supervisor)
         if display is not None:

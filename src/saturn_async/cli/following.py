@@ -22,8 +22,14 @@ from saturn_async.sweep.follow import FollowOutcome, follow, open_drain
 from saturn_async.sweep.state import SweepRecord
 
 
-def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
+def follow_sweep(
+    record: SweepRecord,
+    executor: Executor,
+    quiet: bool,
+    finished: Callable[[str], None] | None = None,
+) -> int:
     """Follow until every task has a status; exit code 0 all succeeded, else 1.
+    ``finished(location)`` is called as each task is seen to have one.
 
     SIGINT, SIGTERM, SIGHUP, SIGQUIT: a detaching executor leaves the sweep running;
     others stop its runs (TERM, then KILL after the grace).
@@ -33,7 +39,9 @@ def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
     drain = open_drain(record, executor)
     try:
         drain_now = drain.drain if drain is not None else None
-        outcome, signum = anyio.run(_follow, record, executor, progress, drain_now, display)
+        outcome, signum = anyio.run(
+            _follow, record, executor, progress, drain_now, display, finished
+        )
     except KeyboardInterrupt as exc:  # before the signal receiver was in place
         outcome, signum = None, signal_of(exc)
     finally:
@@ -67,6 +75,7 @@ async def _follow(
     progress: SweepProgress,
     drain: Callable[[], object] | None,
     display: bool | None,
+    finished: Callable[[str], None] | None,
 ) -> tuple[FollowOutcome | None, int | None]:
     """The outcome, or (None, signal) when one of STOP_SIGNALS came first."""
     received: list[int] = []
@@ -75,7 +84,7 @@ async def _follow(
         tg.start_soon(_cancel_on_signal, tg.cancel_scope, received)
         if display is not None:
             tg.start_soon(show_progress, progress, display)
-        outcome = await follow(record, executor, progress, drain)
+        outcome = await follow(record, executor, progress, drain, finished)
         tg.cancel_scope.cancel()
     return (None, received[0]) if received else (outcome, None)
 

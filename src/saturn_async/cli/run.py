@@ -13,12 +13,14 @@ from saturn_async.cli.following import follow_sweep, interrupted
 from saturn_async.cli.options import (
     SLOTS,
     grace_option,
+    joblog_option,
     log_chunk_minutes_option,
     max_input_size_option,
 )
 from saturn_async.cli.stop_signals import raise_on_stop_signals, signal_of
 from saturn_async.exceptions import InputError, SaturnError
 from saturn_async.executors import DEFAULT, Executor, WorkerJob, executor_class
+from saturn_async.joblog import open_task_logger
 from saturn_async.spec.models import Batch
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
 from saturn_async.status import status_reader
@@ -52,6 +54,7 @@ from saturn_async.sweep.results import ResultsBackend, results_backend
     help="Print what would be dispatched and exit: the batch files as JSON lines, or "
     "KubernetesExecutor's manifests (for kubectl apply -f -). Records and starts nothing.",
 )
+@joblog_option
 @max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def run(
@@ -65,6 +68,7 @@ def run(
     skip_completed: bool,
     detach: bool,
     dry_run: bool,
+    joblog: str | None,
     max_input_size: int | None,
     quiet: bool,
 ) -> None:
@@ -131,6 +135,7 @@ def run(
             return
         record.batches = len(batches)
         record.handle["grace"] = grace
+        task_logger = open_task_logger(joblog, results.root, record.tasks)
         anyio.run(prepare_root, results.root, record.tasks)
         state.create(record, batches, replace=replace)
         _dispatch(executor, job, batches, record)
@@ -143,7 +148,7 @@ def run(
         if detach:
             print(f"detached; follow with: saturn collect --name {sweep_name}")
             return
-        code = follow_sweep(record, executor, quiet)
+        code = follow_sweep(record, executor, quiet, task_logger)
         if code in (0, 1):
             executor.forget()
     sys.exit(code)

@@ -94,6 +94,7 @@ class RunLifecycle:
                 self.on_launch(attempt)
             proc = await self._start(attempt)
             if proc is None:
+                self.sup.attempt_ended(self)
                 break
             if self.on_start is not None:
                 self.on_start(attempt, proc)
@@ -101,6 +102,7 @@ class RunLifecycle:
                 exit, end = await self._supervise(proc)
             self.status = exit.status
             self.events.append(self._end_event(end, exit, attempt))
+            self.sup.attempt_ended(self)
             if end != "failed" or attempt == self.last_attempt or self.sup.stopping:
                 break
             self.events.append(Event(type="retry", utctimestamp=utcnow(), attempt=attempt + 1))

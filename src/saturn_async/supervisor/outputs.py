@@ -43,6 +43,9 @@ class RunOutputs(Protocol):
     async def rotate(self, attempt: int) -> None:
         """Keep a failed attempt's logs as ``stdout.N``/``stderr.N`` before a retry."""
 
+    def stdout_size(self) -> int:
+        """Bytes the attempt that just ended wrote to stdout (0 when unknown)."""
+
     async def finish(self, events: list[Event], status_code: int) -> int:
         """Save the results and record the outcome, ``status_code`` last; returns the
         status recorded (RESULTS_NOT_SAVED when the run exited 0 but some of its results
@@ -78,6 +81,13 @@ class RunDirectory:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+    def size_of(self, name: str) -> int:
+        """The size of file ``name`` in the directory while it is open, else 0."""
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_size if self.fd else 0
+        except OSError:
+            return 0
 
 
 class LocalOutputs:
@@ -126,6 +136,9 @@ class LocalOutputs:
 
     def close(self) -> None:
         self.directory.close()
+
+    def stdout_size(self) -> int:
+        return self.directory.size_of(self.layout.stdout)
 
 
 def _make_results_dir(
@@ -234,6 +247,9 @@ class ShippedOutputs:
 
     def close(self) -> None:
         self.directory.close()
+
+    def stdout_size(self) -> int:
+        return self.directory.size_of(self.layout.stdout)
 
 
 def _remove_staging(staging: str, results_dir: str, with_results: bool) -> None:

@@ -112,6 +112,9 @@ class Supervisor:
         self._roots: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
+        self.on_attempt_end: Callable[[RunLifecycle], None] | None = None
+        """Called when an attempt ends (its end event is the run's last), before a
+        retry; the joblog's hook. It runs on the event loop: keep it to microseconds."""
 
     @property
     def stopping(self) -> bool:
@@ -282,6 +285,10 @@ class Supervisor:
         if key not in self._env_cache:
             self._env_cache[key] = {**self._base_env, **batch.env}
         return dict(self._env_cache[key])
+
+    def attempt_ended(self, lifecycle: RunLifecycle) -> None:
+        if self.on_attempt_end is not None:
+            self.on_attempt_end(lifecycle)
 
     def track(self, proc: RunProcess) -> None:
         self._running[proc.pid] = proc

@@ -55,8 +55,10 @@ async def follow(
     executor: Executor,
     progress: SweepProgress,
     drain: Callable[[], object] | None = None,
+    finished: Callable[[str], None] | None = None,
 ) -> FollowOutcome:
-    """Until every task has a status, or no batch is left that could give one."""
+    """Until every task has a status, or no batch is left that could give one.
+    ``finished(location)`` is called (in a thread) as each task is seen to have one."""
     pending = list(record.tasks)
     progress.total = len(pending)
     progress.running_label = "task"
@@ -65,7 +67,9 @@ async def follow(
         started = time.monotonic()
         if drain is not None:
             await anyio.to_thread.run_sync(drain)
-        pending = await anyio.to_thread.run_sync(_poll, record.results_root, pending, progress)
+        pending = await anyio.to_thread.run_sync(
+            _poll, record.results_root, pending, progress, finished
+        )
         busy = time.monotonic() - started
         if not pending:
             return FollowOutcome()
@@ -74,12 +78,19 @@ async def follow(
             # Every batch has ended: what has no status now never will.
             if drain is not None:
                 await anyio.to_thread.run_sync(drain)
-            pending = await anyio.to_thread.run_sync(_poll, record.results_root, pending, progress)
+            pending = await anyio.to_thread.run_sync(
+                _poll, record.results_root, pending, progress, finished
+            )
             return FollowOutcome(pending, outstanding.errors)
         await anyio.sleep(max(interval, busy / BUSY_SHARE))
 
 
-def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
+def _poll(
+    root: str,
+    pending: list[str],
+    progress: SweepProgress,
+    finished: Callable[[str], None] | None = None,
+) -> list[str]:
     """Count the tasks that got a status; note (locally) those that have started.
 
     Runs in a thread while the display reads ``progress``: ``running`` is replaced
@@ -97,6 +108,8 @@ def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
                 running[location] = RunningRun(location, time.monotonic())
             continue
         running.pop(location, None)
+        if finished is not None:
+            finished(location)
         if code == 0:
             progress.succeeded += 1
         else:
