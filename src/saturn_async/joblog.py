@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from saturn_async.exceptions import InputError
+from saturn_async.runs_index import RunRef, check_outside_runs, refuse_remote
 from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage.layout import EVENTS, LOG, Event, decode_events
@@ -55,20 +56,6 @@ def line(
         f"{seq}\t{HOST}\t{start:.3f}\t{runtime:10.3f}\t0\t{receive}\t{exitval}\t{signal}\t"
         f"{command}\n"
     ).encode(errors="backslashreplace")
-
-
-def check_outside_runs(path: str, run_locations: Iterable[str], source: str) -> None:
-    """Refuse (InputError) ``path`` when it is, or lies inside, a run's output location:
-    the run would overwrite it, or saturn would mistake it for an output."""
-    locations = set(run_locations)
-    here = os.path.abspath(path)
-    while True:
-        if here in locations:
-            raise InputError(f"{path} lies in the outputs of run {here}", source=source)
-        parent = os.path.dirname(here)
-        if parent == here:
-            return
-        here = parent
 
 
 class Joblog:
@@ -259,20 +246,13 @@ def open_task_logger(path: str | None, root: str, tasks: Sequence[str]) -> TaskL
     return TaskLogger(Joblog.open(path, seqs, _warn), seqs)
 
 
-def write_outputs_joblog(path: str, runs: Sequence[tuple[str, str | None, str]]) -> None:
-    """Write the lines of finished local ``runs`` (location, command or None to read it
-    from the events, stdout file name), in Seq order, to the joblog ``path``.
-    InputError as :meth:`Joblog.open`, or for an ``s3://`` location."""
-    remote = next((location for location, _, _ in runs if is_remote(location)), None)
-    if remote is not None:
-        raise InputError(
-            f"reads each run's events, which are in S3 ({remote}): copy the outputs with "
-            "`aws s3 sync`, then give the copy",
-            source="--joblog",
-        )
+def write_outputs_joblog(path: str, runs: Sequence[RunRef]) -> None:
+    """Write the lines of the finished ``runs`` (local ones: InputError for S3), in Seq
+    order, to the joblog ``path``. InputError as :meth:`Joblog.open`."""
+    refuse_remote(runs, "--joblog")
     joblog = Joblog.open(path, (location for location, _, _ in runs), _warn)
     try:
-        for seq, (location, cmd, stdout) in enumerate(runs, 1):
-            joblog.write(lines_of_run_dir(seq, location, stdout, cmd))
+        for seq, (location, cmd, layout) in enumerate(runs, 1):
+            joblog.write(lines_of_run_dir(seq, location, layout.stdout, cmd))
     finally:
         joblog.close()

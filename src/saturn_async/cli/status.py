@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -13,10 +12,8 @@ from rich.table import Table
 from saturn_async.cli.options import max_input_size_option
 from saturn_async.exceptions import InputError
 from saturn_async.joblog import write_outputs_joblog
-from saturn_async.spec import load_batch_file
-from saturn_async.spec.paths import is_remote
-from saturn_async.status import run_dirs, status_of, status_of_tasks
-from saturn_async.storage.layout import LAYOUTS, LOG, STDOUT
+from saturn_async.runs_index import runs_of
+from saturn_async.status import status_of, status_of_tasks
 from saturn_async.sweep.state import load_record
 
 
@@ -48,7 +45,7 @@ def status(
     if (path is None) == (name is None):
         raise InputError("give a PATH or --name, not both and not neither", source="status")
     if joblog is not None:
-        write_outputs_joblog(joblog, _runs_of(path, name, max_input_size))
+        write_outputs_joblog(joblog, runs_of(path, name, max_input_size))
     if path is not None:
         report = status_of(path, max_input_size)
     else:
@@ -79,22 +76,3 @@ def status(
         for failed in report.failed:
             table.add_row(str(failed.status_code), failed.path, failed.cmd or "?")
         console.print(table)
-
-
-def _runs_of(
-    path: str | None, name: str | None, max_input_size: int | None
-) -> list[tuple[str, str | None, str]]:
-    """The runs of PATH or of sweep ``name`` for the joblog: (location, command when
-    known, stdout file name), in Seq order."""
-    if path is None:
-        return [(task, None, LOG) for task in load_record(name or "").tasks]
-    if is_remote(path):
-        return [(path, None, STDOUT)]  # refused by write_outputs_joblog
-    if os.path.isdir(path):
-        return [
-            (run, None, STDOUT if os.access(f"{run}/{STDOUT}", os.F_OK) else LOG)
-            for run in run_dirs(os.path.abspath(path))
-        ]
-    batch = load_batch_file(path, max_input_size=max_input_size)
-    stdout = LAYOUTS[batch.layout].stdout
-    return [(run.remote_output_path or "", run.cmd, stdout) for run in batch.runs]
