@@ -23,14 +23,13 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from saturn_async.exceptions import InputError
 from saturn_async.runs_index import RunRef, check_outside_runs, refuse_remote
 from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
-from saturn_async.storage.layout import EVENTS, LOG, Event, decode_events
+from saturn_async.storage.layout import EVENTS, LOG, Event, decode_events, epoch_of
 from saturn_async.storage.local import read_regular
 
 if TYPE_CHECKING:
@@ -131,12 +130,12 @@ def attempt_line(seq: int, cmd: str, events: Sequence[Event], receive: int) -> b
     ``failed`` event of an attempt that could not start)."""
     end = events[-1]
     if end.exit_code is None:
-        return line(seq, _epoch(end.utctimestamp), 0.0, 0, CANNOT_START, 0, cmd)
+        return line(seq, epoch_of(end.utctimestamp), 0.0, 0, CANNOT_START, 0, cmd)
     started = next(
         (e for e in reversed(events) if e.type == "started" and e.attempt == end.attempt), None
     )
     runtime = end.wall_seconds or 0.0
-    start = _epoch(started.utctimestamp) if started else _epoch(end.utctimestamp) - runtime
+    start = epoch_of(started.utctimestamp) if started else epoch_of(end.utctimestamp) - runtime
     return line(seq, start, runtime, receive, end.exit_code, end.signal or 0, cmd)
 
 
@@ -177,13 +176,6 @@ def lines_of_run_dir(seq: int, run_dir: str, stdout: str, cmd: str | None) -> by
             return 0
 
     return lines_from_events(seq, events, cmd, receive)
-
-
-def _epoch(timestamp: str) -> float:
-    try:
-        return datetime.fromisoformat(timestamp).timestamp()
-    except ValueError:
-        return 0.0
 
 
 class AttemptLogger:

@@ -23,6 +23,7 @@ _COMMANDS = (
     "drain",
     "logs",
     "ps",
+    "report",
     "run",
     "split",
     "status",
@@ -82,6 +83,7 @@ def cli() -> None:
     saturn collect --name N            reattach to a sweep; gather its outputs
     saturn terminate --name N          stop every run of a sweep
     saturn status --name N             counts and failed tasks of a sweep
+    saturn report PATH -o report.html  one HTML page: timeline, durations, failures
     saturn daemon [--nprocs N]         serve this machine's slots to submitted batches
     saturn submit FILE...              queue batch files on the daemon
     saturn ps | watch                  the daemon's batches and runs, once or live

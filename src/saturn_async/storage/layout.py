@@ -120,6 +120,14 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def epoch_of(timestamp: str) -> float:
+    """An event's ``utctimestamp`` as epoch seconds (0.0 when garbled)."""
+    try:
+        return datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return 0.0
+
+
 def encode_events(events: list[Event]) -> bytes:
     return b"events:\n" + b"".join(b"- " + _encoder.encode(e) + b"\n" for e in events)
 
