@@ -135,6 +135,12 @@ def run(
             return
         record.batches = len(batches)
         record.handle["grace"] = grace
+        if joblog is not None and detach:
+            raise InputError(
+                "is written while saturn run follows the sweep; after --detach, use "
+                "`saturn status --name NAME --joblog FILE`",
+                source="--joblog",
+            )
         task_logger = open_task_logger(joblog, results.root, record.tasks)
         anyio.run(prepare_root, results.root, record.tasks)
         state.create(record, batches, replace=replace)
