@@ -48,6 +48,18 @@ def test_batch_joblog_has_one_line_per_attempt_in_parallels_format(
     assert len(start.split(".")[1]) == 3 and len(runtime) == 10 and runtime.strip() != runtime
 
 
+def test_an_attempt_that_cannot_start_has_its_line(tmp_path, write_job, saturn) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "blocker").write_text("a file where a run directory should go\n")
+    job = write_job(
+        [{"cmd": "true", "remote_output_path": str(tmp_path / "out" / "blocker" / "x")}, "true"]
+    )
+    assert saturn("batch", "-q", "--joblog", "jobs.tsv", str(job)).returncode == 1
+    found = {r[0]: r for r in rows(tmp_path / "jobs.tsv")}
+    assert found["1"][3].strip() == "0.000" and found["1"][5:8] == ["0", "127", "0"]
+    assert found["2"][6] == "0"
+
+
 def test_batch_joblog_gets_each_line_as_its_attempt_ends(tmp_path, write_job) -> None:
     gate = tmp_path / "gate"
     job = write_job(["echo first", f"while [ ! -e {gate} ]; do sleep 0.05; done"], nprocs=2)

@@ -31,6 +31,7 @@ from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage.layout import EVENTS, LOG, Event, decode_events, epoch_of
 from saturn_async.storage.local import read_regular
+from saturn_async.supervisor.lifecycle import CANNOT_START
 
 if TYPE_CHECKING:
     from saturn_async.supervisor.lifecycle import RunLifecycle
@@ -43,7 +44,6 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _END_TYPES = frozenset(("complete", "failed", "timeout", "terminated"))
 """Event types that end an attempt (with an ``exit_code``); ``failed`` without one is
 an attempt that could not start."""
-CANNOT_START = 127
 
 
 def line(
