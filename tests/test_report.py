@@ -43,6 +43,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
             "--disable-gpu",
             "--no-sandbox",
             "--no-first-run",
+            "--disable-dev-shm-usage",
             f"--user-data-dir={profile}",
             "--enable-logging=stderr",
             "--v=0",
