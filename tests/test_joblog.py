@@ -117,6 +117,16 @@ def test_run_joblog_with_the_local_executor(tmp_path, saturn) -> None:
     assert found[0][5] == str(log.stat().st_size)
 
 
+def test_run_joblog_refuses_s3_results_and_detach_before_anything_starts(tmp_path, saturn) -> None:
+    s3_results = write_sweep(tmp_path, results={"class_spec": "S3", "url": "s3://bucket/r"})
+    done = saturn("run", str(s3_results), "-q", "--joblog", "sweep.tsv")
+    assert done.returncode == 2 and "--joblog: needs a local results directory" in done.stderr
+    done = saturn("run", str(write_sweep(tmp_path)), "-q", "--detach", "--joblog", "sweep.tsv")
+    assert done.returncode == 2 and "--joblog: is written while saturn run" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "sweep.tsv").exists() and not (tmp_path / "results").exists()
+
+
 def test_status_joblog_writes_the_same_lines_from_outputs(tmp_path, write_job, saturn) -> None:
     job = write_job(["printf a", {"cmd": "echo x; exit 2", "retries": 1}, "true"])
     assert saturn("batch", "-q", "--joblog", "live.tsv", str(job)).returncode == 1

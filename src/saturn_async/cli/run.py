@@ -82,6 +82,12 @@ def run(
     input, 128+N when interrupted by signal N (130 INT, 143 TERM, 129 HUP, 131 QUIT).
     See docs/executors.md.
     """
+    if joblog is not None and detach:
+        raise InputError(
+            "is written while saturn run follows the sweep; after --detach, use "
+            "`saturn status --name NAME --joblog FILE`",
+            source="--joblog",
+        )
     sweep = load_sweep(sweep_file, max_input_size)
     source = os.path.abspath(sweep_file)
     sweep_name = _sweep_name(sweep, name, prefix)
@@ -135,12 +141,6 @@ def run(
             return
         record.batches = len(batches)
         record.handle["grace"] = grace
-        if joblog is not None and detach:
-            raise InputError(
-                "is written while saturn run follows the sweep; after --detach, use "
-                "`saturn status --name NAME --joblog FILE`",
-                source="--joblog",
-            )
         task_logger = open_task_logger(joblog, results.root, record.tasks)
         anyio.run(prepare_root, results.root, record.tasks)
         state.create(record, batches, replace=replace)
