@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import shutil
 import subprocess
@@ -12,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import saturn_without
-from saturn_async.report.charts import COLORS
+from saturn_async.report.charts import COLORS, rgb_of
 from saturn_async.report.data import MAX_BARS, Attempt, ReportData, Usage
 from saturn_async.report.html import MARKER, render
 from saturn_async.storage.s3 import S3Storage
@@ -111,8 +113,7 @@ def test_report_renders_its_charts_in_chromium(tmp_path, report_page) -> None:
     assert white < 0.97 * image.width * image.height
     seen = {rgb: n for n, rgb in colors}
     for outcome in ("complete", "failed", "timeout"):  # bars in each outcome's color
-        rgb = tuple(int(COLORS[outcome][i : i + 2], 16) for i in (1, 3, 5))
-        assert seen.get(rgb, 0) > 1000, (outcome, seen.get(rgb, 0))  # more than a legend key
+        assert seen.get(rgb_of(COLORS[outcome]), 0) > 1000, outcome  # more than a legend key
 
 
 def test_console_problems_are_seen(tmp_path) -> None:
@@ -126,16 +127,25 @@ def test_console_problems_are_seen(tmp_path) -> None:
     assert any("broken chart" in line for line in console_problems(done.stderr)), done.stderr
 
 
-def test_a_big_timeline_is_sampled_and_says_so() -> None:
-    data = ReportData("synthetic", total=40_000, succeeded=36_000, failed=4_000)
+def test_a_big_timeline_is_aggregated_and_says_so() -> None:
+    """Past MAX_BARS attempts every attempt still counts: a slot that only failed is red."""
+    count = 4 * MAX_BARS
+    data = ReportData("synthetic", total=count, succeeded=count - count // 8, failed=count // 8)
     data.attempts = [
-        Attempt(i % 64, 1_700_000_000 + i * 0.01, 0.5 + (i % 97) / 10, "complete")
-        for i in range(40_000)
+        Attempt(i % 8, 1_700_000_000 + (i // 8) * 1.0, 0.9, "failed" if i % 8 == 0 else "complete")
+        for i in range(count)
     ]
-    data.usage = [Usage(1024 * (i % 500), i % 13, f"/o/{i}", "x") for i in range(40_000)]
+    data.usage = [Usage(1024 * (i % 500), i % 13, f"/o/{i}", "x") for i in range(count)]
     page = render(data)
-    assert f"A uniform sample of {MAX_BARS:,} of the 40,000 attempts" in page
+    assert f"All {count:,} attempts, aggregated" in page
     assert len(page) < 1 << 20
+    timeline = re.search(r'id="timeline">.*?</svg>', page, re.S)
+    assert timeline
+    encoded = re.search(r'href="data:image/png;base64,([^"]+)"', timeline.group(0))
+    assert encoded
+    cells = Image.open(io.BytesIO(base64.b64decode(encoded.group(1)))).convert("RGB")
+    seen = {rgb for _, rgb in cells.getcolors(maxcolors=1 << 20) or []}
+    assert {rgb_of(COLORS["failed"]), rgb_of(COLORS["complete"])} <= seen
 
 
 def test_report_refuses_a_file_it_did_not_write(tmp_path, report_page, saturn) -> None:

@@ -32,10 +32,11 @@ from saturn_async.storage.local import read_regular, write_atomically
 @max_input_size_option
 def report(path: str | None, name: str | None, output: str, max_input_size: int | None) -> None:
     """Write one HTML page about the runs of PATH or of sweep --name: the counts, a
-    timeline of slots (sampled past 3,000 attempts), a histogram of durations, failures
-    grouped by exit code with the last lines of their stderr, and peak memory and CPU
-    per run. The page loads nothing from the network. PATH is what `saturn status`
-    takes (local outputs only). Needs the `report` extra (matplotlib).
+    timeline of slots (aggregated into cells past 3,000 attempts), a histogram of
+    durations, failures grouped by exit code with the last lines of their stderr, and
+    peak memory and CPU per run. The page loads nothing from the network. PATH is
+    what `saturn status` takes (local outputs only). Needs the `report` extra
+    (matplotlib).
     """
     if (path is None) == (name is None):
         raise InputError("give a PATH or --name, not both and not neither", source="report")

@@ -2,13 +2,12 @@
 
 Each run costs one read of its status and one of its ``events``; only the runs a failure
 group shows have their stderr read (its last 4 KiB). What is kept per attempt is a few
-numbers, so 100,000 runs fit in a few tens of MB; the timeline keeps a uniform sample.
+numbers, so 100,000 runs fit in a few tens of MB.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +17,8 @@ from saturn_async.storage.local import read_regular, read_status_code
 from saturn_async.storage.results_walk import open_regular, read_at
 
 MAX_BARS = 3000
-"""Attempts drawn on the timeline; more are sampled uniformly (the page says so)."""
+"""Attempts drawn as bars on the timeline; past this, it is aggregated into cells (the
+page says so)."""
 SHOWN_PER_FAILURE = 10
 """Runs listed under each exit code, with the last lines of their stderr."""
 TAIL_BYTES = 4096
@@ -75,12 +75,6 @@ class ReportData:
     @property
     def attempt_count(self) -> int:
         return len(self.attempts)
-
-    def timeline(self, limit: int = MAX_BARS) -> list[Attempt]:
-        """At most ``limit`` attempts, a uniform sample (seeded: the same every time)."""
-        if len(self.attempts) <= limit:
-            return self.attempts
-        return random.Random(0).sample(self.attempts, limit)
 
     def top_memory(self) -> list[Usage]:
         return sorted(self.usage, key=lambda u: u.max_rss_kib, reverse=True)[:TOP_MEMORY]

@@ -10,6 +10,7 @@ import matplotlib
 
 from saturn_async import __version__
 from saturn_async.report import charts
+from saturn_async.report.charts import COLUMNS
 from saturn_async.report.data import MAX_BARS, TAIL_LINES, ReportData
 
 MARKER = "<!-- saturn_async report -->"
@@ -64,19 +65,20 @@ def _counts(data: ReportData) -> str:
 def _charts(data: ReportData) -> list[str]:
     if not data.attempts:
         return ["<p class=note>No attempt has ended yet: nothing to draw.</p>"]
-    shown = data.timeline()
-    if len(shown) < data.attempt_count:
+    if data.attempt_count > MAX_BARS:
         note = (
-            f"A uniform sample of {len(shown):,} of the {data.attempt_count:,} attempts "
-            f"(at most {MAX_BARS:,} are drawn); the counts and histograms use them all."
+            f"All {data.attempt_count:,} attempts, aggregated (past {MAX_BARS:,} they are "
+            f"not drawn one by one): each slot's row is {COLUMNS:,} cells, and a cell mixes "
+            "the outcomes' colors in proportion to the attempts overlapping it (one in ten "
+            "failed: a green a tenth of the way to red)."
         )
     else:
-        note = f"All {data.attempt_count:,} attempts."
+        note = f"All {data.attempt_count:,} attempts, one bar each."
     return [
         f"<h2>Timeline of slots</h2><p class=note>{note} One row per slot "
         "(<code>SATURN_RUN_LOCAL_RANK</code>; batches on several machines share the "
-        "rows), one bar per attempt, colored by outcome.</p>"
-        f'<div class=chart id="timeline">{charts.timeline(shown)}</div>',
+        "rows), colored by outcome.</p>"
+        f'<div class=chart id="timeline">{charts.timeline(data.attempts)}</div>',
         '<h2>Durations</h2><div class=chart id="durations">'
         f"{charts.durations(data.attempts)}</div>",
     ]
