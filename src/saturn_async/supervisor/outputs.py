@@ -84,8 +84,10 @@ class RunDirectory:
 
     def size_of(self, name: str) -> int:
         """The size of file ``name`` in the directory while it is open, else 0."""
+        if self.fd is None:
+            return 0
         try:
-            return os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_size if self.fd else 0
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_size
         except OSError:
             return 0
 
