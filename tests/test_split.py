@@ -128,3 +128,54 @@ def test_bad_job_leaves_an_earlier_split_untouched(tmp_path: Path, saturn) -> No
     (tmp_path / "batch.yaml").write_text("nprocs: 4\nremote_output_path: out\nruns:\n- cmd: 5\n")
     assert saturn("split", "recipe.yaml", "batch.yaml", "c").returncode == 2
     assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()} == before
+
+
+def test_block_start_script_stays_a_block(tmp_path: Path, saturn) -> None:
+    write_inputs(tmp_path, 3)
+    script = "pip install -r requirements.txt\n\nexport A=1\necho ready\n"
+    recipe = {"type": "job", "spec": {"name": "b", "start_script": script, "command": "x"}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, default_style="|"))
+    assert saturn("split", "recipe.yaml", "batch.yaml", "c").returncode == 0
+    text = (tmp_path / "c" / "recipe.yaml").read_text()
+    assert "  start_script: |\n    pip install -r requirements.txt\n\n    export A=1\n" in text
+    assert yaml.safe_load(text)["spec"]["start_script"] == script
+
+
+def test_indent_pretty_prints_batch_files(tmp_path: Path, saturn) -> None:
+    write_inputs(tmp_path, 3)
+    assert saturn("split", "recipe.yaml", "batch.yaml", "c", "--indent", "2").returncode == 0
+    text = (tmp_path / "c" / "0.json").read_text()
+    assert text.startswith('{\n  "nprocs": 4,\n  "remote_output_path": ')
+    assert len(json.loads(text)["runs"]) == 3
+    assert saturn("split", "recipe.yaml", "batch.yaml", "c").returncode == 0
+    assert "\n" not in (tmp_path / "c" / "0.json").read_text()
+
+
+def test_stale_sync_tarball_is_removed(tmp_path: Path, saturn) -> None:
+    write_inputs(tmp_path, 3)
+    for name in ("old", "new"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text(name)
+    assert saturn("split", "recipe.yaml", "batch.yaml", "c", "--sync", "old").returncode == 0
+    assert (tmp_path / "c" / "sync-old.tar.gz").exists()
+    (tmp_path / "c" / "sync-mine.tar.gz").write_text("not split's")
+    assert saturn("split", "recipe.yaml", "batch.yaml", "c", "--sync", "new").returncode == 0
+    assert not (tmp_path / "c" / "sync-old.tar.gz").exists()
+    assert (tmp_path / "c" / "sync-new.tar.gz").exists()
+    assert (tmp_path / "c" / "sync-mine.tar.gz").read_text() == "not split's"
+    assert saturn("split", "recipe.yaml", "batch.yaml", "c").returncode == 0
+    assert not (tmp_path / "c" / "sync-new.tar.gz").exists()
+
+
+def test_one_batch_file_and_nothing_left(tmp_path: Path, saturn) -> None:
+    write_inputs(tmp_path, 3)
+    result = saturn("split", "recipe.yaml", "batch.yaml", "c")
+    assert "wrote 1 batch file of up to 12 runs" in result.stdout
+    assert result.stderr == ""
+    result = saturn("split", "recipe.yaml", "batch.yaml", "c", "--max-jobs", "0")
+    assert result.returncode == 0
+    assert "wrote 0 batch files" in result.stdout
+    assert result.stderr == (
+        "saturn: warning: no run is left to include, so recipe.yaml's spec.command is empty\n"
+    )
+    assert yaml.safe_load((tmp_path / "c" / "recipe.yaml").read_text())["spec"]["command"] == []

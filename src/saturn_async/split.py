@@ -79,9 +79,11 @@ def split_job(
     remote_commands_directory: str | None = None,
     max_input_size: int | None = None,
     overwrite: bool = False,
+    indent: int | None = None,
 ) -> SplitReport:
     """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``.
 
+    ``indent``: batch files pretty-printed with that many spaces (default: one line).
     Existing files in OUTDIR are replaced only if an earlier split wrote them (or with
     ``overwrite``); see :mod:`saturn_async.split_outdir`.
     """
@@ -100,6 +102,7 @@ def split_job(
         nprocs=nprocs,
         remote_output_path=remote_output_path,
         max_input_size=max_input_size,
+        output_flag="--remote-output-path",
     )
     assert job.nprocs is not None
     report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
@@ -118,7 +121,7 @@ def split_job(
     plan = plan_outdir(out, targets, job_path, report.batch_files, overwrite)
     try:
         plan.claim()
-        _write_batches(job, runs, out, report.batch_size)
+        _write_batches(job, runs, out, report.batch_size, indent)
         for sync in sync_specs:
             _pack(sync, out / sync.tarball)
         write_atomically(str(out / RECIPE), _dump_recipe(recipe))
@@ -164,7 +167,7 @@ def _select(
     return selected
 
 
-def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> None:
+def _write_batches(job: Batch, runs: list[Run], out: Path, size: int, indent: int | None) -> None:
     encoder = msgspec.json.Encoder()
     for index, start in enumerate(range(0, len(runs), size)):
         chunk = runs[start : start + size]
@@ -172,8 +175,10 @@ def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> None:
             run.status_code = run.status = None
             if run.local_results_dir is None:
                 run.local_results_dir = _local_results_dir(run.remote_output_path)
-        batch = msgspec.structs.replace(job, runs=chunk)
-        write_atomically(str(out / f"{index}.json"), encoder.encode(batch), BATCH_MODE)
+        data = encoder.encode(msgspec.structs.replace(job, runs=chunk))
+        if indent is not None:
+            data = msgspec.json.format(data, indent=indent) + b"\n"
+        write_atomically(str(out / f"{index}.json"), data, BATCH_MODE)
 
 
 def _local_results_dir(location: str | None) -> str:
@@ -216,6 +221,20 @@ def _with_sync_block(start_script: str, syncs: list[Sync], remote_dir: str) -> s
     return "\n".join(lines) + "\n" + script
 
 
+class _RecipeDumper(yaml.SafeDumper):
+    """Writes a string of several lines (a ``start_script: |`` block) in block style."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_RecipeDumper.add_representer(str, _represent_str)
+
+
 def _dump_recipe(recipe: dict[str, Any]) -> bytes:
-    text: str = yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False, width=10**6)
+    text: str = yaml.dump(
+        recipe, Dumper=_RecipeDumper, sort_keys=False, default_flow_style=False, width=10**6
+    )
     return text.encode()

@@ -2,9 +2,10 @@
 
 ``split`` records the names of the files it writes in ``OUTDIR/.saturn-split`` (a JSON
 list). A later split of the same directory may replace or remove those, and nothing else:
-any other existing file it would write is refused (unless ``--overwrite``), other files
-are left alone, and the job file being split is never touched. Everything is checked
-before the first file is written.
+any other existing file it would write is refused (unless ``--overwrite``), its own batch
+files beyond the new last one and its own ``--sync`` tarballs not written again are
+removed, other files are left alone, and the job file being split is never touched.
+Everything is checked before the first file is written.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from saturn_async.storage.local import write_atomically
 
 MANIFEST = ".saturn-split"
 _BATCH_FILE = re.compile(r"^(\d+)\.json$")
+_SYNC_TARBALL = re.compile(r"^sync-.+\.tar\.gz$")
 _NAMES = msgspec.json.Decoder(list[str])
 
 
@@ -90,10 +92,12 @@ def plan_outdir(
         # A directory put under a recorded name is not split's: neither removed nor kept.
         and not entries[name].is_dir(follow_symlinks=False)
     }
+    # Batch files beyond the new last one, and tarballs of a --sync not given again.
     stale = {
         name
         for name in present
-        if (match := _BATCH_FILE.match(name)) and int(match.group(1)) >= batch_files
+        if ((match := _BATCH_FILE.match(name)) and int(match.group(1)) >= batch_files)
+        or _SYNC_TARBALL.match(name)
     }
     kept = present - stale
     return OutdirPlan(out, frozenset(targets), frozenset(stale), frozenset(kept))

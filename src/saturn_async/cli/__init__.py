@@ -30,6 +30,8 @@ _COMMANDS = (
     "terminate",
     "watch",
 )
+# Names of the original Saturn Cloud client that scripts still call: name -> command.
+_ALIASES = {"summarize-batch": "status"}
 
 
 class _Cli(click.Group):
@@ -40,6 +42,7 @@ class _Cli(click.Group):
         return list(_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd_name = _ALIASES.get(cmd_name, cmd_name)
         if cmd_name not in _COMMANDS:
             return None
         command: click.Command = getattr(
@@ -87,6 +90,8 @@ def cli() -> None:
     saturn ps | watch                  the daemon's batches and runs, once or live
     saturn cancel BATCH_OR_RUN         stop queued or running work on the daemon
     saturn drain                       finish what runs, take nothing new, then exit
+
+    `sc summarize-batch FILE` (the original client's) is `saturn status FILE`.
     """
 
 

@@ -32,14 +32,22 @@ def load_batch_file(
     nprocs: int | None = None,
     remote_output_path: str | None = None,
     max_input_size: int | None = None,
+    output_flag: str | None = None,
 ) -> Batch:
     """Read, decode and resolve one job or batch file (JSON or YAML; path or s3:// URL).
 
-    ``max_input_size``: the file's size limit (default: ``spec.input_file.max_input_size``).
+    ``max_input_size``: the file's size limit (default: ``spec.input_file.max_input_size``);
+    ``output_flag``: see :func:`resolve_batch`.
     """
     # The file's bytes are not kept while the runs are resolved: they are as large again.
     batch = decode_document(path, _read(str(path), max_input_size), Batch)
-    return resolve_batch(batch, str(path), nprocs=nprocs, remote_output_path=remote_output_path)
+    return resolve_batch(
+        batch,
+        str(path),
+        nprocs=nprocs,
+        remote_output_path=remote_output_path,
+        output_flag=output_flag,
+    )
 
 
 def _read(path: str, max_size: int | None) -> bytes:
