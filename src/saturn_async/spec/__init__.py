@@ -15,6 +15,8 @@ from saturn_async.spec.paths import is_remote, normalize_location, real_output_p
 from saturn_async.spec.resolve import resolve_batch
 from saturn_async.spec.results_dirs import check_local_results_dirs
 
+_COMMAND_LIST_HINT = "a list of commands, one per line? saturn batch --commands FILE -o DIR"
+
 __all__ = [
     "Batch",
     "Run",
@@ -40,7 +42,13 @@ def load_batch_file(
     ``output_flag``: see :func:`resolve_batch`.
     """
     # The file's bytes are not kept while the runs are resolved: they are as large again.
-    batch = decode_document(path, _read(str(path), max_input_size), Batch)
+    try:
+        batch = decode_document(path, _read(str(path), max_input_size), Batch)
+    except InputError as exc:
+        if exc.field != "$" or not exc.message.startswith("expected `object`"):
+            raise
+        message = f"{exc.message} ({_COMMAND_LIST_HINT})"
+        raise InputError(message, source=exc.source, field=exc.field) from exc
     return resolve_batch(
         batch,
         str(path),
