@@ -21,6 +21,7 @@ from saturn_async.spec import Batch, Run, load_batch_file
 from saturn_async.spec.decode import load_yaml_mapping
 from saturn_async.spec.paths import is_remote
 from saturn_async.split_outdir import plan_outdir
+from saturn_async.split_ship import check_destination, download_lines, upload
 from saturn_async.status import status_reader
 from saturn_async.storage.layout import RESULTS
 from saturn_async.storage.local import write_atomically
@@ -62,6 +63,8 @@ class SplitReport:
     batch_size: int = 0
     nprocs: int = 0
     outdir: str = ""
+    shipped_to: str | None = None
+    """The ``s3://`` URL the batch files and tarballs were uploaded to, if any."""
 
 
 def split_job(
@@ -112,13 +115,20 @@ def split_job(
     out = Path(outdir).absolute()
     report.outdir = str(out)
     remote_dir = (remote_commands_directory or str(out)).rstrip("/") or "/"
+    # Shipped through S3: the machines fetch the files into OUTDIR's absolute path.
+    download: list[str] = []
+    if is_remote(remote_dir):
+        report.shipped_to, remote_dir = remote_dir, str(out)
+        download = download_lines(report.shipped_to, remote_dir)
     spec["command"] = [
         f"sc batch {shlex.quote(f'{remote_dir}/{i}.json')}" for i in range(report.batch_files)
     ]
-    spec["start_script"] = _with_sync_block(start_script, sync_specs, remote_dir)
-    targets = {f"{i}.json" for i in range(report.batch_files)}
-    targets |= {RECIPE, *(sync.tarball for sync in sync_specs)}
-    plan = plan_outdir(out, targets, job_path, report.batch_files, overwrite)
+    spec["start_script"] = _with_sync_block(start_script, download, sync_specs, remote_dir)
+    shipped = [f"{i}.json" for i in range(report.batch_files)]
+    shipped += [sync.tarball for sync in sync_specs]
+    plan = plan_outdir(out, {RECIPE, *shipped}, job_path, report.batch_files, overwrite)
+    if report.shipped_to is not None:
+        report.shipped_to = check_destination(report.shipped_to, "--remote-commands-directory")
     try:
         plan.claim()
         _write_batches(job, runs, out, report.batch_size, indent)
@@ -128,6 +138,8 @@ def split_job(
         plan.finish()
     except OSError as exc:
         raise InputError(f"cannot write: {exc}", source=str(out)) from exc
+    if report.shipped_to is not None:
+        upload(out, shipped, report.shipped_to)
     return report
 
 
@@ -207,11 +219,15 @@ def _pack(sync: Sync, tarball: Path) -> None:
         raise
 
 
-def _with_sync_block(start_script: str, syncs: list[Sync], remote_dir: str) -> str:
+def _with_sync_block(
+    start_script: str, download: list[str], syncs: list[Sync], remote_dir: str
+) -> str:
+    """``start_script`` with the managed block (the ``download`` lines, then unpacking
+    each ``--sync`` tarball) in place of an earlier one, first."""
     script = _SYNC_BLOCK.sub("", start_script)
-    if not syncs:
+    if not (download or syncs):
         return script
-    lines = [SYNC_BEGIN]
+    lines = [SYNC_BEGIN, *download]
     for sync in syncs:
         dest = shlex.quote(sync.dest)
         lines.append(

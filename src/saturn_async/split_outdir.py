@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,12 @@ class OutdirPlan:
         self._record(self.targets | self.kept)
 
     def _record(self, names: frozenset[str]) -> None:
-        write_atomically(str(self.out / MANIFEST), msgspec.json.encode(sorted(names)))
+        record_names(self.out, names)
+
+
+def record_names(out: Path, names: Iterable[str]) -> None:
+    """Record ``names`` as the files of ``out`` that saturn wrote (the manifest)."""
+    write_atomically(str(out / MANIFEST), msgspec.json.encode(sorted(names)))
 
 
 def plan_outdir(
@@ -64,7 +70,7 @@ def plan_outdir(
         return OutdirPlan(out, frozenset(targets), frozenset(), frozenset())
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(out)) from exc
-    ours = _recorded(out) if MANIFEST in entries else set()
+    ours = recorded_names(out) if MANIFEST in entries else set()
     # An s3:// job file cannot be one of OUTDIR's files.
     job = (-1, -1)
     if not is_remote(job_path):
@@ -108,7 +114,8 @@ def _identity(entry: os.DirEntry[str]) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def _recorded(out: Path) -> set[str]:
+def recorded_names(out: Path) -> set[str]:
+    """The names the manifest of ``out`` lists (it must exist)."""
     path = out / MANIFEST
     try:
         names = _NAMES.decode(path.read_bytes())

@@ -21,6 +21,7 @@ _COMMANDS = (
     "collect",
     "daemon",
     "drain",
+    "fetch",
     "logs",
     "ps",
     "run",
@@ -78,6 +79,7 @@ def cli() -> None:
 
     \b
     saturn split RECIPE JOB OUTDIR     split a job into batch files and a recipe
+    saturn fetch URL DIR               download the batch files split shipped to S3
     saturn batch FILE...               run batch files, nprocs runs at a time
     saturn status PATH                 what succeeded, failed and is left
     saturn logs PATH_OR_URL            print a run's stdout or stderr (--follow)

@@ -30,7 +30,9 @@ from saturn_async.split import split_job
 )
 @click.option(
     "--remote-commands-directory",
-    help="Where the batch files are on the machines that run them [default: OUTDIR].",
+    help="Where the batch files are on the machines that run them [default: OUTDIR]. "
+    "An s3:// URL: upload the batch files and --sync tarballs there; the start_script "
+    "downloads them into OUTDIR's absolute path (aws CLI, else python -m saturn_async fetch).",
 )
 @click.option(
     "--indent",
@@ -91,6 +93,8 @@ def split(
         f"wrote {report.batch_files} {files} of up to {report.batch_size} runs "
         f"(nprocs {report.nprocs}) and recipe.yaml to {report.outdir}"
     )
+    if report.shipped_to is not None:
+        click.echo(f"uploaded the batch files and tarballs to {report.shipped_to}")
     if report.batch_files == 0:
         prog = click.get_current_context().find_root().info_name
         click.echo(
