@@ -81,6 +81,7 @@ def cli() -> None:
     saturn split RECIPE JOB OUTDIR     split a job into batch files and a recipe
     saturn fetch URL DIR               download the batch files split shipped to S3
     saturn batch FILE...               run batch files, nprocs runs at a time
+    saturn batch --commands F -o DIR   run a list of commands, one per line
     saturn status PATH                 what succeeded, failed and is left
     saturn logs PATH_OR_URL            print a run's stdout or stderr (--follow)
     saturn run RUN_YAML [--name N]     dispatch a sweep through its executor, follow it

@@ -24,7 +24,7 @@ from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 
 
 @click.command()
-@click.argument("files", nargs=-1, metavar="FILE...")
+@click.argument("files", nargs=-1, metavar="[FILE...]")
 @click.option(
     "--commands",
     metavar="FILE",
