@@ -279,3 +279,13 @@ def test_logs_of_an_s3_prefix_holding_nothing_is_an_error(s3: str, saturn) -> No
     done = saturn("logs", f"{s3}/typo")
     assert done.returncode == 2
     assert done.stderr == f"saturn: error: PATH_OR_URL: no run output at {s3}/typo\n"
+
+
+def test_command_list_to_s3(s3: str, tmp_path: Path, saturn) -> None:
+    (tmp_path / "cmds.txt").write_text("echo a\nexit 4\n")
+    result = saturn("batch", "--commands", "cmds.txt", "-o", f"{s3}/sweep", "-q")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(saturn("status", f"{s3}/sweep", "--json").stdout)
+    assert (report["succeeded"], report["failed"]) == (1, 1)
+    assert report["failed_runs"][0]["path"] == f"{s3}/sweep/1"
+    assert saturn("logs", f"{s3}/sweep/0").stdout == "a\n"

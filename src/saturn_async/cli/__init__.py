@@ -21,6 +21,7 @@ _COMMANDS = (
     "collect",
     "daemon",
     "drain",
+    "fetch",
     "logs",
     "ps",
     "report",
@@ -31,6 +32,8 @@ _COMMANDS = (
     "terminate",
     "watch",
 )
+# Names of the original Saturn Cloud client that scripts still call: name -> command.
+_ALIASES = {"summarize-batch": "status"}
 
 
 class _Cli(click.Group):
@@ -41,6 +44,7 @@ class _Cli(click.Group):
         return list(_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd_name = _ALIASES.get(cmd_name, cmd_name)
         if cmd_name not in _COMMANDS:
             return None
         command: click.Command = getattr(
@@ -76,7 +80,9 @@ def cli() -> None:
 
     \b
     saturn split RECIPE JOB OUTDIR     split a job into batch files and a recipe
+    saturn fetch URL DIR               download the batch files split shipped to S3
     saturn batch FILE...               run batch files, nprocs runs at a time
+    saturn batch --commands F -o DIR   run a list of commands, one per line
     saturn status PATH                 what succeeded, failed and is left
     saturn logs PATH_OR_URL            print a run's stdout or stderr (--follow)
     saturn run RUN_YAML [--name N]     dispatch a sweep through its executor, follow it
@@ -89,6 +95,8 @@ def cli() -> None:
     saturn ps | watch                  the daemon's batches and runs, once or live
     saturn cancel BATCH_OR_RUN         stop queued or running work on the daemon
     saturn drain                       finish what runs, take nothing new, then exit
+
+    `sc summarize-batch FILE` (the original client's) is `saturn status FILE`.
     """
 
 

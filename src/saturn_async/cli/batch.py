@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -17,14 +18,30 @@ from saturn_async.cli.options import (
 )
 from saturn_async.cli.progress import show_progress, summary_line
 from saturn_async.cli.stop_signals import forward_stop_signals
+from saturn_async.exceptions import InputError
 from saturn_async.joblog import AttemptLogger, open_attempt_logger
 from saturn_async.spec import Batch, load_batch_files
+from saturn_async.spec.command_list import load_command_list
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("--nprocs", type=SLOTS, help="Slots (default: largest nprocs).")
+@click.argument("files", nargs=-1, metavar="[FILE...]")
+@click.option(
+    "--commands",
+    metavar="FILE",
+    help="Run a command list instead of batch FILEs: one cmd per line (blank lines and "
+    "# comments skipped; - reads standard input). Needs --output.",
+)
+@click.option(
+    "--output",
+    "-o",
+    metavar="DIR",
+    help="With --commands: where the runs' outputs go, DIR/<index among the runs>.",
+)
+@click.option(
+    "--nprocs", type=SLOTS, help="Slots [default: largest nprocs; with --commands: CPUs]."
+)
 @grace_option
 @click.option("--skip-completed", is_flag=True, help="Skip runs whose status_code is 0.")
 @log_chunk_minutes_option(
@@ -48,6 +65,8 @@ from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def batch(
     files: tuple[str, ...],
+    commands: str | None,
+    output: str | None,
     nprocs: int | None,
     grace: float,
     skip_completed: bool,
@@ -60,6 +79,9 @@ def batch(
 ) -> None:
     """Run every run of every batch FILE with at most nprocs at a time.
 
+    Or a command list: `saturn batch --commands cmds.txt -o out` runs each line as one
+    run, its outputs in out/<index among the runs>.
+
     Slots are shared across files. Each run is `sh -c CMD` in its own process group;
     its stdout, stderr, events and results go to its remote_output_path, and status_code
     is written last. For s3:// paths, logs are shipped as numbered chunks while the run
@@ -69,7 +91,7 @@ def batch(
     the grace period and stops retrying S3 (an outcome not uploaded is kept in the
     staging dir).
     """
-    batches = load_batch_files(list(files), nprocs=nprocs, max_input_size=max_input_size)
+    batches = _load(files, commands, output, nprocs, max_input_size)
     slots = slot_count(batches, nprocs)
     display = None if quiet else sys.stdout.isatty()
     supervisor_options = {
@@ -91,6 +113,27 @@ def batch(
         )
     code = summary.exit_code
     sys.exit(0 if code == 1 and failed_runs_exit_zero else code)
+
+
+def _load(
+    files: tuple[str, ...],
+    commands: str | None,
+    output: str | None,
+    nprocs: int | None,
+    max_input_size: int | None,
+) -> list[Batch]:
+    if commands is None:
+        if output is not None:
+            raise InputError("goes with --commands FILE", source="--output")
+        if not files:
+            raise InputError("give batch FILEs, or --commands FILE -o DIR", source="batch")
+        return load_batch_files(list(files), nprocs=nprocs, max_input_size=max_input_size)
+    if files:
+        raise InputError("give batch FILEs or --commands, not both", source="--commands")
+    if output is None:
+        raise InputError("needs --output DIR (-o): where the runs' outputs go", source="--commands")
+    slots = nprocs or os.cpu_count() or 1
+    return [load_command_list(commands, output=output, nprocs=slots, max_input_size=max_input_size)]
 
 
 async def _supervise(

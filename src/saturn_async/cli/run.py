@@ -72,7 +72,7 @@ def run(
     max_input_size: int | None,
     quiet: bool,
 ) -> None:
-    """Run a sweep (seed 003's run.yaml): dispatch its tasks in batches, then follow them.
+    """Run a sweep (Saturn Run's run.yaml): dispatch its tasks in batches, then follow them.
 
     Each task writes log, events, results/, error (on failure) and, last, status
     (success or failure) to <results>/<task name>. Ctrl-C detaches from executors whose

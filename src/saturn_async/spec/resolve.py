@@ -22,10 +22,12 @@ def resolve_batch(
     *,
     nprocs: int | None = None,
     remote_output_path: str | None = None,
+    output_flag: str | None = None,
 ) -> Batch:
     """Fill in ``nprocs`` and every run's absolute ``remote_output_path``, then validate.
 
-    Overrides (from command-line flags) win over the file. Raises InputError naming the
+    Overrides (from command-line flags) win over the file; ``output_flag`` names the
+    caller's flag that gives the output root, if it has one. Raises InputError naming the
     file and field for: a missing ``nprocs`` or output root, an unsupported scheme, a run
     path outside the root (``..``), two runs with one path, or one run's path inside
     another's; and for a run that could not be spawned (see ``spec.check``).
@@ -39,8 +41,9 @@ def resolve_batch(
     if remote_output_path is not None:
         batch.remote_output_path = remote_output_path
     if batch.remote_output_path is None:
+        hint = f" (or pass {output_flag})" if output_flag else ""
         raise InputError(
-            "required field is missing (or pass --remote-output-path)",
+            f"required field is missing{hint}",
             source=source,
             field="$.remote_output_path",
         )

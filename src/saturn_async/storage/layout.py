@@ -1,10 +1,12 @@
 """The per-run output layouts and the ``events`` file format.
 
-Two layouts, one per seed, differ only in file names and in how the outcome is written:
+Two layouts, one per original tool, differ only in file names and in how the outcome is
+written:
 
-* ``batch`` (``sc batch``, seed 000): ``stdout``, ``stderr``, ``events``, ``results/`` and,
-  written last, ``status_code`` (the exit status as a number).
-* ``sweep`` (``saturn run``, seed 003): ``log`` (stdout and stderr interleaved as written),
+* ``batch`` (``sc batch`` of Saturn Cloud's massively parallel jobs): ``stdout``,
+  ``stderr``, ``events``, ``results/`` and, written last, ``status_code`` (the exit status
+  as a number).
+* ``sweep`` (``saturn run``, Saturn Run): ``log`` (stdout and stderr interleaved as written),
   ``events``, ``results/``, ``error`` (the exit status, only on failure) and, written last,
   ``status`` (``success`` or ``failure``).
 

@@ -3,7 +3,7 @@
 Messages come from :class:`saturn_async.storage.queue.QueueStorage`, in order per
 worker. Log chunks land as numbered files (``log/000000``, ...), as on S3; when a run's
 ``status`` arrives (always last), its chunk directories are joined into plain ``log``
-(and ``log.N``) files before ``status`` is written, so a finished run has the seed's
+(and ``log.N``) files before ``status`` is written, so a finished run has Saturn Run's
 layout and its status still comes last.
 """
 
