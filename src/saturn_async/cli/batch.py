@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
@@ -14,10 +15,11 @@ from saturn_async.cli.options import (
     log_chunk_minutes_option,
     max_input_size_option,
 )
-from saturn_async.cli.progress import show_progress, summary_line
+from saturn_async.cli.progress import failure_lines, pace, show_progress
 from saturn_async.cli.stop_signals import forward_stop_signals
 from saturn_async.spec import Batch, load_batch_files
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
+from saturn_async.supervisor.progress import SweepProgress
 
 
 @click.command()
@@ -74,19 +76,24 @@ def batch(
         "log_chunk_seconds": log_chunk_minutes * 60,
         "staging_dir": staging_dir,
     }
-    summary = anyio.run(_supervise, batches, slots, supervisor_options, display)
+    summary, progress = anyio.run(_supervise, batches, slots, supervisor_options, display)
     if not quiet:
         print(
             f"{summary.succeeded} succeeded, {summary.failed} failed, "
-            f"{summary.skipped} skipped, {summary.not_started} not started"
+            f"{summary.skipped} skipped, {summary.not_started} not started {pace(progress)}"
         )
+        every = f"saturn status {shlex.quote(files[0])}" + (
+            " (and each other FILE)" if len(files) > 1 else ""
+        )
+        for line in failure_lines(progress, every):
+            print(line)
     code = summary.exit_code
     sys.exit(0 if code == 1 and failed_runs_exit_zero else code)
 
 
 async def _supervise(
     batches: list[Batch], slots: int, options: dict[str, Any], display: bool | None
-) -> BatchSummary:
+) -> tuple[BatchSummary, SweepProgress]:
     supervisor = Supervisor(slots, **options)
     async with anyio.create_task_group() as tg:
         tg.start_soon(forward_stop_signals, supervisor)
@@ -94,6 +101,4 @@ async def _supervise(
             tg.start_soon(show_progress, supervisor.progress, display)
         summary = await supervisor.run(batches)
         tg.cancel_scope.cancel()
-    if display is False:
-        print(summary_line(supervisor.progress), file=sys.stderr)
-    return summary
+    return summary, supervisor.progress
