@@ -158,8 +158,14 @@ def _remove_outcomes(locations: list[str]) -> None:
                 os.unlink(f"{location}/{name}")
 
 
-async def mark_terminated(root: str, locations: list[str], submitted: str) -> None:
-    """Give tasks that never got a status one: ``failure``, with a ``terminated`` event."""
+async def mark_terminated(
+    root: str,
+    locations: list[str],
+    submitted: str,
+    commands: Mapping[str, str] = MappingProxyType({}),
+) -> None:
+    """Give tasks that never got a status one: ``failure``, with a ``terminated`` event
+    (and their command, from ``commands``, in the ``submitted`` one)."""
     if not locations:
         return
     layout = LAYOUTS["sweep"]
@@ -167,7 +173,7 @@ async def mark_terminated(root: str, locations: list[str], submitted: str) -> No
         ledger = LedgerWriter(storage) if is_remote(root) else None
         for location in locations:
             events = [
-                Event(type="submitted", utctimestamp=submitted),
+                Event(type="submitted", utctimestamp=submitted, cmd=commands.get(location)),
                 Event(type="terminated", utctimestamp=utcnow(), error="not started"),
             ]
             await storage.put_all(location, layout.final_writes(events, TERMINATED_STATUS))
