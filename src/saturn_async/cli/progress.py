@@ -79,13 +79,24 @@ def render(p: SweepProgress) -> Group:
     return Group(counts, table)
 
 
+def failed_run_line(status_code: int, path: str, cmd: str | None) -> str:
+    """One failed run on one line, never wrapped (paths stay whole for copying); control
+    characters in the command (newlines of a multi-line one) are shown escaped."""
+    shown = "?" if cmd is None else cmd if cmd.isprintable() else _escaped(cmd)
+    return f"  {status_code}  {path}  {shown}"
+
+
+def _escaped(text: str) -> str:
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def failure_lines(p: SweepProgress, all_of_them: str) -> list[str]:
     """The end summary's list of failed runs: the first few (``first_failures``), then
     how many more there are and the command (``all_of_them``) that lists every one."""
     if not p.failed:
         return []
     lines = ["failed (exit code, output path, command):"]
-    lines += [f"  {f.status_code}  {f.path}  {f.cmd}" for f in p.first_failures]
+    lines += [failed_run_line(f.status_code, f.path, f.cmd) for f in p.first_failures]
     more = p.failed - len(p.first_failures)
     lines.append(f"  ... {more} more; all of them: {all_of_them}" if more else f"  {all_of_them}")
     return lines

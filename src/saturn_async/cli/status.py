@@ -7,9 +7,9 @@ import sys
 import click
 import msgspec
 from rich.console import Console
-from rich.table import Table
 
 from saturn_async.cli.options import max_input_size_option
+from saturn_async.cli.progress import failed_run_line
 from saturn_async.exceptions import InputError
 from saturn_async.status import status_of, status_of_tasks
 from saturn_async.sweep.state import load_record
@@ -46,17 +46,13 @@ def status(path: str | None, name: str | None, as_json: bool, max_input_size: in
         }
         sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
         return
-    console = Console()
-    console.print(
+    Console(soft_wrap=True).print(
         f"[green]{report.succeeded} succeeded[/], [red]{len(report.failed)} failed[/], "
         f"{len(report.not_finished)} not finished, of {report.total} runs",
         highlight=False,
     )
     if report.failed:
-        table = Table(title="failed runs", title_justify="left")
-        table.add_column("exit code", justify="right")
-        table.add_column("path", overflow="fold")
-        table.add_column("command", overflow="fold")
-        for failed in report.failed:
-            table.add_row(str(failed.status_code), failed.path, failed.cmd or "?")
-        console.print(table)
+        # Plain lines, not a table: at any width, or piped, paths are never cut.
+        lines = ["failed runs (exit code, path, command):"]
+        lines += [failed_run_line(f.status_code, f.path, f.cmd) for f in report.failed]
+        sys.stdout.write("\n".join(lines) + "\n")
