@@ -90,3 +90,18 @@ def test_resume_reads_the_sweep_file_it_is_given(tmp_path, saturn):
     path.write_text(yaml.safe_dump(doc))
     assert saturn("run", str(path), "--resume", "-q").returncode == 0
     assert (tmp_path / "results/a/status").read_text() == "success\n"
+
+
+def test_resume_is_refused_while_a_detached_sweep_has_batches(tmp_path, saturn, dask_cluster):
+    gate = tmp_path / "gate"
+    executor = {"class_spec": "DaskExecutor", "scheduler_address": dask_cluster.address}
+    path = write_sweep(tmp_path, gated_tasks(gate, count=2), executor=executor, batch_size=1)
+    assert saturn("run", str(path), "-q", "--detach").returncode == 0
+    wait_for(lambda: list((tmp_path / "results").glob("*/log")), timeout=60, what="a task")
+    refused = saturn("run", "--resume", "--name", "lr-sweep", "-q")
+    gate.touch()
+    assert refused.returncode == 2
+    assert "batches queued or running; follow them with saturn collect" in refused.stderr
+    assert saturn("collect", "--name", "lr-sweep", "-q", timeout=90).returncode == 0
+    nothing = saturn("run", "--resume", "--name", "lr-sweep", "-q")
+    assert nothing.stdout == "every task has succeeded before; nothing to run\n"

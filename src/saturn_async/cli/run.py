@@ -136,6 +136,7 @@ def run(
             submitted=record.created,
             grace=grace,
             log_chunk_seconds=log_chunk_minutes * 60,
+            client_cwd=os.getcwd() if executor.starts_in_client_cwd else None,
             **queue,
             **executor.worker_job(),
         )
@@ -188,14 +189,17 @@ def _check_resumable(old: state.SweepRecord) -> None:
             source="--resume",
         )
     with open_executor(old) as executor:
-        left = executor.outstanding().batches if executor.detaches else 0
-    if left:
-        raise InputError(
-            f"sweep {old.name!r} has {left} batches queued or running; follow them with "
-            f"saturn collect --name {old.name}, or stop them with saturn terminate --name "
-            f"{old.name}",
-            source="--resume",
-        )
+        if not executor.detaches:
+            return  # its batches ended with its client
+        left = executor.outstanding().batches
+        if left:
+            raise InputError(
+                f"sweep {old.name!r} has {left} batches queued or running; follow them "
+                f"with saturn collect --name {old.name}, or stop them with saturn "
+                f"terminate --name {old.name}",
+                source="--resume",
+            )
+        executor.forget()  # what the old batches left on the scheduler
 
 
 def _results_queue(

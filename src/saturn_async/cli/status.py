@@ -27,6 +27,7 @@ def status(path: str | None, name: str | None, as_json: bool, max_input_size: in
     directory, searched for run directories (those holding stdout, stderr, log, events,
     status_code or status). With --name, the tasks of that sweep. Runs with no status
     are "not finished": not started, running, or stopped before they could record one.
+    Failed runs are listed one a line (exit code, path, command), never wrapped.
     """
     if (path is None) == (name is None):
         raise InputError("give a PATH or --name, not both and not neither", source="status")

@@ -29,7 +29,8 @@ def terminate(name: str, wait: float | None) -> None:
     """Stop sweep NAME: cancel queued batches, TERM (then KILL) running runs.
 
     Every task without a status then gets status failure, error 143 and a terminated
-    event, so the sweep is complete and `saturn status` counts it.
+    event, so the sweep is complete and `saturn status` counts it. Prints how many tasks
+    had not finished: stopped while running, and never started.
     """
     record = load_record(name)
     if wait is None:

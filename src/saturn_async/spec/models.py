@@ -46,3 +46,6 @@ class Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     env: Env | None = None
     layout: Literal["batch", "sweep"] = "batch"
     """Output file names: ``batch`` (seed 000) or ``sweep`` (seed 003, ``saturn run``)."""
+    working_dir: str | None = None
+    """The directory every run starts in (default: the supervisor's; relative to it); a
+    run cannot start where it does not exist."""
