@@ -33,7 +33,7 @@ def test_resume_reruns_failed_and_unfinished_tasks_keeping_the_record(tmp_path, 
     (tmp_path / "fixed").touch()
     resumed = saturn("run", "--resume", "--name", "lr-sweep")
     assert resumed.returncode == 0, resumed.stderr
-    assert "sweep lr-sweep: 4 tasks in" in resumed.stderr
+    assert "sweep lr-sweep: 2 of 4 tasks in " in resumed.stderr
     assert resumed.stdout.startswith("4 succeeded, 0 failed, 0 unfinished of 4 tasks in ")
     assert sorted((tmp_path / "ran").read_text().split()) == ["t0", "t1", "t1", "t2", "t3", "t3"]
     status = saturn("status", "--name", "lr-sweep", "--json")

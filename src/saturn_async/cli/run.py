@@ -149,9 +149,10 @@ def run(
         state.create(record, batches, replace=replace or resume)
         _dispatch(executor, job, batches, record)
         if not quiet:
+            again = f"{len(sweep.tasks)} of " if resume else ""
             print(
-                f"sweep {sweep_name}: {len(record.tasks)} tasks in {len(batches)} batches "
-                f"via {cls.__name__}",
+                f"sweep {sweep_name}: {again}{len(record.tasks)} tasks in {len(batches)} "
+                f"batches via {cls.__name__}",
                 file=sys.stderr,
             )
         if detach:
