@@ -88,7 +88,10 @@ def test_terminate_cancels_queued_and_stops_running(tmp_path, saturn, ray_addres
     pids = wait_for(running_pids, timeout=60, what="2 running tasks")
     stopped = saturn("terminate", "--name", "lr-sweep", "--wait", "60", timeout=120)
     assert stopped.returncode == 0, stopped.stderr
-    assert "terminated lr-sweep: 2 tasks had not finished" in stopped.stdout
+    assert (
+        "terminated lr-sweep: 4 tasks had not finished (2 were stopped or ended, "
+        "2 never started)" in stopped.stdout
+    )
     assert not any(pid_alive(pid) for pid in pids)
     for i in range(4):
         task = tmp_path / "results" / f"t{i}"

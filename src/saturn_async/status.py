@@ -12,19 +12,9 @@ import msgspec
 from saturn_async.spec import load_batch_file
 from saturn_async.spec.paths import is_remote, normalize_location
 from saturn_async.storage import storage_for
-from saturn_async.storage.layout import (
-    EVENTS,
-    LOG,
-    STATUS,
-    STATUS_CODE,
-    STDERR,
-    STDOUT,
-    decode_events,
-)
+from saturn_async.storage.layout import EVENTS, RUN_FILES, decode_events
 from saturn_async.storage.ledger import read_ledger
 from saturn_async.storage.local import read_regular, read_status_code
-
-_RUN_MARKERS = frozenset((STATUS_CODE, STATUS, EVENTS, STDOUT, STDERR, LOG))
 
 
 class FailedRunReport(msgspec.Struct):
@@ -108,7 +98,7 @@ def run_dirs(root: str) -> Iterator[str]:
         entries = list(os.scandir(root))
     except OSError:
         return
-    if any(e.name in _RUN_MARKERS for e in entries):
+    if any(e.name in RUN_FILES for e in entries):
         yield root
         return
     for entry in sorted(entries, key=lambda e: e.name):

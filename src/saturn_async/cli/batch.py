@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -16,13 +17,14 @@ from saturn_async.cli.options import (
     log_chunk_minutes_option,
     max_input_size_option,
 )
-from saturn_async.cli.progress import show_progress, summary_line
+from saturn_async.cli.progress import failure_lines, pace, show_progress
 from saturn_async.cli.stop_signals import forward_stop_signals
 from saturn_async.exceptions import InputError
 from saturn_async.joblog import AttemptLogger, open_attempt_logger
 from saturn_async.spec import Batch, load_batch_files
 from saturn_async.spec.command_list import load_command_list
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
+from saturn_async.supervisor.progress import SweepProgress
 
 
 @click.command()
@@ -102,15 +104,22 @@ def batch(
     }
     logger = open_attempt_logger(joblog, batches)
     try:
-        summary = anyio.run(_supervise, batches, slots, supervisor_options, display, logger)
+        summary, progress = anyio.run(
+            _supervise, batches, slots, supervisor_options, display, logger
+        )
     finally:
         if logger is not None:
             logger.joblog.close()
     if not quiet:
         print(
             f"{summary.succeeded} succeeded, {summary.failed} failed, "
-            f"{summary.skipped} skipped, {summary.not_started} not started"
+            f"{summary.skipped} skipped, {summary.not_started} not started {pace(progress)}"
         )
+        every = f"saturn status {shlex.quote(files[0] if files else str(output))}" + (
+            " (and each other FILE)" if len(files) > 1 else ""
+        )
+        for line in failure_lines(progress, every):
+            print(line)
     code = summary.exit_code
     sys.exit(0 if code == 1 and failed_runs_exit_zero else code)
 
@@ -142,7 +151,7 @@ async def _supervise(
     options: dict[str, Any],
     display: bool | None,
     logger: AttemptLogger | None,
-) -> BatchSummary:
+) -> tuple[BatchSummary, SweepProgress]:
     supervisor = Supervisor(slots, **options)
     supervisor.on_attempt_end = logger
     async with anyio.create_task_group() as tg:
@@ -151,6 +160,4 @@ async def _supervise(
             tg.start_soon(show_progress, supervisor.progress, display)
         summary = await supervisor.run(batches)
         tg.cancel_scope.cancel()
-    if display is False:
-        print(summary_line(supervisor.progress), file=sys.stderr)
-    return summary
+    return summary, supervisor.progress

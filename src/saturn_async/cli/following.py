@@ -9,7 +9,7 @@ from collections.abc import Callable
 import anyio
 import click
 
-from saturn_async.cli.progress import show_progress, summary_line
+from saturn_async.cli.progress import failure_lines, pace, show_progress
 from saturn_async.cli.stop_signals import (
     STOP_SIGNALS,
     ignore_stop_signals,
@@ -19,7 +19,7 @@ from saturn_async.cli.stop_signals import (
 from saturn_async.executors import Executor
 from saturn_async.supervisor.progress import SweepProgress
 from saturn_async.sweep.follow import FollowOutcome, follow, open_drain
-from saturn_async.sweep.state import SweepRecord
+from saturn_async.sweep.state import SweepRecord, task_commands
 
 
 def follow_sweep(
@@ -36,11 +36,12 @@ def follow_sweep(
     """
     display = None if quiet else sys.stdout.isatty()
     progress = SweepProgress(total=len(record.tasks))
+    commands = task_commands(record.name)
     drain = open_drain(record, executor)
     try:
         drain_now = drain.drain if drain is not None else None
         outcome, signum = anyio.run(
-            _follow, record, executor, progress, drain_now, display, finished
+            _follow, record, executor, progress, drain_now, commands, display, finished
         )
     except KeyboardInterrupt as exc:  # before the signal receiver was in place
         outcome, signum = None, signal_of(exc)
@@ -50,8 +51,6 @@ def follow_sweep(
     if outcome is None:
         assert signum is not None
         return interrupted(record, executor, signum)
-    if display is False:
-        print(summary_line(progress), file=sys.stderr)
     for error in outcome.errors:
         click.echo(f"saturn: {error}", err=True)
     if outcome.unfinished:
@@ -63,9 +62,11 @@ def follow_sweep(
     if not quiet:
         print(
             f"{progress.succeeded} succeeded, {progress.failed} failed, "
-            f"{len(outcome.unfinished)} unfinished of {progress.total} tasks; "
-            f"outputs in {record.results_root}"
+            f"{len(outcome.unfinished)} unfinished of {progress.total} tasks "
+            f"{pace(progress)}; outputs in {record.results_root}"
         )
+        for line in failure_lines(progress, f"saturn status --name {record.name}"):
+            print(line)
     return 0 if progress.failed == 0 and not outcome.unfinished else 1
 
 
@@ -74,6 +75,7 @@ async def _follow(
     executor: Executor,
     progress: SweepProgress,
     drain: Callable[[], object] | None,
+    commands: dict[str, str],
     display: bool | None,
     finished: Callable[[str], None] | None,
 ) -> tuple[FollowOutcome | None, int | None]:
@@ -84,7 +86,7 @@ async def _follow(
         tg.start_soon(_cancel_on_signal, tg.cancel_scope, received)
         if display is not None:
             tg.start_soon(show_progress, progress, display)
-        outcome = await follow(record, executor, progress, drain, finished)
+        outcome = await follow(record, executor, progress, drain, commands, finished)
         tg.cancel_scope.cancel()
     return (None, received[0]) if received else (outcome, None)
 

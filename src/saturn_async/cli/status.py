@@ -7,9 +7,9 @@ import sys
 import click
 import msgspec
 from rich.console import Console
-from rich.table import Table
 
 from saturn_async.cli.options import max_input_size_option
+from saturn_async.cli.progress import failed_run_line
 from saturn_async.exceptions import InputError
 from saturn_async.joblog import write_outputs_joblog
 from saturn_async.runs_index import runs_of
@@ -41,6 +41,7 @@ def status(
     directory, searched for run directories (those holding stdout, stderr, log, events,
     status_code or status). With --name, the tasks of that sweep. Runs with no status
     are "not finished": not started, running, or stopped before they could record one.
+    Failed runs are listed one a line (exit code, path, command), never wrapped.
     """
     if (path is None) == (name is None):
         raise InputError("give a PATH or --name, not both and not neither", source="status")
@@ -62,17 +63,13 @@ def status(
         }
         sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
         return
-    console = Console()
-    console.print(
+    Console(soft_wrap=True).print(
         f"[green]{report.succeeded} succeeded[/], [red]{len(report.failed)} failed[/], "
         f"{len(report.not_finished)} not finished, of {report.total} runs",
         highlight=False,
     )
     if report.failed:
-        table = Table(title="failed runs", title_justify="left")
-        table.add_column("exit code", justify="right")
-        table.add_column("path", overflow="fold")
-        table.add_column("command", overflow="fold")
-        for failed in report.failed:
-            table.add_row(str(failed.status_code), failed.path, failed.cmd or "?")
-        console.print(table)
+        # Plain lines, not a table: at any width, or piped, paths are never cut.
+        lines = ["failed runs (exit code, path, command):"]
+        lines += [failed_run_line(f.status_code, f.path, f.cmd) for f in report.failed]
+        sys.stdout.write("\n".join(lines) + "\n")

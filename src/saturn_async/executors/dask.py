@@ -52,6 +52,7 @@ def dataset_name(record: SweepRecord) -> str:
 
 class DaskExecutor(Executor):
     Config = DaskConfig
+    starts_in_client_cwd = True
 
     def __init__(self, config: Any, record: Any) -> None:
         super().__init__(config, record)

@@ -140,6 +140,7 @@ def _failure_of(ref: Any) -> str:
 
 class RayExecutor(Executor):
     Config = RayConfig
+    starts_in_client_cwd = True
 
     def __init__(self, config: Any, record: SweepRecord) -> None:
         super().__init__(config, record)

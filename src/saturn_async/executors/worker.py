@@ -7,8 +7,10 @@ filesystem) to :func:`run_batches`, a plain blocking function any pool can call.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import socket
 from typing import Protocol
 
 import anyio
@@ -23,6 +25,7 @@ from saturn_async.supervisor.shared_slots import SharedSlots, process_slots
 # How often a worker looks at the terminate file.
 _TERMINATE_POLL = 0.25
 _batch_decoder = msgspec.json.Decoder(Batch)
+_log = logging.getLogger(__name__)
 
 
 class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
@@ -48,6 +51,9 @@ class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
     slots_resource: str | None = None
     """Share run slots among the batches on one Dask worker: as many as the worker's
     resource of this name."""
+    client_cwd: str | None = None
+    """The working directory of ``saturn run``: batches without ``working_dir`` start
+    their runs there when this worker has it, else in the worker's own (with a warning)."""
 
 
 class WorkerSummary(msgspec.Struct, kw_only=True, frozen=True):
@@ -87,6 +93,8 @@ def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
     A sweep terminated before this starts runs nothing.
     """
     decoded = [_batch_decoder.decode(b) for b in batches]
+    if job.client_cwd is not None:
+        _start_in(job.client_cwd, decoded)
     stop = _stop_signal(job)
     if stop is not None and stop.is_set():
         not_started = sum(len(b.runs) for b in decoded)
@@ -94,6 +102,22 @@ def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
             succeeded=0, failed=0, skipped=0, not_started=not_started, terminated=True
         )
     return anyio.run(_run, job, decoded, stop)
+
+
+def _start_in(directory: str, batches: list[Batch]) -> None:
+    """Runs of ``batches`` without a working_dir start in ``directory``, if it exists."""
+    if not os.path.isdir(directory):
+        _log.warning(
+            "saturn: %s (the working directory of saturn run) does not exist on %s; runs "
+            "start in the worker's: %s",
+            directory,
+            socket.gethostname(),
+            os.getcwd(),
+        )
+        return
+    for batch in batches:
+        if batch.working_dir is None:
+            batch.working_dir = directory
 
 
 async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) -> WorkerSummary:

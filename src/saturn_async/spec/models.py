@@ -46,3 +46,6 @@ class Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     env: Env | None = None
     layout: Literal["batch", "sweep"] = "batch"
     """Output file names: ``batch`` (``sc batch``) or ``sweep`` (Saturn Run's, ``saturn run``)."""
+    working_dir: str | None = None
+    """The directory every run starts in (default: the supervisor's; relative to it); a
+    run cannot start where it does not exist."""

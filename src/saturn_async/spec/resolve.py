@@ -51,6 +51,8 @@ def resolve_batch(
     batch.remote_output_path = base
     # The default paths are base/INDEX: the last is the longest.
     check_length(f"{base}/{len(batch.runs) - 1}", source, "$.remote_output_path")
+    if batch.working_dir is not None:
+        batch.working_dir = local_path(batch.working_dir, source=source, field="$.working_dir")
     owner: dict[str, int] = {}
     # The paths the file gives: only they can lie inside another run's path (a default
     # one, base/INDEX, has base as its parent), so only they are walked up below.

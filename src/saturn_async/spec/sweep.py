@@ -44,6 +44,9 @@ class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
     env: Env | None = None
+    working_dir: str | None = None
+    """Where every task starts, on the workers; relative to the client's working directory.
+    Default: the executor's (docs/executors.md, "The working directory")."""
 
 
 def load_sweep(path: str | Path, max_input_size: int | None = None) -> Sweep:

@@ -40,6 +40,8 @@ unreadable file, one that vanished, a name storage refuses); ``not_saved`` event
 them."""
 FINAL_MARKERS = (STATUS_CODE, STATUS)
 """The files whose presence means a run has finished and recorded everything else."""
+RUN_FILES = frozenset((STATUS_CODE, STATUS, EVENTS, STDOUT, STDERR, LOG))
+"""The entries of which one, at least, is in every run's directory (started or done)."""
 LayoutName = Literal["batch", "sweep"]
 
 

@@ -56,6 +56,7 @@ class RunLifecycle:
         self.rank = rank
         self.run_dir = run.remote_output_path
         self.outputs = supervisor.outputs_for(batch, run)
+        self.working_dir = batch.working_dir
         self.timeout = run.timeout if run.timeout is not None else batch.timeout
         retries = run.retries if run.retries is not None else batch.retries
         self.first_attempt = first_attempt
@@ -125,7 +126,7 @@ class RunLifecycle:
         try:
             stdout, stderr = self.outputs.prepare()
             try:
-                proc = RunProcess(self.run.cmd, self.env, stdout, stderr)
+                proc = RunProcess(self.run.cmd, self.env, stdout, stderr, self.working_dir)
             finally:
                 os.close(stdout)
                 if stderr != stdout:

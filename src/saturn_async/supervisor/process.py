@@ -8,8 +8,10 @@ kernel 5.3 or later.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
+import shlex
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -40,10 +42,18 @@ class Exit:
 class RunProcess:
     """A spawned ``sh -c CMD``: leader of its own session and process group."""
 
-    def __init__(self, cmd: str, env: dict[str, str], stdout: int, stderr: int) -> None:
+    def __init__(
+        self, cmd: str, env: dict[str, str], stdout: int, stderr: int, cwd: str | None = None
+    ) -> None:
         """``stdout`` and ``stderr`` are fds (3 or above) the child gets as 1 and 2; the
-        caller opened them and closes them. Raises OSError or ValueError when the run
-        cannot be started; then no process of it is left."""
+        caller opened them and closes them. ``cwd``: the directory the command starts in
+        (posix_spawn cannot change it, so the shell does, before the command). Raises
+        OSError or ValueError when the run cannot be started; then no process of it is
+        left."""
+        if cwd is not None:
+            if not os.path.isdir(cwd):
+                raise FileNotFoundError(errno.ENOENT, "working_dir: no such directory", cwd)
+            cmd = f"cd -- {shlex.quote(cwd)} || exit 1; {cmd}"
         self.started = time.monotonic()
         self.pid = os.posix_spawn(
             "/bin/sh",

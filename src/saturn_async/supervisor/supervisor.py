@@ -233,7 +233,7 @@ class Supervisor:
                 if self.stopping:
                     self.shared_slots.release()
                     return
-            self.progress.running[rank] = RunningRun(run.remote_output_path, time.monotonic())
+            self.progress.running[rank] = RunningRun(run.cmd, time.monotonic())
             try:
                 outcome = await RunLifecycle(self, batch, run, rank).execute()
             finally:
