@@ -96,12 +96,12 @@ def test_resume_is_refused_while_a_detached_sweep_has_batches(tmp_path, saturn, 
     gate = tmp_path / "gate"
     executor = {"class_spec": "DaskExecutor", "scheduler_address": dask_cluster.address}
     path = write_sweep(tmp_path, gated_tasks(gate, count=2), executor=executor, batch_size=1)
-    assert saturn("run", str(path), "-q", "--detach").returncode == 0
-    wait_for(lambda: list((tmp_path / "results").glob("*/log")), timeout=60, what="a task")
-    refused = saturn("run", "--resume", "--name", "lr-sweep", "-q")
+    assert saturn("run", str(path), "-q", "--detach", timeout=120).returncode == 0
+    wait_for(lambda: list((tmp_path / "results").glob("*/log")), timeout=120, what="a task")
+    refused = saturn("run", "--resume", "--name", "lr-sweep", "-q", timeout=120)
     gate.touch()
     assert refused.returncode == 2
     assert "batches queued or running; follow them with saturn collect" in refused.stderr
-    assert saturn("collect", "--name", "lr-sweep", "-q", timeout=90).returncode == 0
-    nothing = saturn("run", "--resume", "--name", "lr-sweep", "-q")
+    assert saturn("collect", "--name", "lr-sweep", "-q", timeout=120).returncode == 0
+    nothing = saturn("run", "--resume", "--name", "lr-sweep", "-q", timeout=120)
     assert nothing.stdout == "every task has succeeded before; nothing to run\n"
