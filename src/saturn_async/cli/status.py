@@ -26,7 +26,9 @@ def status(path: str | None, name: str | None, as_json: bool, max_input_size: in
     PATH is a batch (or job) file, whose runs' output paths are read, or an output
     directory, searched for run directories (those holding stdout, stderr, log, events,
     status_code or status). With --name, the tasks of that sweep. Runs with no status
-    are "not finished": not started, running, or stopped before they could record one.
+    are "lost" when the supervisor that ran them died (their lease says so; local
+    outputs, s3:// runs of a batch file), else "not finished": not started, or running.
+    `saturn batch --skip-completed` runs lost runs again.
     """
     if (path is None) == (name is None):
         raise InputError("give a PATH or --name, not both and not neither", source="status")
@@ -40,16 +42,19 @@ def status(path: str | None, name: str | None, as_json: bool, max_input_size: in
             "total": report.total,
             "succeeded": report.succeeded,
             "failed": len(report.failed),
+            "lost": len(report.lost),
             "not_finished": len(report.not_finished),
             "failed_runs": report.failed,
+            "lost_runs": report.lost,
             "not_finished_runs": report.not_finished,
         }
         sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
         return
     console = Console()
+    lost_count = f"[yellow]{len(report.lost)} lost[/], " if report.lost else ""
     console.print(
         f"[green]{report.succeeded} succeeded[/], [red]{len(report.failed)} failed[/], "
-        f"{len(report.not_finished)} not finished, of {report.total} runs",
+        f"{lost_count}{len(report.not_finished)} not finished, of {report.total} runs",
         highlight=False,
     )
     if report.failed:
@@ -59,4 +64,12 @@ def status(path: str | None, name: str | None, as_json: bool, max_input_size: in
         table.add_column("command", overflow="fold")
         for failed in report.failed:
             table.add_row(str(failed.status_code), failed.path, failed.cmd or "?")
+        console.print(table)
+    if report.lost:
+        table = Table(title="lost runs (their supervisor died)", title_justify="left")
+        table.add_column("host")
+        table.add_column("pid", justify="right")
+        table.add_column("path", overflow="fold")
+        for run in report.lost:
+            table.add_row(run.host, str(run.pid), run.path)
         console.print(table)
