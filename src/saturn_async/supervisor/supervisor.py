@@ -261,12 +261,13 @@ class Supervisor:
         owner = await lifecycle.take_lease(self.wait_for_owner)
         if owner is not None:
             self.met_owners.add_owned(owner)
-            return False
-        if lifecycle.lease.released_since(self.started_at):
+        elif lifecycle.lease.released_since(self.started_at):
             await lifecycle.lease.give_back()
             self.met_owners.finished += 1
-            return False
-        return True
+        else:
+            return True
+        lifecycle.outputs.close()
+        return False
 
     def lease_for(self, location: str, outputs: RunOutputs) -> RunLease:
         """The lease of the run at ``location``: an flock in the directory it writes into
