@@ -45,7 +45,17 @@ from saturn_async.supervisor.progress import SweepProgress
     "--nprocs", type=SLOTS, help="Slots [default: largest nprocs; with --commands: CPUs]."
 )
 @grace_option
-@click.option("--skip-completed", is_flag=True, help="Skip runs whose status_code is 0.")
+@click.option(
+    "--skip-completed",
+    is_flag=True,
+    help="Skip runs whose status_code is 0; lost runs (their supervisor died) run again.",
+)
+@click.option(
+    "--wait-for-owner",
+    is_flag=True,
+    help="Wait for runs another live supervisor is running (holds their lease) instead "
+    "of skipping them; then run them unless it finished them meanwhile.",
+)
 @log_chunk_minutes_option(
     "For s3:// outputs: ship stdout/stderr as a new chunk this often (fractions work)."
 )
@@ -72,6 +82,7 @@ def batch(
     nprocs: int | None,
     grace: float,
     skip_completed: bool,
+    wait_for_owner: bool,
     log_chunk_minutes: float,
     staging_dir: str | None,
     failed_runs_exit_zero: bool,
@@ -91,7 +102,8 @@ def batch(
     started), 128+N when interrupted by signal N (130 INT, 143 TERM, 129 HUP: a closed
     terminal stops the runs like TERM). A second signal, or a first SIGQUIT (131), skips
     the grace period and stops retrying S3 (an outcome not uploaded is kept in the
-    staging dir).
+    staging dir). A run another live supervisor is running is skipped (one line says
+    how many), or waited for with --wait-for-owner; never run twice at once.
     """
     batches = _load(files, commands, output, nprocs, max_input_size)
     slots = slot_count(batches, nprocs)
@@ -99,6 +111,7 @@ def batch(
     supervisor_options = {
         "grace": grace,
         "skip_completed": skip_completed,
+        "wait_for_owner": wait_for_owner,
         "log_chunk_seconds": log_chunk_minutes * 60,
         "staging_dir": staging_dir,
     }

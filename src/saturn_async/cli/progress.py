@@ -86,6 +86,12 @@ def failed_run_line(status_code: int, path: str, cmd: str | None) -> str:
     return f"  {status_code}  {path}  {shown}"
 
 
+def lost_run_line(host: str, pid: int, path: str) -> str:
+    """One lost run on one line: the host and pid of its dead supervisor (as its lease,
+    which the run could write, says: shown escaped), and its path."""
+    return f"  {_escaped(host)}  {pid}  {path}"
+
+
 def _escaped(text: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 

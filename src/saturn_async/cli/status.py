@@ -9,7 +9,7 @@ import msgspec
 from rich.console import Console
 
 from saturn_async.cli.options import max_input_size_option
-from saturn_async.cli.progress import failed_run_line
+from saturn_async.cli.progress import failed_run_line, lost_run_line
 from saturn_async.exceptions import InputError
 from saturn_async.joblog import write_outputs_joblog
 from saturn_async.runs_index import runs_of
@@ -40,8 +40,10 @@ def status(
     PATH is a batch (or job) file, whose runs' output paths are read, or an output
     directory, searched for run directories (those holding stdout, stderr, log, events,
     status_code or status). With --name, the tasks of that sweep. Runs with no status
-    are "not finished": not started, running, or stopped before they could record one.
-    Failed runs are listed one a line (exit code, path, command), never wrapped.
+    are "lost" when the supervisor that ran them died (their lease says so; local
+    outputs, s3:// runs of a batch file), else "not finished": not started, or running.
+    `saturn batch --skip-completed` runs lost runs again. Failed and lost runs are listed
+    one a line, never wrapped.
     """
     if (path is None) == (name is None):
         raise InputError("give a PATH or --name, not both and not neither", source="status")
@@ -57,19 +59,26 @@ def status(
             "total": report.total,
             "succeeded": report.succeeded,
             "failed": len(report.failed),
+            "lost": len(report.lost),
             "not_finished": len(report.not_finished),
             "failed_runs": report.failed,
+            "lost_runs": report.lost,
             "not_finished_runs": report.not_finished,
         }
         sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
         return
+    lost_count = f"[yellow]{len(report.lost)} lost[/], " if report.lost else ""
     Console(soft_wrap=True).print(
         f"[green]{report.succeeded} succeeded[/], [red]{len(report.failed)} failed[/], "
-        f"{len(report.not_finished)} not finished, of {report.total} runs",
+        f"{lost_count}{len(report.not_finished)} not finished, of {report.total} runs",
         highlight=False,
     )
     if report.failed:
         # Plain lines, not a table: at any width, or piped, paths are never cut.
         lines = ["failed runs (exit code, path, command):"]
         lines += [failed_run_line(f.status_code, f.path, f.cmd) for f in report.failed]
+        sys.stdout.write("\n".join(lines) + "\n")
+    if report.lost:
+        lines = ["lost runs (their supervisor died; host, pid, path):"]
+        lines += [lost_run_line(run.host, run.pid, run.path) for run in report.lost]
         sys.stdout.write("\n".join(lines) + "\n")

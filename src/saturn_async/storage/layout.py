@@ -40,7 +40,9 @@ unreadable file, one that vanished, a name storage refuses); ``not_saved`` event
 them."""
 FINAL_MARKERS = (STATUS_CODE, STATUS)
 """The files whose presence means a run has finished and recorded everything else."""
-RUN_FILES = frozenset((STATUS_CODE, STATUS, EVENTS, STDOUT, STDERR, LOG))
+LEASE = ".saturn-lease"
+"""The lease file in a run's directory, and the lease object under an s3:// run."""
+RUN_FILES = frozenset((STATUS_CODE, STATUS, EVENTS, STDOUT, STDERR, LOG, LEASE))
 """The entries of which one, at least, is in every run's directory (started or done)."""
 LayoutName = Literal["batch", "sweep"]
 

@@ -31,6 +31,8 @@ from saturn_async.storage.transfer import upload_directory
 
 class RunOutputs(Protocol):
     results_dir: str
+    directory: RunDirectory
+    """The directory the run writes into (its own, or its staging directory)."""
 
     def prepare(self) -> tuple[int, int]:
         """Create what the run writes into (before each attempt); returns its stdout and

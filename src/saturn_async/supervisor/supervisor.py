@@ -23,6 +23,7 @@ from saturn_async.spec.paths import is_remote
 from saturn_async.storage import Storage, local, storage_for
 from saturn_async.storage.layout import LAYOUTS, RESULTS, utcnow
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
+from saturn_async.supervisor.lease import MetOwners, RunLease
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
 from saturn_async.supervisor.process import RunProcess, kill_after
@@ -74,6 +75,7 @@ class Supervisor:
         *,
         grace: float = 10.0,
         skip_completed: bool = False,
+        wait_for_owner: bool = False,
         report: Callable[[str], None] | None = None,
         log_chunk_seconds: float = 60.0,
         staging_dir: str | None = None,
@@ -85,12 +87,16 @@ class Supervisor:
         (they are then names the storage interprets: a queue to the client, say).
         ``shared_slots``, when given, must also be held by each run: slots shared with
         other supervisors in this process. ``submitted`` is the time of the runs'
-        ``submitted`` event (default: now)."""
+        ``submitted`` event (default: now). A run whose lease another supervisor holds
+        is skipped, or with ``wait_for_owner`` waited for (see supervisor/lease.py)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
         self.grace = grace
         self.skip_completed = skip_completed
+        self.wait_for_owner = wait_for_owner
+        self.met_owners = MetOwners()
+        self.started_at = time.time()
         self.log_chunk_seconds = log_chunk_seconds
         self.staging_dir = staging_dir or default_staging_dir()
         self._staging_fd: int | None = None
@@ -107,7 +113,7 @@ class Supervisor:
         self._base_env = dict(os.environ)
         self._env_cache: dict[int, dict[str, str]] = {}
         self._io = anyio.CapacityLimiter(min(nprocs, _MAX_IO_THREADS))
-        self._stop_requested = anyio.Event()
+        self.stop_requested = anyio.Event()
         self.forced = anyio.Event()
         self._roots: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
@@ -134,6 +140,8 @@ class Supervisor:
                 # No more slot tasks than runs: nprocs 1,000,000 for one run makes one.
                 for rank in range(min(self.nprocs, self.progress.total)):
                     slots.start_soon(self._slot, rank, jobs)
+        for line in self.met_owners.lines():
+            self.report(line)
         p = self.progress
         return BatchSummary(p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal)
 
@@ -202,7 +210,7 @@ class Supervisor:
                 self.storage.stop_retrying()
             return
         self.stop_signal = sig
-        self._stop_requested.set()
+        self.stop_requested.set()
         for proc in self._running.values():
             proc.stop(signal.SIGTERM)
 
@@ -213,7 +221,7 @@ class Supervisor:
             proc.stop(signal.SIGKILL)
 
     async def _enforce_grace(self) -> None:
-        await self._stop_requested.wait()
+        await self.stop_requested.wait()
         await kill_after(lambda sig: self.force(), self._until_forced, self.grace)
 
     async def _until_forced(self) -> bool:
@@ -235,17 +243,47 @@ class Supervisor:
                     return
             self.progress.running[rank] = RunningRun(run.cmd, time.monotonic())
             try:
-                outcome = await RunLifecycle(self, batch, run, rank).execute()
+                lifecycle = RunLifecycle(self, batch, run, rank)
+                outcome = await lifecycle.execute() if await self._own(lifecycle) else None
             finally:
                 del self.progress.running[rank]
                 if self.shared_slots is not None:
                     self.shared_slots.release()
-            if outcome.status_code == 0 and outcome.recorded:
+            if outcome is None:
+                self.progress.skipped += 1
+            elif outcome.status_code == 0 and outcome.recorded:
                 self.progress.succeeded += 1
             else:
                 self.progress.add_failure(
                     FailedRun(run.remote_output_path, run.cmd, outcome.status_code)
                 )
+
+    async def _own(self, lifecycle: RunLifecycle) -> bool:
+        """Take the run's lease; False (the run is skipped) when another supervisor owns
+        it, or finished it while this one ran."""
+        owner = await lifecycle.take_lease(self.wait_for_owner)
+        if owner is not None:
+            self.met_owners.add_owned(owner)
+        elif lifecycle.lease.released_since(self.started_at):
+            await lifecycle.lease.give_back()
+            self.met_owners.finished += 1
+        else:
+            return True
+        lifecycle.outputs.close()
+        return False
+
+    def lease_for(self, location: str, outputs: RunOutputs) -> RunLease:
+        """The lease of the run at ``location``: an flock in the directory it writes into
+        and, for s3:// outputs, the lease object (none for queue storage, whose client
+        alone writes the runs' directories)."""
+        remote = None
+        if is_remote(location) and not self._ship_everything:
+            from saturn_async.storage.s3 import S3Storage
+            from saturn_async.supervisor.s3_lease import S3Lease, lease_ttl
+
+            assert isinstance(self.storage, S3Storage)
+            remote = S3Lease(self.storage, location, lease_ttl(self.grace))
+        return RunLease(outputs.directory.open, remote)
 
     async def _succeeded_before(self, location: str) -> bool:
         if self._ship_everything or is_remote(location):
