@@ -10,9 +10,12 @@ import pytest
 from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
 from sweeps import (
     assert_seed_outputs,
+    counted_tasks,
     detach_then_collect,
     events_of,
     gated_tasks,
+    kill_tree,
+    starts_of,
     write_sweep,
 )
 
@@ -170,3 +173,38 @@ def test_ctrl_c_on_a_local_ray_stops_the_runs(tmp_path, saturn):
     assert not any(pid_alive(pid) for pid in pids)
     for i in range(2):
         assert (tmp_path / "results" / f"t{i}" / "status").read_text() == "failure\n"
+
+
+@pytest.mark.parametrize("results_class", ["LocalDir", "Ray"])
+def test_worker_killed_mid_batch_is_retried_without_finished_tasks(
+    tmp_path, saturn, ray_address, results_class
+):
+    # The Ray worker process running the batch dies with its runs (its process tree);
+    # Ray retries the batch (max_retries), which skips what finished and runs the rest.
+    starts, gate, results = tmp_path / "starts", tmp_path / "gate", tmp_path / "results"
+    worker = tmp_path / "worker-pid"
+    tasks = counted_tasks(starts, gate, done=4, held=2, parent=worker)
+    backend = {"class_spec": results_class, "directory": str(results)}
+    executor = ray_executor(ray_address)
+    path = write_sweep(tmp_path, tasks, executor=executor, results=backend, nprocs=2, batch_size=6)
+    with saturn_in_background("run", str(path), "-q") as run:
+        wait_for(
+            lambda: (
+                starts_of(starts).keys() >= {"h0", "h1"}
+                and all((results / f"f{i}" / "status").exists() for i in range(4))
+                and worker.exists()
+            ),
+            timeout=60,
+            what="4 finished tasks and 2 running",
+        )
+        batch_worker = int(worker.read_text())
+        kill_tree(batch_worker)
+        wait_for(lambda: not pid_alive(batch_worker), what="the worker's end")
+        gate.touch()
+        _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    assert starts_of(starts) == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 2, "h1": 2}
+    for task in [f"f{i}" for i in range(4)] + ["h0", "h1"]:
+        assert (results / task / "status").read_text() == "success\n"
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert '"succeeded": 6' in status.stdout, status.stdout

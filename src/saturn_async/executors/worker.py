@@ -63,6 +63,10 @@ class StopSignal(Protocol):
 
     def is_set(self) -> bool: ...
 
+    def started_before(self) -> bool:
+        """Called once, after ``is_set``: whether this batch started before and its engine
+        runs it again (its worker died), so runs with a final status are skipped."""
+
     async def wait(self) -> None: ...
 
 
@@ -75,6 +79,9 @@ class TerminateFile:
     def is_set(self) -> bool:
         return os.access(self.path, os.F_OK)
 
+    def started_before(self) -> bool:
+        return False  # local executors never run a batch twice
+
     async def wait(self) -> None:
         path = anyio.Path(self.path)
         while not await path.exists():  # noqa: ASYNC110 - set by another process
@@ -84,7 +91,8 @@ class TerminateFile:
 def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
     """Run ``batches`` under one supervisor (slots shared); blocks until all are done.
 
-    A sweep terminated before this starts runs nothing.
+    A sweep terminated before this starts runs nothing. Run again by its engine after
+    its worker died, it skips the runs that have a final status.
     """
     decoded = [_batch_decoder.decode(b) for b in batches]
     stop = _stop_signal(job)
@@ -93,10 +101,15 @@ def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
         return WorkerSummary(
             succeeded=0, failed=0, skipped=0, not_started=not_started, terminated=True
         )
-    return anyio.run(_run, job, decoded, stop)
+    rerun = stop is not None and stop.started_before()
+    return anyio.run(_run, job, decoded, stop, rerun)
 
 
-async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) -> WorkerSummary:
+async def _run(
+    job: WorkerJob, batches: list[Batch], stop: StopSignal | None, rerun: bool
+) -> WorkerSummary:
+    """``rerun``: the engine runs these batches again, so runs with a final status are
+    skipped (they finished before the worker died)."""
     async with contextlib.AsyncExitStack() as stack:
         storage = await _queue_storage(stack, job)
         supervisor = Supervisor(
@@ -106,6 +119,7 @@ async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) ->
             storage=storage,
             shared_slots=_shared_slots(job),
             submitted=job.submitted,
+            skip_finished=rerun,
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:
