@@ -123,16 +123,28 @@ def kill_tree(pid: int) -> list[int]:
 def counted_tasks(
     starts: Path, gate: Path, done: int, held: int, parent: Path | None = None
 ) -> list[dict[str, Any]]:
-    """``done`` tasks f0.. that finish at once, then ``held`` tasks h0.. that wait for
-    ``gate``; each first appends its name to ``starts``, the one file that counts starts.
-    With ``parent``, held tasks write there the pid of the process that started them."""
+    """``done`` tasks f0.. that finish at once, then ``held`` tasks h0.. that print
+    ``attempt PID`` every 0.1 s until ``gate`` exists, and once more. Each first appends
+    its name to ``starts``, the one file that counts starts. With ``parent``, held tasks
+    write there the pid of the process that started them."""
     record = f"echo $SATURN_RUN_REMOTE_OUTPUT_PATH >> {starts}"
-    wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    wait = f"while [ ! -e {gate} ]; do echo attempt $$; sleep 0.1; done; echo attempt $$"
     if parent is not None:
         wait = f"echo $PPID > {parent}; {wait}"
     return [{"name": f"f{i}", "command": record} for i in range(done)] + [
         {"name": f"h{i}", "command": f"{record}; {wait}"} for i in range(held)
     ]
+
+
+def attempts_in(log: str) -> set[str]:
+    """The attempts (``attempt PID`` lines of counted_tasks) a held task's log holds."""
+    return set(log.splitlines())
+
+
+def chunks_of(task_dir: Path) -> int:
+    """How many log chunks a client holds for a task whose status has not arrived."""
+    log = task_dir / "log"
+    return len(list(log.iterdir())) if log.is_dir() else 0
 
 
 def starts_of(starts: Path) -> dict[str, int]:

@@ -12,6 +12,8 @@ from saturn_async.storage.s3 import S3Storage
 from sweeps import (
     SEED_TASKS,
     assert_seed_outputs,
+    attempts_in,
+    chunks_of,
     counted_tasks,
     detach_then_collect,
     events_of,
@@ -170,7 +172,8 @@ def test_worker_tree_killed_mid_batch_reruns_only_unfinished_tasks(
     tmp_path, saturn, own_dask_cluster, results_class
 ):
     # The whole tree (nanny, worker, its runs) dies as in a machine crash; Dask runs the
-    # batch again on the new worker, which must skip what finished and run the rest.
+    # batch again on the new worker, which must skip what finished and run the rest,
+    # without the log chunks the dead attempts shipped (the queue carries chunks).
     cluster = own_dask_cluster
     victim = cluster.add_worker(slots=2, nanny=True)
     cluster.wait_for_workers(1)
@@ -179,11 +182,13 @@ def test_worker_tree_killed_mid_batch_reruns_only_unfinished_tasks(
     backend = {"class_spec": results_class, "directory": str(results)}
     executor = dask_executor(cluster.address)
     path = write_sweep(tmp_path, tasks, executor=executor, results=backend, nprocs=2, batch_size=6)
-    with saturn_in_background("run", str(path), "-q") as run:
+    chunked = results_class == "Dask"
+    with saturn_in_background("run", str(path), "-q", "--log-chunk-minutes", "0.01") as run:
         wait_for(
             lambda: (
                 starts_of(starts).keys() >= {"h0", "h1"}
                 and all((results / f"f{i}" / "status").exists() for i in range(4))
+                and (not chunked or min(chunks_of(results / "h0"), chunks_of(results / "h1")) > 1)
             ),
             timeout=60,
             what="4 finished tasks and 2 running",
@@ -197,6 +202,8 @@ def test_worker_tree_killed_mid_batch_reruns_only_unfinished_tasks(
     assert starts_of(starts) == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 2, "h1": 2}
     for task in [f"f{i}" for i in range(4)] + ["h0", "h1"]:
         assert (results / task / "status").read_text() == "success\n"
+    for task in ("h0", "h1"):
+        assert len(attempts_in((results / task / "log").read_text())) == 1
     status = saturn("status", "--name", "lr-sweep", "--json")
     assert '"succeeded": 6' in status.stdout, status.stdout
 
@@ -270,11 +277,12 @@ def test_worker_tree_killed_with_s3_results_reruns_only_this_sweeps_unfinished(
     results = {"class_spec": "S3", "url": root}
     executor = dask_executor(cluster.address)
     path = write_sweep(tmp_path, tasks, executor=executor, results=results, nprocs=2, batch_size=6)
-    with saturn_in_background("run", str(path), "-q") as run:
+    with saturn_in_background("run", str(path), "-q", "--log-chunk-minutes", "0.01") as run:
         wait_for(
             lambda: (
                 starts_of(starts).keys() >= {"h0", "h1"}
                 and s3_has([f"{root}/f{i}/status" for i in range(4)])
+                and s3_has([f"{root}/h{i}/log/000001" for i in range(2)])
             ),
             timeout=60,
             what="4 finished tasks and 2 running",
@@ -286,5 +294,7 @@ def test_worker_tree_killed_with_s3_results_reruns_only_this_sweeps_unfinished(
         _, stderr = run.communicate(timeout=60)
     assert run.returncode == 0, stderr
     assert starts_of(starts) == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 2, "h1": 2}
+    for task in ("h0", "h1"):
+        assert len(attempts_in(saturn("logs", f"{root}/{task}").stdout)) == 1
     status = saturn("status", "--name", "lr-sweep", "--json")
     assert '"succeeded": 6' in status.stdout, status.stdout

@@ -10,6 +10,8 @@ import pytest
 from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
 from sweeps import (
     assert_seed_outputs,
+    attempts_in,
+    chunks_of,
     counted_tasks,
     detach_then_collect,
     events_of,
@@ -180,19 +182,22 @@ def test_worker_killed_mid_batch_is_retried_without_finished_tasks(
     tmp_path, saturn, ray_address, results_class
 ):
     # The Ray worker process running the batch dies with its runs (its process tree);
-    # Ray retries the batch (max_retries), which skips what finished and runs the rest.
+    # Ray retries the batch (max_retries), which skips what finished and runs the rest,
+    # without the log chunks the dead attempts shipped (the actor carries chunks).
     starts, gate, results = tmp_path / "starts", tmp_path / "gate", tmp_path / "results"
     worker = tmp_path / "worker-pid"
     tasks = counted_tasks(starts, gate, done=4, held=2, parent=worker)
     backend = {"class_spec": results_class, "directory": str(results)}
     executor = ray_executor(ray_address)
     path = write_sweep(tmp_path, tasks, executor=executor, results=backend, nprocs=2, batch_size=6)
-    with saturn_in_background("run", str(path), "-q") as run:
+    chunked = results_class == "Ray"
+    with saturn_in_background("run", str(path), "-q", "--log-chunk-minutes", "0.01") as run:
         wait_for(
             lambda: (
                 starts_of(starts).keys() >= {"h0", "h1"}
                 and all((results / f"f{i}" / "status").exists() for i in range(4))
                 and worker.exists()
+                and (not chunked or min(chunks_of(results / "h0"), chunks_of(results / "h1")) > 1)
             ),
             timeout=60,
             what="4 finished tasks and 2 running",
@@ -206,5 +211,7 @@ def test_worker_killed_mid_batch_is_retried_without_finished_tasks(
     assert starts_of(starts) == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 2, "h1": 2}
     for task in [f"f{i}" for i in range(4)] + ["h0", "h1"]:
         assert (results / task / "status").read_text() == "success\n"
+    for task in ("h0", "h1"):
+        assert len(attempts_in((results / task / "log").read_text())) == 1
     status = saturn("status", "--name", "lr-sweep", "--json")
     assert '"succeeded": 6' in status.stdout, status.stdout

@@ -110,6 +110,12 @@ class QueueStorage(Storage):
         await self.channel.send({"op": "delete", "location": location})
         self._written.pop(location, None)
 
+    async def delete_below(self, prefix: str) -> None:
+        """One message: the client removes the directory ``prefix`` (it cannot be listed)."""
+        await self.channel.send({"op": "delete_below", "location": prefix})
+        start = prefix.rstrip("/") + "/"
+        self._written = {k: v for k, v in self._written.items() if not k.startswith(start)}
+
     async def move(self, source: str, target: str) -> None:
         await self.channel.send({"op": "move", "location": target, "source": source})
         self._written[target] = self._written.pop(source, 0)

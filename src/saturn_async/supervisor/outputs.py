@@ -43,6 +43,11 @@ class RunOutputs(Protocol):
     async def rotate(self, attempt: int) -> None:
         """Keep a failed attempt's logs as ``stdout.N``/``stderr.N`` before a retry."""
 
+    async def drop_lost_chunks(self) -> None:
+        """Before a rerun's first attempt (its worker died): remove the log chunks a dead
+        attempt shipped, which the new attempt's chunks would not all replace. Local
+        logs need nothing: opening them truncates."""
+
     async def finish(self, events: list[Event], status_code: int) -> int:
         """Save the results and record the outcome, ``status_code`` last; returns the
         status recorded (RESULTS_NOT_SAVED when the run exited 0 but some of its results
@@ -100,6 +105,9 @@ class LocalOutputs:
     @contextlib.asynccontextmanager
     async def shipping(self) -> AsyncIterator[None]:
         yield
+
+    async def drop_lost_chunks(self) -> None:
+        return None
 
     async def rotate(self, attempt: int) -> None:
         try:
@@ -189,6 +197,10 @@ class ShippedOutputs:
             await ship_log(self.storage, path, target, self.chunk_seconds, done)
         except StorageError as exc:
             self.shipping_failed = exc
+
+    async def drop_lost_chunks(self) -> None:
+        for name in self.layout.logs:
+            await self.storage.delete_below(f"{self.location}/{name}")
 
     async def rotate(self, attempt: int) -> None:
         for name in self.layout.logs:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from typing import Any
 
 from saturn_async.spec.paths import is_strictly_inside
@@ -46,6 +47,10 @@ class Collector:
         elif op == "delete":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(location)
+        elif op == "delete_below":
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                if stat.S_ISDIR(os.lstat(location).st_mode):  # never follows a link
+                    shutil.rmtree(location)
         elif op == "move":
             source = str(message.get("source", ""))
             if is_strictly_inside(self.directory, os.path.normpath(source)):
