@@ -190,14 +190,14 @@ def test_worker_tree_killed_mid_batch_reruns_only_unfinished_tasks(
                 and all((results / f"f{i}" / "status").exists() for i in range(4))
                 and (not chunked or min(chunks_of(results / "h0"), chunks_of(results / "h1")) > 1)
             ),
-            timeout=60,
+            timeout=120,
             what="4 finished tasks and 2 running",
         )
         kill_tree(victim.pid)
         victim.wait()
         gate.touch()
         cluster.add_worker(slots=2)
-        _, stderr = run.communicate(timeout=60)
+        _, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr
     assert starts_of(starts) == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 2, "h1": 2}
     for task in [f"f{i}" for i in range(4)] + ["h0", "h1"]:
@@ -284,14 +284,14 @@ def test_worker_tree_killed_with_s3_results_reruns_only_this_sweeps_unfinished(
                 and s3_has([f"{root}/f{i}/status" for i in range(4)])
                 and s3_has([f"{root}/h{i}/log/000001" for i in range(2)])
             ),
-            timeout=60,
+            timeout=120,
             what="4 finished tasks and 2 running",
         )
         kill_tree(victim.pid)
         victim.wait()
         gate.touch()
         cluster.add_worker(slots=2)
-        _, stderr = run.communicate(timeout=60)
+        _, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr
     assert starts_of(starts) == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 2, "h1": 2}
     for task in ("h0", "h1"):
