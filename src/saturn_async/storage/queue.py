@@ -24,7 +24,8 @@ PART_SIZE = 4 << 20
 
 def puts_finish_marker(message: dict[str, Any]) -> bool:
     """Whether ``message`` writes a run's finish marker (which comes after its other files)."""
-    return message["op"] == "put" and os.path.basename(message["location"]) in FINAL_MARKERS
+    location = str(message.get("location", ""))
+    return message.get("op") == "put" and os.path.basename(location) in FINAL_MARKERS
 
 
 class Channel(Protocol):
