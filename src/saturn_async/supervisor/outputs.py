@@ -43,10 +43,11 @@ class RunOutputs(Protocol):
     async def rotate(self, attempt: int) -> None:
         """Keep a failed attempt's logs as ``stdout.N``/``stderr.N`` before a retry."""
 
-    async def drop_lost_chunks(self) -> None:
-        """Before a rerun's first attempt (its worker died): remove the log chunks a dead
-        attempt shipped, which the new attempt's chunks would not all replace. Local
-        logs need nothing: opening them truncates."""
+    async def drop_lost_chunks(self, attempts: int) -> None:
+        """Before a rerun's first attempt (its worker died): remove the log chunks that a
+        dead incarnation of the run shipped, which the new chunks would not all replace:
+        of its current log and of the ``attempts - 1`` it could have rotated. Local logs
+        need nothing: opening or rotating one replaces it whole."""
 
     async def finish(self, events: list[Event], status_code: int) -> int:
         """Save the results and record the outcome, ``status_code`` last; returns the
@@ -106,7 +107,7 @@ class LocalOutputs:
     async def shipping(self) -> AsyncIterator[None]:
         yield
 
-    async def drop_lost_chunks(self) -> None:
+    async def drop_lost_chunks(self, attempts: int) -> None:
         return None
 
     async def rotate(self, attempt: int) -> None:
@@ -198,9 +199,10 @@ class ShippedOutputs:
         except StorageError as exc:
             self.shipping_failed = exc
 
-    async def drop_lost_chunks(self) -> None:
+    async def drop_lost_chunks(self, attempts: int) -> None:
         for name in self.layout.logs:
-            await self.storage.delete_below(f"{self.location}/{name}")
+            for suffix in ["", *(f".{n}" for n in range(1, attempts))]:
+                await self.storage.delete_below(f"{self.location}/{name}{suffix}")
 
     async def rotate(self, attempt: int) -> None:
         for name in self.layout.logs:
