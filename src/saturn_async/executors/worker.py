@@ -69,6 +69,10 @@ class StopSignal(Protocol):
 
     def is_set(self) -> bool: ...
 
+    def started_before(self) -> bool:
+        """Called once, after ``is_set``: whether this batch started before and its engine
+        runs it again (its worker died), so runs with a final status are skipped."""
+
     async def wait(self) -> None: ...
 
 
@@ -81,6 +85,9 @@ class TerminateFile:
     def is_set(self) -> bool:
         return os.access(self.path, os.F_OK)
 
+    def started_before(self) -> bool:
+        return False  # local executors never run a batch twice
+
     async def wait(self) -> None:
         path = anyio.Path(self.path)
         while not await path.exists():  # noqa: ASYNC110 - set by another process
@@ -90,7 +97,8 @@ class TerminateFile:
 def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
     """Run ``batches`` under one supervisor (slots shared); blocks until all are done.
 
-    A sweep terminated before this starts runs nothing.
+    A sweep terminated before this starts runs nothing. Run again by its engine after
+    its worker died, it skips the runs that have a final status.
     """
     decoded = [_batch_decoder.decode(b) for b in batches]
     if job.client_cwd is not None:
@@ -101,7 +109,8 @@ def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
         return WorkerSummary(
             succeeded=0, failed=0, skipped=0, not_started=not_started, terminated=True
         )
-    return anyio.run(_run, job, decoded, stop)
+    rerun = stop is not None and stop.started_before()
+    return anyio.run(_run, job, decoded, stop, rerun)
 
 
 def _start_in(directory: str, batches: list[Batch]) -> None:
@@ -120,7 +129,11 @@ def _start_in(directory: str, batches: list[Batch]) -> None:
             batch.working_dir = directory
 
 
-async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) -> WorkerSummary:
+async def _run(
+    job: WorkerJob, batches: list[Batch], stop: StopSignal | None, rerun: bool
+) -> WorkerSummary:
+    """``rerun``: the engine runs these batches again, so runs with a final status are
+    skipped (they finished before the worker died)."""
     async with contextlib.AsyncExitStack() as stack:
         storage = await _queue_storage(stack, job)
         supervisor = Supervisor(
@@ -130,6 +143,7 @@ async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) ->
             storage=storage,
             shared_slots=_shared_slots(job),
             submitted=job.submitted,
+            skip_finished=rerun,
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:

@@ -60,6 +60,11 @@ class Layout:
         """The log files, each once (the sweep layout interleaves both streams)."""
         return (self.stdout,) if self.stdout == self.stderr else (self.stdout, self.stderr)
 
+    @property
+    def marker(self) -> str:
+        """The finish marker, written last: a run has a final status once it exists."""
+        return STATUS_CODE if self.name == "batch" else STATUS
+
     def final_writes(self, events: list[Event], status_code: int) -> list[tuple[str, bytes | None]]:
         """What to write, in order, to record the outcome; None means remove that file.
 

@@ -126,6 +126,11 @@ class RunLifecycle:
                 )
             )
             return
+        if self.sup.skip_finished:  # a rerun: a dead attempt's chunks must not stay
+            try:
+                await self.outputs.drop_lost_chunks(self.last_attempt)
+            except StorageError as exc:
+                self.sup.report(f"could not remove a lost attempt's log chunks: {exc}")
         for attempt in range(self.first_attempt, self.last_attempt + 1):
             if self.on_launch is not None:
                 self.on_launch(attempt)

@@ -48,6 +48,12 @@ class RunOutputs(Protocol):
     def stdout_size(self) -> int:
         """Bytes the attempt that just ended wrote to stdout (0 when unknown)."""
 
+    async def drop_lost_chunks(self, attempts: int) -> None:
+        """Before a rerun's first attempt (its worker died): remove the log chunks that a
+        dead incarnation of the run shipped, which the new chunks would not all replace:
+        of its current log and of the ``attempts - 1`` it could have rotated. Local logs
+        need nothing: opening or rotating one replaces it whole."""
+
     async def finish(self, events: list[Event], status_code: int) -> int:
         """Save the results and record the outcome, ``status_code`` last; returns the
         status recorded (RESULTS_NOT_SAVED when the run exited 0 but some of its results
@@ -114,6 +120,9 @@ class LocalOutputs:
     @contextlib.asynccontextmanager
     async def shipping(self) -> AsyncIterator[None]:
         yield
+
+    async def drop_lost_chunks(self, attempts: int) -> None:
+        return None
 
     async def rotate(self, attempt: int) -> None:
         try:
@@ -206,6 +215,11 @@ class ShippedOutputs:
             await ship_log(self.storage, path, target, self.chunk_seconds, done)
         except StorageError as exc:
             self.shipping_failed = exc
+
+    async def drop_lost_chunks(self, attempts: int) -> None:
+        for name in self.layout.logs:
+            for suffix in ["", *(f".{n}" for n in range(1, attempts))]:
+                await self.storage.delete_below(f"{self.location}/{name}{suffix}")
 
     async def rotate(self, attempt: int) -> None:
         for name in self.layout.logs:

@@ -23,6 +23,7 @@ from saturn_async.spec.paths import is_remote
 from saturn_async.storage import Storage, local, storage_for
 from saturn_async.storage.layout import LAYOUTS, RESULTS, utcnow
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
+from saturn_async.supervisor.finished import recorded_outcome
 from saturn_async.supervisor.lease import MetOwners, RunLease
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
@@ -76,6 +77,7 @@ class Supervisor:
         grace: float = 10.0,
         skip_completed: bool = False,
         wait_for_owner: bool = False,
+        skip_finished: bool = False,
         report: Callable[[str], None] | None = None,
         log_chunk_seconds: float = 60.0,
         staging_dir: str | None = None,
@@ -88,15 +90,19 @@ class Supervisor:
         ``shared_slots``, when given, must also be held by each run: slots shared with
         other supervisors in this process. ``submitted`` is the time of the runs'
         ``submitted`` event (default: now). A run whose lease another supervisor holds
-        is skipped, or with ``wait_for_owner`` waited for (see supervisor/lease.py)."""
+        is skipped, or with ``wait_for_owner`` waited for (see supervisor/lease.py).
+        ``skip_finished`` skips the runs that already have a final status of this sweep,
+        whatever its code: set when an engine runs a batch again after its worker died
+        (a run still owned, by a dying incarnation, is then waited for, never skipped)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
         self.grace = grace
         self.skip_completed = skip_completed
-        self.wait_for_owner = wait_for_owner
+        self.wait_for_owner = wait_for_owner or skip_finished
         self.met_owners = MetOwners()
         self.started_at = time.time()
+        self.skip_finished = skip_finished
         self.log_chunk_seconds = log_chunk_seconds
         self.staging_dir = staging_dir or default_staging_dir()
         self._staging_fd: int | None = None
@@ -233,7 +239,7 @@ class Supervisor:
             if self.stopping:
                 return
             assert run.remote_output_path is not None
-            if self.skip_completed and await self._succeeded_before(run.remote_output_path):
+            if await self._skipped(batch, run.remote_output_path):
                 self.progress.skipped += 1
                 continue
             if self.shared_slots is not None:
@@ -285,10 +291,30 @@ class Supervisor:
             remote = S3Lease(self.storage, location, lease_ttl(self.grace))
         return RunLease(outputs.directory.open, remote)
 
+    async def _skipped(self, batch: Batch, location: str) -> bool:
+        if self.skip_completed and await self._succeeded_before(location):
+            return True
+        return self.skip_finished and await self._finished_before(batch, location)
+
     async def _succeeded_before(self, location: str) -> bool:
         if self._ship_everything or is_remote(location):
             return self._ledger_statuses.get(location) == 0
         return await self.in_thread(local.read_status_code, location) == 0
+
+    async def _finished_before(self, batch: Batch, location: str) -> bool:
+        """Whether the run has a final status of this sweep, of any code (a queue's
+        channel remembers the finish markers it carried)."""
+        if not (self._ship_everything or is_remote(location)):
+            return await self.in_thread(local.read_status_code, location) is not None
+        assert self.storage is not None and self.ledger is not None
+        remote = is_remote(location)
+        layout = LAYOUTS[batch.layout]
+        submitted = self.submitted if remote else None
+        code = await recorded_outcome(self.storage, location, layout, submitted)
+        if code is not None and remote and batch.remote_output_path is not None:
+            # The dead worker may have died before flushing it: followers read the ledger.
+            self.ledger.record(batch.remote_output_path, location, code)
+        return code is not None
 
     def outputs_for(self, batch: Batch, run: Run) -> RunOutputs:
         """Where ``run`` writes: its own directory, or staging shipped to storage."""
