@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -81,3 +83,74 @@ def detach_then_collect(
     gate.touch()
     collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=90)
     assert collected.returncode == 0, collected.stderr
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat[stat.rfind(b")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(name))
+    return children
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL ``pid`` and every process below it, as a machine crash would: all are
+    stopped first (until no new one appears), so none reacts to another's death."""
+    stopped: set[int] = set()
+    while True:
+        tree, children = [pid], _children()
+        for parent in tree:
+            tree.extend(children.get(parent, []))
+        fresh = [p for p in tree if p not in stopped]
+        if not fresh:
+            break
+        for member in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGSTOP)
+            stopped.add(member)
+    for member in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+    return sorted(stopped)
+
+
+def counted_tasks(
+    starts: Path, gate: Path, done: int, held: int, parent: Path | None = None
+) -> list[dict[str, Any]]:
+    """``done`` tasks f0.. that finish at once, then ``held`` tasks h0.. that print
+    ``attempt PID`` every 0.1 s until ``gate`` exists, and once more. Each first appends
+    its name to ``starts``, the one file that counts starts. With ``parent``, held tasks
+    write there the pid of the process that started them."""
+    record = f"echo $SATURN_RUN_REMOTE_OUTPUT_PATH >> {starts}"
+    wait = f"while [ ! -e {gate} ]; do echo attempt $$; sleep 0.1; done; echo attempt $$"
+    if parent is not None:
+        wait = f"echo $PPID > {parent}; {wait}"
+    return [{"name": f"f{i}", "command": record} for i in range(done)] + [
+        {"name": f"h{i}", "command": f"{record}; {wait}"} for i in range(held)
+    ]
+
+
+def attempts_in(log: str) -> set[str]:
+    """The attempts (``attempt PID`` lines of counted_tasks) a held task's log holds."""
+    return set(log.splitlines())
+
+
+def chunks_of(task_dir: Path) -> int:
+    """How many log chunks a client holds for a task whose status has not arrived."""
+    log = task_dir / "log"
+    return len(list(log.iterdir())) if log.is_dir() else 0
+
+
+def starts_of(starts: Path) -> dict[str, int]:
+    """How many times each task started, by task name."""
+    counts: dict[str, int] = {}
+    for line in starts.read_text().splitlines() if starts.exists() else []:
+        name = line.rsplit("/", 1)[-1]
+        counts[name] = counts.get(name, 0) + 1
+    return counts

@@ -211,8 +211,21 @@ def test_plain_progress_and_summary(tmp_path: Path, write_job, saturn) -> None:
     job = write_job(["true"] * 3)
     result = saturn("batch", str(job))
     assert result.returncode == 0
-    assert "3 succeeded, 0 failed, 0 skipped, 0 not started" in result.stdout
-    assert "3 succeeded, 0 failed, 0 skipped, 0 running, 0 pending of 3" in result.stderr
+    assert "3 succeeded, 0 failed, 0 skipped, 0 not started in " in result.stdout
+    assert "runs/s" in result.stdout
+    # The end summary is not preceded by a last progress line saying nearly the same.
+    assert "pending of" not in result.stderr
+
+
+def test_the_end_summary_lists_the_first_failed_runs(tmp_path: Path, write_job, saturn) -> None:
+    job = write_job(["true", *[f"exit {i}" for i in range(1, 14)]], nprocs=1)
+    result = saturn("batch", str(job))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("1 succeeded, 13 failed, 0 skipped, 0 not started in ")
+    assert lines[1] == "failed (exit code, output path, command):"
+    assert lines[2:12] == [f"  {i}  {tmp_path}/out/{i}  exit {i}" for i in range(1, 11)]
+    assert lines[12:] == [f"  ... 3 more; all of them: saturn status {job}"]
 
 
 def _slice_ns(sched: str) -> int:

@@ -84,7 +84,7 @@ CASES = [
         [user_file("c/7.json", job(1))],
         ["c/7.json", "c"],
         0,
-        "wrote 1 batch files",
+        "wrote 1 batch file of",
         OURS,
     ),
     Case(
@@ -92,7 +92,7 @@ CASES = [
         [user_file("c/5.json"), user_file("c/12.json")],
         ["job.json", "c"],
         0,
-        "wrote 1 batch files",
+        "wrote 1 batch file of",
         OURS,
     ),
     Case(
@@ -108,7 +108,7 @@ CASES = [
         [user_file("c/0.json")],
         ["job.json", "c", "--overwrite"],
         0,
-        "wrote 1 batch files",
+        "wrote 1 batch file of",
         OURS,
     ),
     Case(
@@ -137,7 +137,7 @@ CASES = [
         [user_dir("workspace"), planted_tmp_link],
         ["job.json", "c", "--sync", "workspace"],
         0,
-        "wrote 1 batch files",
+        "wrote 1 batch file of",
         [*OURS, "c/sync-workspace.tar.gz"],
     ),
     Case(
@@ -145,7 +145,7 @@ CASES = [
         [earlier_split_then_user_file],
         ["job.json", "c"],
         0,
-        "wrote 1 batch files",
+        "wrote 1 batch file of",
         [*OURS, "c/1.json", "c/2.json"],
     ),
 ]

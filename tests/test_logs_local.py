@@ -43,3 +43,26 @@ def test_logs_of_a_path_holding_nothing_is_an_error(tmp_path: Path, saturn) -> N
     done = saturn("logs", str(tmp_path / "typo"))
     assert done.returncode == 2
     assert done.stderr == f"saturn: error: PATH_OR_URL: no run output at {tmp_path / 'typo'}\n"
+
+
+def test_logs_of_a_directory_holding_no_run_is_an_error(tmp_path: Path, write_job, saturn) -> None:
+    assert saturn("batch", str(write_job(["echo hi"])), "-q").returncode == 0
+    (tmp_path / "empty").mkdir()
+    for directory in ("out", "empty"):  # the batch's root holds runs, but is none
+        done = saturn("logs", directory)
+        # Before: nothing printed, exit 0.
+        assert done.returncode == 2
+        assert (
+            done.stderr == f"saturn: error: PATH_OR_URL: no run output at {tmp_path / directory}\n"
+        )
+
+
+def test_logs_stderr_of_a_run_with_one_log_says_so(tmp_path: Path, write_job, saturn) -> None:
+    job = write_job(["echo out; echo err >&2"], layout="sweep")
+    assert saturn("batch", str(job), "-q").returncode == 0
+    for stream in ("stderr", "stdout"):
+        done = saturn("logs", "out/0", "--stream", stream)
+        assert done.returncode == 2
+        assert f"this run has no {stream}: its stdout and stderr are one log" in done.stderr
+        assert "--stream log" in done.stderr
+    assert saturn("logs", "out/0", "--stream", "log").stdout == "out\nerr\n"

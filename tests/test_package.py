@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import configparser
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import anyio
@@ -76,3 +78,27 @@ def test_library_api_runs_a_batch(tmp_path: Path) -> None:
     assert isinstance(batch, Batch) and all(isinstance(r, Run) for r in batch.runs)
     summary = anyio.run(run_batches, [batch])
     assert (summary.succeeded, summary.failed, summary.exit_code) == (1, 1, 1)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_all_extra_has_every_runtime_backend() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    runtime = set(extras) - {"all", "test", "test-core"}
+    assert runtime == {"fast-yaml", "s3", "dask", "ray", "kubernetes"}
+    assert extras["all"] == [f"saturn_async[{','.join(sorted(runtime, key=list(extras).index))}]"]
+    assert "saturn_async[all,test-core]" in extras["test"]
+
+
+def test_python_312_and_313_are_tested() -> None:
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    assert {"py", "py312", "py313"} <= {e.strip() for e in tox["tox"]["env_list"].split(",")}
+    classifiers = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["classifiers"]
+    for version in ("3.11", "3.12", "3.13"):
+        assert f"Programming Language :: Python :: {version}" in classifiers
+    script = (ROOT / "scripts" / "test").read_text()
+    assert "for version in 3.12 3.13; do" in script

@@ -238,7 +238,13 @@ def test_a_second_signal_stops_waiting_for_s3_and_keeps_the_outcome(
     # The quick run's ledger segment could not go up either; that is said, not fatal.
     assert "could not write the ledger: s3://saturn-test/stop/.saturn/ledger/" in stderr
     fault_proxy.set("ok")
-    assert sorted(objects(f"{s3}/stop")) == ["1/events", "1/status_code", "1/stdout/000000"]
+    assert sorted(objects(f"{s3}/stop")) == [
+        "0/.saturn-lease",  # not released: S3 was down (it expires)
+        "1/.saturn-lease",
+        "1/events",
+        "1/status_code",
+        "1/stdout/000000",
+    ]
 
 
 def test_a_failed_ledger_flush_keeps_its_records(s3: str, fault_proxy: FaultProxy) -> None:
@@ -279,3 +285,13 @@ def test_logs_of_an_s3_prefix_holding_nothing_is_an_error(s3: str, saturn) -> No
     done = saturn("logs", f"{s3}/typo")
     assert done.returncode == 2
     assert done.stderr == f"saturn: error: PATH_OR_URL: no run output at {s3}/typo\n"
+
+
+def test_command_list_to_s3(s3: str, tmp_path: Path, saturn) -> None:
+    (tmp_path / "cmds.txt").write_text("echo a\nexit 4\n")
+    result = saturn("batch", "--commands", "cmds.txt", "-o", f"{s3}/sweep", "-q")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(saturn("status", f"{s3}/sweep", "--json").stdout)
+    assert (report["succeeded"], report["failed"]) == (1, 1)
+    assert report["failed_runs"][0]["path"] == f"{s3}/sweep/1"
+    assert saturn("logs", f"{s3}/sweep/0").stdout == "a\n"

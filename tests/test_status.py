@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
@@ -36,3 +37,17 @@ def test_status_of_missing_path(saturn) -> None:
     result = saturn("status", "nowhere")
     assert result.returncode == 2
     assert result.stderr.strip() == "saturn: error: nowhere: cannot read: No such file or directory"
+
+
+def test_status_keeps_long_paths_whole_at_80_columns(tmp_path: Path, write_job, saturn) -> None:
+    output = tmp_path / ("a-rather-long-directory-name-" * 3) / "out"
+    job = write_job(["exit 3", "echo one\necho two; exit 4"], nprocs=1, output=str(output))
+    assert saturn("batch", str(job), "-q").returncode == 1
+    for env in ({"COLUMNS": "80"}, {"COLUMNS": "40"}):
+        text = saturn("status", str(job), env={**os.environ, **env}).stdout
+        # Before: a table that folded the paths (and commands) mid-token.
+        assert text.splitlines()[1:] == [
+            "failed runs (exit code, path, command):",
+            f"  3  {output}/0  exit 3",
+            f"  4  {output}/1  echo one\\necho two; exit 4",
+        ]

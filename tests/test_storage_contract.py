@@ -127,6 +127,17 @@ def test_move(root: str) -> None:
     using(root, body)
 
 
+def test_delete_below_removes_only_what_lies_below(root: str) -> None:
+    async def body(storage: Storage) -> None:
+        for name in ("r/log/000000", "r/log/000001", "r/log.1/000000", "r/log_x"):
+            await storage.put(f"{root}/{name}", b"x")
+        await storage.delete_below(f"{root}/r/log")
+        assert [o.name for o in await storage.list(f"{root}/r")] == ["log.1/000000", "log_x"]
+        await storage.delete_below(f"{root}/r/nothing")  # nothing there: no error
+
+    using(root, body)
+
+
 def test_check_accepts_a_writable_location(root: str) -> None:
     async def body(storage: Storage) -> None:
         await storage.check(f"{root}/somewhere")

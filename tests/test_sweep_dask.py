@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
-import os
 import signal
 
+import anyio
 import pytest
 
 from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
+from saturn_async.storage.s3 import S3Storage
 from sweeps import (
     SEED_TASKS,
     assert_seed_outputs,
+    attempts_in,
+    chunks_of,
+    counted_tasks,
     detach_then_collect,
     events_of,
     gated_tasks,
+    kill_tree,
+    starts_of,
     write_sweep,
 )
+
+
+def s3_put(objects: dict[str, bytes]) -> None:
+    async def main() -> None:
+        async with S3Storage() as storage:
+            for location, data in objects.items():
+                await storage.put(location, data)
+
+    anyio.run(main)
+
+
+def s3_has(locations: list[str]) -> bool:
+    async def main() -> bool:
+        async with S3Storage() as storage:
+            return all([await storage.get(location) is not None for location in locations])
+
+    return anyio.run(main)
 
 
 def dask_executor(address: str, **fields: object) -> dict[str, object]:
@@ -144,31 +167,45 @@ def test_terminate_leaves_no_process_on_workers(tmp_path, saturn, dask_cluster, 
     assert '"failed": 8' in status.stdout
 
 
-def test_worker_killed_mid_batch_loses_no_task(tmp_path, saturn, own_dask_cluster):
+@pytest.mark.parametrize("results_class", ["LocalDir", "Dask"])
+def test_worker_tree_killed_mid_batch_reruns_only_unfinished_tasks(
+    tmp_path, saturn, own_dask_cluster, results_class
+):
+    # The whole tree (nanny, worker, its runs) dies as in a machine crash; Dask runs the
+    # batch again on the new worker, which must skip what finished and run the rest,
+    # without the log chunks the dead attempts shipped (the queue carries chunks).
     cluster = own_dask_cluster
-    victim = cluster.add_worker(slots=2, nanny=False)
+    victim = cluster.add_worker(slots=2, nanny=True)
     cluster.wait_for_workers(1)
-    gate = tmp_path / "gate"
-    tasks = [
-        {"name": f"t{i}", "command": f"echo started $$; while [ ! -e {gate} ]; do sleep 0.05; done"}
-        for i in range(4)
-    ]
+    starts, gate, results = tmp_path / "starts", tmp_path / "gate", tmp_path / "results"
+    tasks = counted_tasks(starts, gate, done=4, held=2)
+    backend = {"class_spec": results_class, "directory": str(results)}
     executor = dask_executor(cluster.address)
-    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=2, batch_size=4)
-    assert saturn("run", str(path), "-q", "--detach").returncode == 0
-    wait_for(
-        lambda: len(list((tmp_path / "results").glob("*/log"))) == 2,
-        timeout=60,
-        what="2 running tasks",
-    )
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    cluster.add_worker(slots=2)
-    gate.touch()
-    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=120)
-    assert collected.returncode == 0, collected.stderr
-    for i in range(4):
-        assert (tmp_path / "results" / f"t{i}" / "status").read_text() == "success\n"
+    path = write_sweep(tmp_path, tasks, executor=executor, results=backend, nprocs=2, batch_size=6)
+    chunked = results_class == "Dask"
+    with saturn_in_background("run", str(path), "-q", "--log-chunk-minutes", "0.01") as run:
+        wait_for(
+            lambda: (
+                starts_of(starts).keys() >= {"h0", "h1"}
+                and all((results / f"f{i}" / "status").exists() for i in range(4))
+                and (not chunked or min(chunks_of(results / "h0"), chunks_of(results / "h1")) > 1)
+            ),
+            timeout=120,
+            what="4 finished tasks and 2 running",
+        )
+        kill_tree(victim.pid)
+        victim.wait()
+        gate.touch()
+        cluster.add_worker(slots=2)
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert starts_of(starts) == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 2, "h1": 2}
+    for task in [f"f{i}" for i in range(4)] + ["h0", "h1"]:
+        assert (results / task / "status").read_text() == "success\n"
+    for task in ("h0", "h1"):
+        assert len(attempts_in((results / task / "log").read_text())) == 1
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert '"succeeded": 6' in status.stdout, status.stdout
 
 
 def test_seed_tasks_have_names():
@@ -221,3 +258,43 @@ def test_s3_results_written_by_dask_workers(tmp_path, saturn, s3, own_dask_clust
     assert log.stdout == "diverged\n"
     status = saturn("status", "--name", "lr-sweep", "--json")
     assert '"succeeded": 3' in status.stdout and '"failed": 1' in status.stdout
+
+
+def test_worker_tree_killed_with_s3_results_reruns_only_this_sweeps_unfinished(
+    tmp_path, saturn, s3, own_dask_cluster
+):
+    # An earlier sweep of the name left outcomes of h0 and h1 on S3 (S3 keeps them until
+    # replaced): the rerun must not take them for this sweep's and skip h0 and h1.
+    root = f"{s3}/sweep"
+    stale = b'events:\n- {"type":"submitted","utctimestamp":"2020-01-01T00:00:00+00:00"}\n'
+    s3_put({f"{root}/h{i}/{name}": data for i in range(2) for name, data in
+            (("events", stale), ("status", b"success\n"))})  # fmt: skip
+    cluster = own_dask_cluster
+    victim = cluster.add_worker(slots=2, nanny=True)  # inherits the S3 variables
+    cluster.wait_for_workers(1)
+    starts, gate = tmp_path / "starts", tmp_path / "gate"
+    tasks = counted_tasks(starts, gate, done=4, held=2)
+    results = {"class_spec": "S3", "url": root}
+    executor = dask_executor(cluster.address)
+    path = write_sweep(tmp_path, tasks, executor=executor, results=results, nprocs=2, batch_size=6)
+    with saturn_in_background("run", str(path), "-q", "--log-chunk-minutes", "0.01") as run:
+        wait_for(
+            lambda: (
+                starts_of(starts).keys() >= {"h0", "h1"}
+                and s3_has([f"{root}/f{i}/status" for i in range(4)])
+                and s3_has([f"{root}/h{i}/log/000001" for i in range(2)])
+            ),
+            timeout=120,
+            what="4 finished tasks and 2 running",
+        )
+        kill_tree(victim.pid)
+        victim.wait()
+        gate.touch()
+        cluster.add_worker(slots=2)
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert starts_of(starts) == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 2, "h1": 2}
+    for task in ("h0", "h1"):
+        assert len(attempts_in(saturn("logs", f"{root}/{task}").stdout)) == 1
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert '"succeeded": 6' in status.stdout, status.stdout

@@ -178,7 +178,11 @@ def test_terminate_stops_running_and_marks_queued_tasks(tmp_path, saturn, execut
         pids = [int(p.read_text().split()[1]) for p in logs]
         done = saturn("terminate", "--name", "lr-sweep", "--wait", "30")
         assert done.returncode == 0, done.stderr
-        assert "terminated lr-sweep: 4 tasks had not finished" in done.stdout
+        # Before: "4 tasks had not finished", the 2 running ones left out.
+        assert (
+            "terminated lr-sweep: 6 tasks had not finished (2 were stopped or ended, "
+            "4 never started)" in done.stdout
+        )
         _, stderr = run.communicate(timeout=30)
     assert run.returncode == 1, stderr
     assert not any(pid_alive(pid) for pid in pids)
@@ -189,6 +193,9 @@ def test_terminate_stops_running_and_marks_queued_tasks(tmp_path, saturn, execut
         assert "terminated" in [e["type"] for e in events_of(task)]
     status = saturn("status", "--name", "lr-sweep", "--json")
     assert '"failed": 6' in status.stdout
+    # Tasks that never started show their command, not `?` (None).
+    commands = [run["cmd"] for run in json.loads(status.stdout)["failed_runs"]]
+    assert commands == ["echo started $$; exec sleep 300"] * 6
 
 
 def test_ctrl_c_on_run_stops_local_runs(tmp_path):

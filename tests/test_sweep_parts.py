@@ -61,6 +61,22 @@ def test_collector_writes_objects_and_joins_log_chunks_when_status_arrives(tmp_p
     assert not (tmp_path / "task/results/big.partial").exists()
 
 
+def test_collector_deletes_a_lost_attempts_chunks_but_never_through_a_link(tmp_path):
+    collector = Collector(str(tmp_path / "results"))
+    run = tmp_path / "results" / "task"
+    for chunk in ("000000", "000001"):
+        collector.apply({"op": "put", "location": f"{run}/log/{chunk}", "data": b"lost\n"})
+    collector.apply({"op": "delete_below", "location": f"{run}/log"})
+    assert not (run / "log").exists()
+    collector.apply({"op": "delete_below", "location": f"{run}/log"})  # nothing there: fine
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("mine")
+    (run / "log").symlink_to(elsewhere)
+    collector.apply({"op": "delete_below", "location": f"{run}/log"})
+    assert (elsewhere / "keep").read_text() == "mine"
+
+
 def test_collector_drops_locations_outside_its_directory(tmp_path):
     inside = tmp_path / "results"
     collector = Collector(str(inside))

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
 from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
 from sweeps import (
     assert_seed_outputs,
+    attempts_in,
+    chunks_of,
+    counted_tasks,
     detach_then_collect,
     events_of,
     gated_tasks,
+    kill_tree,
+    starts_of,
     write_sweep,
 )
 
@@ -88,7 +94,10 @@ def test_terminate_cancels_queued_and_stops_running(tmp_path, saturn, ray_addres
     pids = wait_for(running_pids, timeout=60, what="2 running tasks")
     stopped = saturn("terminate", "--name", "lr-sweep", "--wait", "60", timeout=120)
     assert stopped.returncode == 0, stopped.stderr
-    assert "terminated lr-sweep: 2 tasks had not finished" in stopped.stdout
+    assert (
+        "terminated lr-sweep: 4 tasks had not finished (2 were stopped or ended, "
+        "2 never started)" in stopped.stdout
+    )
     assert not any(pid_alive(pid) for pid in pids)
     for i in range(4):
         task = tmp_path / "results" / f"t{i}"
@@ -106,6 +115,7 @@ def test_terminate_cancels_queued_and_stops_running(tmp_path, saturn, ray_addres
         ({"num_gpus": -1}, "$.executor.num_gpus: expected `float` >= 0.0"),
         ({"num_cpus": 0}, "$.executor.num_cpus: expected `int` >= 1"),
         ({"resources": {"slot": -2}}, "$.executor.resources[...]: expected `float` >= 0.0"),
+        ({"max_retries": -1}, "$.executor.max_retries: expected `int` >= 0"),
     ],
 )
 def test_bad_executor_section_is_one_line(tmp_path, saturn, fields, message):
@@ -170,3 +180,64 @@ def test_ctrl_c_on_a_local_ray_stops_the_runs(tmp_path, saturn):
     assert not any(pid_alive(pid) for pid in pids)
     for i in range(2):
         assert (tmp_path / "results" / f"t{i}" / "status").read_text() == "failure\n"
+
+
+def kill_the_batch_worker_midway(
+    tmp_path: Path, executor: dict[str, object], results_class: str
+) -> tuple[int, str]:
+    """Run 4 tasks that finish and 2 held ones in one batch; once the held ones run (and,
+    with Ray results, have shipped 2 log chunks), SIGKILL the Ray worker process running
+    the batch and its runs (its process tree), then open the gate. Returns the exit code
+    and stderr of ``saturn run``."""
+    starts, gate, results = tmp_path / "starts", tmp_path / "gate", tmp_path / "results"
+    worker = tmp_path / "worker-pid"
+    tasks = counted_tasks(starts, gate, done=4, held=2, parent=worker)
+    backend = {"class_spec": results_class, "directory": str(results)}
+    path = write_sweep(tmp_path, tasks, executor=executor, results=backend, nprocs=2, batch_size=6)
+    chunked = results_class == "Ray"
+    with saturn_in_background("run", str(path), "-q", "--log-chunk-minutes", "0.01") as run:
+        wait_for(
+            lambda: (
+                starts_of(starts).keys() >= {"h0", "h1"}
+                and all((results / f"f{i}" / "status").exists() for i in range(4))
+                and worker.exists()
+                and (not chunked or min(chunks_of(results / "h0"), chunks_of(results / "h1")) > 1)
+            ),
+            timeout=120,
+            what="4 finished tasks and 2 running",
+        )
+        batch_worker = int(worker.read_text())
+        kill_tree(batch_worker)
+        wait_for(lambda: not pid_alive(batch_worker), timeout=60, what="the worker's end")
+        gate.touch()
+        _, stderr = run.communicate(timeout=120)
+    return run.returncode, stderr
+
+
+@pytest.mark.parametrize("results_class", ["LocalDir", "Ray"])
+def test_worker_killed_mid_batch_is_retried_without_finished_tasks(
+    tmp_path, saturn, ray_address, results_class
+):
+    # Ray retries the batch (max_retries, default 3): the retry skips what finished and
+    # runs the rest, without the log chunks the dead attempts shipped.
+    returncode, stderr = kill_the_batch_worker_midway(
+        tmp_path, ray_executor(ray_address), results_class
+    )
+    assert returncode == 0, stderr
+    results = tmp_path / "results"
+    assert starts_of(tmp_path / "starts") == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 2, "h1": 2}
+    for task in [f"f{i}" for i in range(4)] + ["h0", "h1"]:
+        assert (results / task / "status").read_text() == "success\n"
+    for task in ("h0", "h1"):
+        assert len(attempts_in((results / task / "log").read_text())) == 1
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert '"succeeded": 6' in status.stdout, status.stdout
+
+
+def test_max_retries_0_leaves_a_dead_workers_batch_unfinished(tmp_path, ray_address):
+    executor = ray_executor(ray_address, max_retries=0)
+    returncode, stderr = kill_the_batch_worker_midway(tmp_path, executor, "LocalDir")
+    assert returncode == 1
+    assert "batch 0: WorkerCrashedError" in stderr, stderr
+    assert "2 tasks have no status" in stderr, stderr
+    assert starts_of(tmp_path / "starts") == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 1, "h1": 1}

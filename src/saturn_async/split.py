@@ -21,6 +21,7 @@ from saturn_async.spec import Batch, Run, load_batch_file
 from saturn_async.spec.decode import load_yaml_mapping
 from saturn_async.spec.paths import is_remote
 from saturn_async.split_outdir import plan_outdir
+from saturn_async.split_ship import check_destination, download_lines, upload
 from saturn_async.status import status_reader
 from saturn_async.storage.layout import RESULTS
 from saturn_async.storage.local import write_atomically
@@ -62,6 +63,8 @@ class SplitReport:
     batch_size: int = 0
     nprocs: int = 0
     outdir: str = ""
+    shipped_to: str | None = None
+    """The ``s3://`` URL the batch files and tarballs were uploaded to, if any."""
 
 
 def split_job(
@@ -79,9 +82,11 @@ def split_job(
     remote_commands_directory: str | None = None,
     max_input_size: int | None = None,
     overwrite: bool = False,
+    indent: int | None = None,
 ) -> SplitReport:
     """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``.
 
+    ``indent``: batch files pretty-printed with that many spaces (default: one line).
     Existing files in OUTDIR are replaced only if an earlier split wrote them (or with
     ``overwrite``); see :mod:`saturn_async.split_outdir`.
     """
@@ -100,6 +105,7 @@ def split_job(
         nprocs=nprocs,
         remote_output_path=remote_output_path,
         max_input_size=max_input_size,
+        output_flag="--remote-output-path",
     )
     assert job.nprocs is not None
     report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
@@ -109,22 +115,31 @@ def split_job(
     out = Path(outdir).absolute()
     report.outdir = str(out)
     remote_dir = (remote_commands_directory or str(out)).rstrip("/") or "/"
+    # Shipped through S3: the machines fetch the files into OUTDIR's absolute path.
+    download: list[str] = []
+    if is_remote(remote_dir):
+        report.shipped_to, remote_dir = remote_dir, str(out)
+        download = download_lines(report.shipped_to, remote_dir)
     spec["command"] = [
         f"sc batch {shlex.quote(f'{remote_dir}/{i}.json')}" for i in range(report.batch_files)
     ]
-    spec["start_script"] = _with_sync_block(start_script, sync_specs, remote_dir)
-    targets = {f"{i}.json" for i in range(report.batch_files)}
-    targets |= {RECIPE, *(sync.tarball for sync in sync_specs)}
-    plan = plan_outdir(out, targets, job_path, report.batch_files, overwrite)
+    spec["start_script"] = _with_sync_block(start_script, download, sync_specs, remote_dir)
+    shipped = [f"{i}.json" for i in range(report.batch_files)]
+    shipped += [sync.tarball for sync in sync_specs]
+    plan = plan_outdir(out, {RECIPE, *shipped}, job_path, report.batch_files, overwrite)
+    if report.shipped_to is not None:
+        report.shipped_to = check_destination(report.shipped_to, "--remote-commands-directory")
     try:
         plan.claim()
-        _write_batches(job, runs, out, report.batch_size)
+        _write_batches(job, runs, out, report.batch_size, indent)
         for sync in sync_specs:
             _pack(sync, out / sync.tarball)
         write_atomically(str(out / RECIPE), _dump_recipe(recipe))
         plan.finish()
     except OSError as exc:
         raise InputError(f"cannot write: {exc}", source=str(out)) from exc
+    if report.shipped_to is not None:
+        upload(out, shipped, report.shipped_to)
     return report
 
 
@@ -164,7 +179,7 @@ def _select(
     return selected
 
 
-def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> None:
+def _write_batches(job: Batch, runs: list[Run], out: Path, size: int, indent: int | None) -> None:
     encoder = msgspec.json.Encoder()
     for index, start in enumerate(range(0, len(runs), size)):
         chunk = runs[start : start + size]
@@ -172,8 +187,10 @@ def _write_batches(job: Batch, runs: list[Run], out: Path, size: int) -> None:
             run.status_code = run.status = None
             if run.local_results_dir is None:
                 run.local_results_dir = _local_results_dir(run.remote_output_path)
-        batch = msgspec.structs.replace(job, runs=chunk)
-        write_atomically(str(out / f"{index}.json"), encoder.encode(batch), BATCH_MODE)
+        data = encoder.encode(msgspec.structs.replace(job, runs=chunk))
+        if indent is not None:
+            data = msgspec.json.format(data, indent=indent) + b"\n"
+        write_atomically(str(out / f"{index}.json"), data, BATCH_MODE)
 
 
 def _local_results_dir(location: str | None) -> str:
@@ -202,11 +219,15 @@ def _pack(sync: Sync, tarball: Path) -> None:
         raise
 
 
-def _with_sync_block(start_script: str, syncs: list[Sync], remote_dir: str) -> str:
+def _with_sync_block(
+    start_script: str, download: list[str], syncs: list[Sync], remote_dir: str
+) -> str:
+    """``start_script`` with the managed block (the ``download`` lines, then unpacking
+    each ``--sync`` tarball) in place of an earlier one, first."""
     script = _SYNC_BLOCK.sub("", start_script)
-    if not syncs:
+    if not (download or syncs):
         return script
-    lines = [SYNC_BEGIN]
+    lines = [SYNC_BEGIN, *download]
     for sync in syncs:
         dest = shlex.quote(sync.dest)
         lines.append(
@@ -216,6 +237,20 @@ def _with_sync_block(start_script: str, syncs: list[Sync], remote_dir: str) -> s
     return "\n".join(lines) + "\n" + script
 
 
+class _RecipeDumper(yaml.SafeDumper):
+    """Writes a string of several lines (a ``start_script: |`` block) in block style."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_RecipeDumper.add_representer(str, _represent_str)
+
+
 def _dump_recipe(recipe: dict[str, Any]) -> bytes:
-    text: str = yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False, width=10**6)
+    text: str = yaml.dump(
+        recipe, Dumper=_RecipeDumper, sort_keys=False, default_flow_style=False, width=10**6
+    )
     return text.encode()

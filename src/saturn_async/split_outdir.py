@@ -2,9 +2,10 @@
 
 ``split`` records the names of the files it writes in ``OUTDIR/.saturn-split`` (a JSON
 list). A later split of the same directory may replace or remove those, and nothing else:
-any other existing file it would write is refused (unless ``--overwrite``), other files
-are left alone, and the job file being split is never touched. Everything is checked
-before the first file is written.
+any other existing file it would write is refused (unless ``--overwrite``), its own batch
+files beyond the new last one and its own ``--sync`` tarballs not written again are
+removed, other files are left alone, and the job file being split is never touched.
+Everything is checked before the first file is written.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from saturn_async.storage.local import write_atomically
 
 MANIFEST = ".saturn-split"
 _BATCH_FILE = re.compile(r"^(\d+)\.json$")
+_SYNC_TARBALL = re.compile(r"^sync-.+\.tar\.gz$")
 _NAMES = msgspec.json.Decoder(list[str])
 
 
@@ -48,7 +51,12 @@ class OutdirPlan:
         self._record(self.targets | self.kept)
 
     def _record(self, names: frozenset[str]) -> None:
-        write_atomically(str(self.out / MANIFEST), msgspec.json.encode(sorted(names)))
+        record_names(self.out, names)
+
+
+def record_names(out: Path, names: Iterable[str]) -> None:
+    """Record ``names`` as the files of ``out`` that saturn wrote (the manifest)."""
+    write_atomically(str(out / MANIFEST), msgspec.json.encode(sorted(names)))
 
 
 def plan_outdir(
@@ -62,7 +70,7 @@ def plan_outdir(
         return OutdirPlan(out, frozenset(targets), frozenset(), frozenset())
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(out)) from exc
-    ours = _recorded(out) if MANIFEST in entries else set()
+    ours = recorded_names(out) if MANIFEST in entries else set()
     # An s3:// job file cannot be one of OUTDIR's files.
     job = (-1, -1)
     if not is_remote(job_path):
@@ -90,10 +98,12 @@ def plan_outdir(
         # A directory put under a recorded name is not split's: neither removed nor kept.
         and not entries[name].is_dir(follow_symlinks=False)
     }
+    # Batch files beyond the new last one, and tarballs of a --sync not given again.
     stale = {
         name
         for name in present
-        if (match := _BATCH_FILE.match(name)) and int(match.group(1)) >= batch_files
+        if ((match := _BATCH_FILE.match(name)) and int(match.group(1)) >= batch_files)
+        or _SYNC_TARBALL.match(name)
     }
     kept = present - stale
     return OutdirPlan(out, frozenset(targets), frozenset(stale), frozenset(kept))
@@ -104,7 +114,8 @@ def _identity(entry: os.DirEntry[str]) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def _recorded(out: Path) -> set[str]:
+def recorded_names(out: Path) -> set[str]:
+    """The names the manifest of ``out`` lists (it must exist)."""
     path = out / MANIFEST
     try:
         names = _NAMES.decode(path.read_bytes())

@@ -1,4 +1,5 @@
-"""Read run outcomes back from outputs: what succeeded, what failed, what is left."""
+"""Read run outcomes back from outputs: what succeeded, what failed, what was lost (its
+supervisor died: see supervisor/lease.py), what is left."""
 
 from __future__ import annotations
 
@@ -12,19 +13,10 @@ import msgspec
 from saturn_async.spec import load_batch_file
 from saturn_async.spec.paths import is_remote, normalize_location
 from saturn_async.storage import storage_for
-from saturn_async.storage.layout import (
-    EVENTS,
-    LOG,
-    STATUS,
-    STATUS_CODE,
-    STDERR,
-    STDOUT,
-    decode_events,
-)
+from saturn_async.storage.layout import EVENTS, RUN_FILES, decode_events
 from saturn_async.storage.ledger import read_ledger
 from saturn_async.storage.local import read_regular, read_status_code
-
-_RUN_MARKERS = frozenset((STATUS_CODE, STATUS, EVENTS, STDOUT, STDERR, LOG))
+from saturn_async.supervisor.lease import Holder, lost_holder
 
 
 class FailedRunReport(msgspec.Struct):
@@ -33,25 +25,48 @@ class FailedRunReport(msgspec.Struct):
     cmd: str | None
 
 
+class LostRunReport(msgspec.Struct):
+    """A run whose last attempt's owner died before recording a final status."""
+
+    path: str
+    host: str
+    pid: int
+
+
 @dataclass
 class StatusReport:
     succeeded: int = 0
     not_finished: list[str] = field(default_factory=list)
+    """Never started, or running with a live owner."""
     failed: list[FailedRunReport] = field(default_factory=list)
+    lost: list[LostRunReport] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return self.succeeded + len(self.failed) + len(self.not_finished)
+        return self.succeeded + len(self.failed) + len(self.not_finished) + len(self.lost)
 
     def add(self, path: str, code: int | None, cmd: str | None) -> None:
         if code == 0:
             self.succeeded += 1
         elif code is None:
-            self.not_finished.append(path)
+            holder = None if is_remote(path) else lost_holder(path)
+            if holder is None:
+                self.not_finished.append(path)
+            else:
+                self.lost.append(LostRunReport(path, holder.host, holder.pid))
         else:
             if cmd is None and not is_remote(path):
                 cmd = _command_from_events(path)
             self.failed.append(FailedRunReport(path, code, cmd))
+
+    def find_lost_remotely(self, root: str) -> None:
+        """For runs under an s3:// ``root``: move the not finished runs whose lease
+        object says their owner is dead to ``lost`` (one GET per such run)."""
+        if not is_remote(root) or not self.not_finished:
+            return
+        lost = anyio.run(_lost_under, root, self.not_finished)
+        self.not_finished = [p for p in self.not_finished if p not in lost]
+        self.lost.extend(LostRunReport(p, h.host, h.pid) for p, h in sorted(lost.items()))
 
 
 def status_reader(root: str) -> Callable[[str], int | None]:
@@ -70,10 +85,20 @@ async def _ledger_of(root: str) -> dict[str, int]:
         return await read_ledger(storage, root)
 
 
+async def _lost_under(root: str, locations: list[str]) -> dict[str, Holder]:
+    from saturn_async.storage.s3 import S3Storage
+    from saturn_async.supervisor.s3_lease import lost_holders
+
+    async with storage_for(root) as storage:
+        assert isinstance(storage, S3Storage)
+        return await lost_holders(storage, locations)
+
+
 def status_of(path: str, max_input_size: int | None = None) -> StatusReport:
     """Status of every run of a batch file, or of every run found under a directory.
 
-    For an ``s3://`` root, the runs are those its ledger knows (finished ones).
+    For an ``s3://`` root, the runs are those its ledger knows (finished ones); lost runs
+    are told apart for a batch file's runs, and for local directories.
     """
     report = StatusReport()
     if is_remote(path):
@@ -81,7 +106,7 @@ def status_of(path: str, max_input_size: int | None = None) -> StatusReport:
         for location, code in sorted(anyio.run(_ledger_of, root).items()):
             report.add(location, code, None)
     elif os.path.isdir(path):
-        for run_dir in _run_dirs(os.path.abspath(path)):
+        for run_dir in run_dirs(os.path.abspath(path)):
             report.add(run_dir, read_status_code(run_dir), None)
     else:
         batch = load_batch_file(path, max_input_size=max_input_size)
@@ -90,6 +115,7 @@ def status_of(path: str, max_input_size: int | None = None) -> StatusReport:
         for run in batch.runs:
             assert run.remote_output_path is not None
             report.add(run.remote_output_path, lookup(run.remote_output_path), run.cmd)
+        report.find_lost_remotely(batch.remote_output_path)
     return report
 
 
@@ -99,21 +125,22 @@ def status_of_tasks(locations: list[str], root: str) -> StatusReport:
     lookup = status_reader(root)
     for location in locations:
         report.add(location, lookup(location), None)
+    report.find_lost_remotely(root)
     return report
 
 
-def _run_dirs(root: str) -> Iterator[str]:
+def run_dirs(root: str) -> Iterator[str]:
     """Directories holding a run's outputs; the search does not descend into runs."""
     try:
         entries = list(os.scandir(root))
     except OSError:
         return
-    if any(e.name in _RUN_MARKERS for e in entries):
+    if any(e.name in RUN_FILES for e in entries):
         yield root
         return
     for entry in sorted(entries, key=lambda e: e.name):
         if entry.is_dir(follow_symlinks=False):
-            yield from _run_dirs(entry.path)
+            yield from run_dirs(entry.path)
 
 
 def _command_from_events(run_dir: str) -> str | None:

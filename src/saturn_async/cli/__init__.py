@@ -21,8 +21,10 @@ _COMMANDS = (
     "collect",
     "daemon",
     "drain",
+    "fetch",
     "logs",
     "ps",
+    "report",
     "run",
     "split",
     "status",
@@ -30,6 +32,8 @@ _COMMANDS = (
     "terminate",
     "watch",
 )
+# Names of the original Saturn Cloud client that scripts still call: name -> command.
+_ALIASES = {"summarize-batch": "status"}
 
 
 class _Cli(click.Group):
@@ -40,6 +44,7 @@ class _Cli(click.Group):
         return list(_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd_name = _ALIASES.get(cmd_name, cmd_name)
         if cmd_name not in _COMMANDS:
             return None
         command: click.Command = getattr(
@@ -75,18 +80,23 @@ def cli() -> None:
 
     \b
     saturn split RECIPE JOB OUTDIR     split a job into batch files and a recipe
+    saturn fetch URL DIR               download the batch files split shipped to S3
     saturn batch FILE...               run batch files, nprocs runs at a time
+    saturn batch --commands F -o DIR   run a list of commands, one per line
     saturn status PATH                 what succeeded, failed and is left
     saturn logs PATH_OR_URL            print a run's stdout or stderr (--follow)
     saturn run RUN_YAML [--name N]     dispatch a sweep through its executor, follow it
     saturn collect --name N            reattach to a sweep; gather its outputs
     saturn terminate --name N          stop every run of a sweep
     saturn status --name N             counts and failed tasks of a sweep
+    saturn report PATH -o report.html  one HTML page: timeline, durations, failures
     saturn daemon [--nprocs N]         serve this machine's slots to submitted batches
     saturn submit FILE...              queue batch files on the daemon
     saturn ps | watch                  the daemon's batches and runs, once or live
     saturn cancel BATCH_OR_RUN         stop queued or running work on the daemon
     saturn drain                       finish what runs, take nothing new, then exit
+
+    `sc summarize-batch FILE` (the original client's) is `saturn status FILE`.
     """
 
 

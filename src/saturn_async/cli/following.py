@@ -9,7 +9,7 @@ from collections.abc import Callable
 import anyio
 import click
 
-from saturn_async.cli.progress import show_progress, summary_line
+from saturn_async.cli.progress import failure_lines, pace, show_progress
 from saturn_async.cli.stop_signals import (
     STOP_SIGNALS,
     ignore_stop_signals,
@@ -19,21 +19,30 @@ from saturn_async.cli.stop_signals import (
 from saturn_async.executors import Executor
 from saturn_async.supervisor.progress import SweepProgress
 from saturn_async.sweep.follow import FollowOutcome, follow, open_drain
-from saturn_async.sweep.state import SweepRecord
+from saturn_async.sweep.state import SweepRecord, task_commands
 
 
-def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
+def follow_sweep(
+    record: SweepRecord,
+    executor: Executor,
+    quiet: bool,
+    finished: Callable[[str], None] | None = None,
+) -> int:
     """Follow until every task has a status; exit code 0 all succeeded, else 1.
+    ``finished(location)`` is called as each task is seen to have one.
 
     SIGINT, SIGTERM, SIGHUP, SIGQUIT: a detaching executor leaves the sweep running;
     others stop its runs (TERM, then KILL after the grace).
     """
     display = None if quiet else sys.stdout.isatty()
     progress = SweepProgress(total=len(record.tasks))
+    commands = task_commands(record.name)
     drain = open_drain(record, executor)
     try:
         drain_now = drain.drain if drain is not None else None
-        outcome, signum = anyio.run(_follow, record, executor, progress, drain_now, display)
+        outcome, signum = anyio.run(
+            _follow, record, executor, progress, drain_now, commands, display, finished
+        )
     except KeyboardInterrupt as exc:  # before the signal receiver was in place
         outcome, signum = None, signal_of(exc)
     finally:
@@ -42,8 +51,6 @@ def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
     if outcome is None:
         assert signum is not None
         return interrupted(record, executor, signum)
-    if display is False:
-        print(summary_line(progress), file=sys.stderr)
     for error in outcome.errors:
         click.echo(f"saturn: {error}", err=True)
     if outcome.unfinished:
@@ -55,9 +62,11 @@ def follow_sweep(record: SweepRecord, executor: Executor, quiet: bool) -> int:
     if not quiet:
         print(
             f"{progress.succeeded} succeeded, {progress.failed} failed, "
-            f"{len(outcome.unfinished)} unfinished of {progress.total} tasks; "
-            f"outputs in {record.results_root}"
+            f"{len(outcome.unfinished)} unfinished of {progress.total} tasks "
+            f"{pace(progress)}; outputs in {record.results_root}"
         )
+        for line in failure_lines(progress, f"saturn status --name {record.name}"):
+            print(line)
     return 0 if progress.failed == 0 and not outcome.unfinished else 1
 
 
@@ -66,7 +75,9 @@ async def _follow(
     executor: Executor,
     progress: SweepProgress,
     drain: Callable[[], object] | None,
+    commands: dict[str, str],
     display: bool | None,
+    finished: Callable[[str], None] | None,
 ) -> tuple[FollowOutcome | None, int | None]:
     """The outcome, or (None, signal) when one of STOP_SIGNALS came first."""
     received: list[int] = []
@@ -75,7 +86,7 @@ async def _follow(
         tg.start_soon(_cancel_on_signal, tg.cancel_scope, received)
         if display is not None:
             tg.start_soon(show_progress, progress, display)
-        outcome = await follow(record, executor, progress, drain)
+        outcome = await follow(record, executor, progress, drain, commands, finished)
         tg.cancel_scope.cancel()
     return (None, received[0]) if received else (outcome, None)
 

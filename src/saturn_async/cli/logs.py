@@ -30,7 +30,9 @@ def logs(location: str, stream: str | None, follow: bool) -> None:
 
     On a local path this is the plain file. On s3:// the log is stored as numbered
     chunks (stdout/000000, stdout/000001, ...), printed here in order as one stream.
-    Runs of `saturn run` have one `log` with stdout and stderr interleaved.
+    Runs of `saturn run` have one `log` with stdout and stderr interleaved (and no
+    stdout or stderr: asking for those is exit 2). A path holding no run (a mistyped
+    one, or a directory of runs) is exit 2.
     """
     run = normalize_location(location, source="PATH_OR_URL", field="")
     out = sys.stdout.buffer

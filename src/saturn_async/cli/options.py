@@ -80,3 +80,11 @@ def daemon_options(func: Callable[..., Any]) -> Callable[..., Any]:
         envvar="SATURN_DAEMON_NAME",
         help="Which daemon, when a machine runs several ($SATURN_DAEMON_NAME).",
     )(func)
+
+
+joblog_option = click.option(
+    "--joblog",
+    type=click.Path(dir_okay=False),
+    help="Append one line per finished attempt to FILE, in GNU parallel's --joblog format "
+    "(created with its header; an existing file must be a joblog). See docs/cli.md.",
+)

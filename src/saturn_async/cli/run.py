@@ -13,12 +13,14 @@ from saturn_async.cli.following import follow_sweep, interrupted
 from saturn_async.cli.options import (
     SLOTS,
     grace_option,
+    joblog_option,
     log_chunk_minutes_option,
     max_input_size_option,
 )
 from saturn_async.cli.stop_signals import raise_on_stop_signals, signal_of
 from saturn_async.exceptions import InputError, SaturnError
-from saturn_async.executors import DEFAULT, Executor, WorkerJob, executor_class
+from saturn_async.executors import DEFAULT, Executor, WorkerJob, executor_class, open_executor
+from saturn_async.joblog import open_task_logger
 from saturn_async.spec.models import Batch
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
 from saturn_async.status import status_reader
@@ -31,10 +33,17 @@ from saturn_async.sweep.results import ResultsBackend, results_backend
 
 
 @click.command()
-@click.argument("sweep_file", metavar="RUN_YAML", type=click.Path(dir_okay=False))
+@click.argument("sweep_file", metavar="[RUN_YAML]", type=click.Path(dir_okay=False), required=False)
 @click.option("--name", help="The sweep's name (default: the file's name: field).")
 @click.option("--prefix", help="Name the sweep PREFIX-<UTC timestamp>.")
 @click.option("--replace", is_flag=True, help="Reuse a name in use, forgetting the old sweep.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Run the recorded sweep of this name again: only its tasks without status success "
+    "(unfinished and failed), keeping every task in its record. RUN_YAML defaults to the "
+    "file it was started from.",
+)
 @click.option(
     "--nprocs",
     type=SLOTS,
@@ -52,23 +61,26 @@ from saturn_async.sweep.results import ResultsBackend, results_backend
     help="Print what would be dispatched and exit: the batch files as JSON lines, or "
     "KubernetesExecutor's manifests (for kubectl apply -f -). Records and starts nothing.",
 )
+@joblog_option
 @max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def run(
-    sweep_file: str,
+    sweep_file: str | None,
     name: str | None,
     prefix: str | None,
     replace: bool,
+    resume: bool,
     nprocs: int | None,
     grace: float,
     log_chunk_minutes: float,
     skip_completed: bool,
     detach: bool,
     dry_run: bool,
+    joblog: str | None,
     max_input_size: int | None,
     quiet: bool,
 ) -> None:
-    """Run a sweep (seed 003's run.yaml): dispatch its tasks in batches, then follow them.
+    """Run a sweep (Saturn Run's run.yaml): dispatch its tasks in batches, then follow them.
 
     Each task writes log, events, results/, error (on failure) and, last, status
     (success or failure) to <results>/<task name>. Ctrl-C detaches from executors whose
@@ -78,11 +90,16 @@ def run(
     input, 128+N when interrupted by signal N (130 INT, 143 TERM, 129 HUP, 131 QUIT).
     See docs/executors.md.
     """
+    if joblog is not None and detach:
+        raise InputError(
+            "is written while saturn run follows the sweep; after --detach, use "
+            "`saturn status --name NAME --joblog FILE`",
+            source="--joblog",
+        )
+    sweep_file = _sweep_file(sweep_file, name, resume=resume, renamed=replace or prefix is not None)
     sweep = load_sweep(sweep_file, max_input_size)
     source = os.path.abspath(sweep_file)
     sweep_name = _sweep_name(sweep, name, prefix)
-    if not dry_run:
-        state.check_name_free(sweep_name, replace=replace)
     executor_section = sweep.executor or DEFAULT
     cls, config = executor_class(executor_section, source=source)
     if sweep.results is None:
@@ -102,13 +119,6 @@ def run(
         client_started=start_ticks(pid) or 0,
     )
     slots = nprocs or sweep.nprocs or os.cpu_count() or 1
-    if skip_completed:
-        lookup = status_reader(results.root)
-        sweep.tasks = [t for t in sweep.tasks if lookup(f"{results.root}/{t.name}") != 0]
-        record.tasks = [f"{results.root}/{task.name}" for task in sweep.tasks]
-        if not sweep.tasks:
-            print("every task has succeeded before; nothing to run")
-            return
     with cls(config, record) as executor:
         executor.check()
         if detach and not executor.detaches:
@@ -116,6 +126,19 @@ def run(
                 f"{cls.__name__} cannot detach; its batches end with this process",
                 source="--detach",
             )
+        # Every check of the input comes first: a typo is not hidden behind a name in use.
+        if resume:
+            _check_resumable(state.load_record(sweep_name))
+        elif not dry_run:
+            state.check_name_free(sweep_name, replace=replace)
+        if skip_completed or resume:
+            lookup = status_reader(results.root)
+            sweep.tasks = [t for t in sweep.tasks if lookup(f"{results.root}/{t.name}") != 0]
+            if not resume:
+                record.tasks = [f"{results.root}/{task.name}" for task in sweep.tasks]
+            if not sweep.tasks:
+                print("every task has succeeded before; nothing to run")
+                return
         queue = _results_queue(results, executor, record)
         batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
         job = WorkerJob(
@@ -123,6 +146,7 @@ def run(
             submitted=record.created,
             grace=grace,
             log_chunk_seconds=log_chunk_minutes * 60,
+            client_cwd=os.getcwd() if executor.starts_in_client_cwd else None,
             **queue,
             **executor.worker_job(),
         )
@@ -131,19 +155,21 @@ def run(
             return
         record.batches = len(batches)
         record.handle["grace"] = grace
-        anyio.run(prepare_root, results.root, record.tasks)
-        state.create(record, batches, replace=replace)
+        task_logger = open_task_logger(joblog, results.root, record.tasks)
+        anyio.run(prepare_root, results.root, [f"{results.root}/{t.name}" for t in sweep.tasks])
+        state.create(record, batches, replace=replace or resume)
         _dispatch(executor, job, batches, record)
         if not quiet:
+            again = f"{len(sweep.tasks)} of " if resume else ""
             print(
-                f"sweep {sweep_name}: {len(record.tasks)} tasks in {len(batches)} batches "
-                f"via {cls.__name__}",
+                f"sweep {sweep_name}: {again}{len(record.tasks)} tasks in {len(batches)} "
+                f"batches via {cls.__name__}",
                 file=sys.stderr,
             )
         if detach:
             print(f"detached; follow with: saturn collect --name {sweep_name}")
             return
-        code = follow_sweep(record, executor, quiet)
+        code = follow_sweep(record, executor, quiet, task_logger)
         if code in (0, 1):
             executor.forget()
     sys.exit(code)
@@ -163,6 +189,29 @@ def _dispatch(
     except SaturnError:
         state.discard(record.name)  # nothing was dispatched: the name stays free
         raise
+
+
+def _check_resumable(old: state.SweepRecord) -> None:
+    """Refuse to resume a sweep whose batches may still run (they would run its tasks
+    twice)."""
+    if start_ticks(old.client_pid) == old.client_started:
+        raise InputError(
+            f"sweep {old.name!r} is still followed by saturn run (pid {old.client_pid}); "
+            f"let it end, or stop it with: saturn terminate --name {old.name}",
+            source="--resume",
+        )
+    with open_executor(old) as executor:
+        if not executor.detaches:
+            return  # its batches ended with its client
+        left = executor.outstanding().batches
+        if left:
+            raise InputError(
+                f"sweep {old.name!r} has {left} batches queued or running; follow them "
+                f"with saturn collect --name {old.name}, or stop them with saturn "
+                f"terminate --name {old.name}",
+                source="--resume",
+            )
+        executor.forget()  # what the old batches left on the scheduler
 
 
 def _results_queue(
@@ -200,6 +249,22 @@ def _results_queue(
         "results_queue": record.handle["results_queue"],
         "results_scheduler": address,
     }
+
+
+def _sweep_file(sweep_file: str | None, name: str | None, *, resume: bool, renamed: bool) -> str:
+    """RUN_YAML; with --resume it defaults to the file the sweep was started from."""
+    if resume and renamed:
+        raise InputError(
+            "--resume keeps the sweep's name and record: not with --replace or --prefix",
+            source="--resume",
+        )
+    if sweep_file is None:
+        if not resume or name is None:
+            raise InputError(
+                "missing RUN_YAML (only --resume --name N can do without it)", source="RUN_YAML"
+            )
+        return state.load_record(check_sweep_name(name, source="--name", field="")).source
+    return sweep_file
 
 
 def _sweep_name(sweep: Sweep, name: str | None, prefix: str | None) -> str:

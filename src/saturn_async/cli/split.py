@@ -30,7 +30,14 @@ from saturn_async.split import split_job
 )
 @click.option(
     "--remote-commands-directory",
-    help="Where the batch files are on the machines that run them [default: OUTDIR].",
+    help="Where the batch files are on the machines that run them [default: OUTDIR]. "
+    "An s3:// URL: upload the batch files and --sync tarballs there; the start_script "
+    "downloads them into OUTDIR's absolute path (aws CLI, else python -m saturn_async fetch).",
+)
+@click.option(
+    "--indent",
+    type=click.IntRange(min=1, max=8),
+    help="Pretty-print the batch files with this many spaces [default: one line].",
 )
 @max_input_size_option
 @click.option(
@@ -51,6 +58,7 @@ def split(
     skip_failures: bool,
     syncs: tuple[str, ...],
     remote_commands_directory: str | None,
+    indent: int | None,
     max_input_size: int | None,
     overwrite: bool,
 ) -> None:
@@ -76,10 +84,20 @@ def split(
         remote_commands_directory=remote_commands_directory,
         max_input_size=max_input_size,
         overwrite=overwrite,
+        indent=indent,
     )
     for category, count in sorted(report.counts.items()):
         click.echo(f"{category}: {count}")
+    files = "batch file" if report.batch_files == 1 else "batch files"
     click.echo(
-        f"wrote {report.batch_files} batch files of up to {report.batch_size} runs "
+        f"wrote {report.batch_files} {files} of up to {report.batch_size} runs "
         f"(nprocs {report.nprocs}) and recipe.yaml to {report.outdir}"
     )
+    if report.shipped_to is not None:
+        click.echo(f"uploaded the batch files and tarballs to {report.shipped_to}")
+    if report.batch_files == 0:
+        prog = click.get_current_context().find_root().info_name
+        click.echo(
+            f"{prog}: warning: no run is left to include, so recipe.yaml's spec.command is empty",
+            err=True,
+        )

@@ -7,10 +7,12 @@ import sys
 import click
 import msgspec
 from rich.console import Console
-from rich.table import Table
 
 from saturn_async.cli.options import max_input_size_option
+from saturn_async.cli.progress import failed_run_line, lost_run_line
 from saturn_async.exceptions import InputError
+from saturn_async.joblog import write_outputs_joblog
+from saturn_async.runs_index import runs_of
 from saturn_async.status import status_of, status_of_tasks
 from saturn_async.sweep.state import load_record
 
@@ -19,17 +21,34 @@ from saturn_async.sweep.state import load_record
 @click.argument("path", type=click.Path(exists=False), required=False)
 @click.option("--name", help="A sweep started by `saturn run` (instead of PATH).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+@click.option(
+    "--joblog",
+    type=click.Path(dir_okay=False),
+    help="Also write the finished runs' attempts to FILE in GNU parallel's --joblog "
+    "format, from their events (local outputs only; appends to an existing joblog).",
+)
 @max_input_size_option
-def status(path: str | None, name: str | None, as_json: bool, max_input_size: int | None) -> None:
+def status(
+    path: str | None,
+    name: str | None,
+    as_json: bool,
+    joblog: str | None,
+    max_input_size: int | None,
+) -> None:
     """Show what succeeded, what failed and what is not finished.
 
     PATH is a batch (or job) file, whose runs' output paths are read, or an output
     directory, searched for run directories (those holding stdout, stderr, log, events,
     status_code or status). With --name, the tasks of that sweep. Runs with no status
-    are "not finished": not started, running, or stopped before they could record one.
+    are "lost" when the supervisor that ran them died (their lease says so; local
+    outputs, s3:// runs of a batch file), else "not finished": not started, or running.
+    `saturn batch --skip-completed` runs lost runs again. Failed and lost runs are listed
+    one a line, never wrapped.
     """
     if (path is None) == (name is None):
         raise InputError("give a PATH or --name, not both and not neither", source="status")
+    if joblog is not None:
+        write_outputs_joblog(joblog, runs_of(path, name, max_input_size))
     if path is not None:
         report = status_of(path, max_input_size)
     else:
@@ -40,23 +59,26 @@ def status(path: str | None, name: str | None, as_json: bool, max_input_size: in
             "total": report.total,
             "succeeded": report.succeeded,
             "failed": len(report.failed),
+            "lost": len(report.lost),
             "not_finished": len(report.not_finished),
             "failed_runs": report.failed,
+            "lost_runs": report.lost,
             "not_finished_runs": report.not_finished,
         }
         sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
         return
-    console = Console()
-    console.print(
+    lost_count = f"[yellow]{len(report.lost)} lost[/], " if report.lost else ""
+    Console(soft_wrap=True).print(
         f"[green]{report.succeeded} succeeded[/], [red]{len(report.failed)} failed[/], "
-        f"{len(report.not_finished)} not finished, of {report.total} runs",
+        f"{lost_count}{len(report.not_finished)} not finished, of {report.total} runs",
         highlight=False,
     )
     if report.failed:
-        table = Table(title="failed runs", title_justify="left")
-        table.add_column("exit code", justify="right")
-        table.add_column("path", overflow="fold")
-        table.add_column("command", overflow="fold")
-        for failed in report.failed:
-            table.add_row(str(failed.status_code), failed.path, failed.cmd or "?")
-        console.print(table)
+        # Plain lines, not a table: at any width, or piped, paths are never cut.
+        lines = ["failed runs (exit code, path, command):"]
+        lines += [failed_run_line(f.status_code, f.path, f.cmd) for f in report.failed]
+        sys.stdout.write("\n".join(lines) + "\n")
+    if report.lost:
+        lines = ["lost runs (their supervisor died; host, pid, path):"]
+        lines += [lost_run_line(run.host, run.pid, run.path) for run in report.lost]
+        sys.stdout.write("\n".join(lines) + "\n")

@@ -14,7 +14,7 @@ from saturn_async.executors.local import OnClientMachine
 from saturn_async.status import status_reader
 from saturn_async.supervisor.watchdog import groups_marked, stop_groups
 from saturn_async.sweep.follow import POLL, mark_terminated, open_drain
-from saturn_async.sweep.state import SweepRecord, load_record
+from saturn_async.sweep.state import SweepRecord, load_record, task_commands
 
 # How long to wait for batches to stop beyond the runs' grace period.
 _MARGIN = 60.0
@@ -34,12 +34,15 @@ def terminate(name: str, wait: float | None) -> None:
     When the sweep's `saturn run` process is gone (executors on this machine), the runs
     it left are found and stopped here; if some cannot be, that is said and the exit
     code is 1. Every task without a status then gets status failure, error 143 and a
-    terminated event, so the sweep is complete and `saturn status` counts it.
+    terminated event, so the sweep is complete and `saturn status` counts it. Prints how
+    many tasks had not finished: stopped while running, and never started.
     """
     record = load_record(name)
     if wait is None:
         wait = float(record.handle.get("grace", 10.0)) + _MARGIN
     with open_executor(record) as executor:
+        lookup = status_reader(record.results_root)
+        unfinished = [task for task in record.tasks if lookup(task) is None]
         executor.terminate()
         _stop_runs_of_a_dead_client(record, executor)
         drain = open_drain(record, executor)
@@ -55,10 +58,14 @@ def terminate(name: str, wait: float | None) -> None:
             if drain is not None:
                 drain.close()
         lookup = status_reader(record.results_root)
-        left = [task for task in record.tasks if lookup(task) is None]
-        anyio.run(mark_terminated, record.results_root, left, record.created)
+        left = [task for task in unfinished if lookup(task) is None]
+        commands = task_commands(name)
+        anyio.run(mark_terminated, record.results_root, left, record.created, commands)
         executor.forget()
-    click.echo(f"terminated {name}: {len(left)} tasks had not finished")
+    click.echo(
+        f"terminated {name}: {len(unfinished)} tasks had not finished "
+        f"({len(unfinished) - len(left)} were stopped or ended, {len(left)} never started)"
+    )
 
 
 def _stop_runs_of_a_dead_client(record: SweepRecord, executor: Executor) -> None:

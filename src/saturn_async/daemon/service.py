@@ -283,14 +283,25 @@ class Daemon(Spooling):
             on_start=partial(self._started, batch, index, rank),
         )
         lifecycle.env[RUN_ID_VARIABLE] = run_marker(self.paths.state_dir, batch.run_id(index))
-        if earlier and earlier[-1].attempt is not None:
-            await lifecycle.outputs.rotate(earlier[-1].attempt)
-        await lifecycle.attempt()
-        outcome = await lifecycle.record()
-        while not outcome.recorded and is_disk_full(outcome.error):
-            self._pause(f"cannot record {lifecycle.run_dir}: {outcome.error}")
-            await self._resumed.wait()
+        # A run another supervisor holds is waited for (the daemon is a queue); when
+        # the daemon stops meanwhile, the run stays queued for its next start.
+        if await lifecycle.take_lease(wait=True) is not None:
+            lifecycle.outputs.close()
+            return
+        try:
+            if earlier and earlier[-1].attempt is not None:
+                await lifecycle.outputs.rotate(earlier[-1].attempt)
+            async with lifecycle.lease.kept(self.supervisor.report):
+                await lifecycle.attempt()
             outcome = await lifecycle.record()
+            while not outcome.recorded and is_disk_full(outcome.error):
+                self._pause(f"cannot record {lifecycle.run_dir}: {outcome.error}")
+                await self._resumed.wait()
+                outcome = await lifecycle.record()
+        except BaseException:
+            lifecycle.lease.abandon()
+            raise
+        await lifecycle.lease.release()
         self._record(
             Finish(
                 batch=batch.id,

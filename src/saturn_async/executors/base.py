@@ -39,6 +39,9 @@ class Executor(ABC):
     Config: ClassVar[type[msgspec.Struct]]
     detaches: ClassVar[bool] = False
     """True when batches keep running after ``saturn run`` exits (Ctrl-C detaches)."""
+    starts_in_client_cwd: ClassVar[bool] = False
+    """True when workers run elsewhere, so a sweep without ``working_dir`` starts its runs
+    in the client's working directory where a worker has it (Dask, Ray)."""
 
     def __init__(self, config: Any, record: SweepRecord) -> None:
         self.config = config

@@ -52,6 +52,7 @@ def dataset_name(record: SweepRecord) -> str:
 
 class DaskExecutor(Executor):
     Config = DaskConfig
+    starts_in_client_cwd = True
 
     def __init__(self, config: Any, record: Any) -> None:
         super().__init__(config, record)
@@ -177,10 +178,24 @@ class TerminateEvent:
     thread, where ``get_client()`` finds the worker's client."""
 
     def __init__(self, name: str) -> None:
-        self._event = distributed.Event(name, client=distributed.get_client())
+        self._client = distributed.get_client()
+        self._event = distributed.Event(name, client=self._client)
 
     def is_set(self) -> bool:
         return bool(self._event.is_set())
+
+    def started_before(self) -> bool:
+        """Registers this start; True when the batch task started before (Dask runs it
+        again when its worker dies). Kept in the scheduler's metadata under the task's
+        key, which the scheduler drops with the task."""
+        from saturn_async.storage.dask_queue import current_task
+
+        key = current_task()
+        if key is None:
+            return False
+        before = self._client.get_metadata([key, "started"], False)
+        self._client.set_metadata([key, "started"], True)
+        return bool(before)
 
     async def wait(self) -> None:
         # Short is_set calls, not Event.wait: a wait left pending when the batch ends

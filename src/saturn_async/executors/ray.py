@@ -11,6 +11,9 @@ it starts (which also tells the actor that it started); ``terminate`` sets the f
 cancels the batches that have not started, and running supervisors see the flag within a
 second and stop their runs (TERM, then KILL after the grace).
 
+Retries: Ray runs a batch again (``max_retries`` times) when its worker dies; the actor
+sees the same task id start twice, and the rerun skips the tasks that have a status.
+
 Without ``address``, ``saturn run`` starts a local Ray instance that ends with it, so the
 sweep does not detach (``close`` waits for running batches before shutting Ray down).
 """
@@ -30,7 +33,8 @@ import msgspec
 from saturn_async.exceptions import InputError, MissingExtraError
 from saturn_async.executors.base import Executor, Outstanding
 from saturn_async.executors.worker import WorkerJob, WorkerSummary, run_batches
-from saturn_async.spec.models import AtLeastOne, Batch, NonNegative
+from saturn_async.spec.models import AtLeastOne, Batch, Count, NonNegative
+from saturn_async.storage.queue import puts_finish_marker
 from saturn_async.sweep.state import SweepRecord
 
 try:
@@ -64,6 +68,9 @@ class RayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Reserve a batch's ``nprocs`` slots as this custom resource instead of CPUs."""
     resources: dict[str, NonNegative] = msgspec.field(default_factory=dict)
     """Further custom resources each batch reserves."""
+    max_retries: Count = 3
+    """How many times Ray runs a batch again whose worker died (as Dask's
+    ``allowed-failures``, 3 by default); the rerun skips the tasks that have a status."""
 
 
 def actor_name(record: SweepRecord) -> str:
@@ -71,7 +78,7 @@ def actor_name(record: SweepRecord) -> str:
     return f"saturn-{record.name}-{record.created}"
 
 
-@ray.remote(max_retries=0)
+@ray.remote
 def _run_batch(job: WorkerJob, batch: bytes) -> WorkerSummary:
     return run_batches(job, [batch])
 
@@ -86,6 +93,8 @@ class SweepActor:
         self.terminated = False
         self.errors: dict[int, str] = {}
         self.messages: list[dict[str, Any]] = []
+        self.finals: dict[str, bytes] = {}
+        """The finish markers put (results backend Ray), for batches Ray retries."""
 
     def submit(self, job: WorkerJob, batches: list[bytes], options: list[dict[str, Any]]) -> None:
         self.refs = [
@@ -93,10 +102,12 @@ class SweepActor:
             for batch, opts in zip(batches, options, strict=True)
         ]
 
-    def start(self, task_id: str) -> bool:
-        """A batch starts: remember it (never cancel it) and say whether to stop."""
+    def start(self, task_id: str) -> tuple[bool, bool]:
+        """A batch starts: remember it (never cancel it); say whether to stop, and
+        whether it started before (Ray retries a batch whose worker died, same task id)."""
+        before = task_id in self.started
         self.started.add(task_id)
-        return self.terminated
+        return self.terminated, before
 
     def is_terminated(self) -> bool:
         return self.terminated
@@ -110,6 +121,11 @@ class SweepActor:
     def put(self, message: dict[str, Any]) -> None:
         """An output of a task (results backend Ray), kept until the client takes it."""
         self.messages.append(message)
+        if puts_finish_marker(message):
+            self.finals[message["location"]] = message["data"]
+
+    def final(self, location: str) -> bytes | None:
+        return self.finals.get(location)
 
     def take(self) -> list[dict[str, Any]]:
         taken, self.messages = self.messages, []
@@ -140,6 +156,7 @@ def _failure_of(ref: Any) -> str:
 
 class RayExecutor(Executor):
     Config = RayConfig
+    starts_in_client_cwd = True
 
     def __init__(self, config: Any, record: SweepRecord) -> None:
         super().__init__(config, record)
@@ -212,6 +229,7 @@ class RayExecutor(Executor):
             "num_cpus": 0 if self.config.slots_resource is not None else slots,
             "num_gpus": self.config.num_gpus,
             "resources": resources,
+            "max_retries": self.config.max_retries,
         }
 
     def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
@@ -287,11 +305,16 @@ class TerminateActor:
 
     def __init__(self, name: str) -> None:
         self._actor = ray.get_actor(name, namespace=NAMESPACE)
+        self._started_before = False
 
     def is_set(self) -> bool:
         """Called once as the batch starts; registers it with the actor."""
         task_id = ray.get_runtime_context().get_task_id()
-        return bool(_result(self._actor.start.remote(task_id)))
+        terminated, self._started_before = _result(self._actor.start.remote(task_id))
+        return bool(terminated)
+
+    def started_before(self) -> bool:
+        return self._started_before
 
     def _poll(self) -> bool:
         return bool(_result(self._actor.is_terminated.remote()))
@@ -317,6 +340,10 @@ class ActorChannel:
     async def send(self, message: dict[str, Any]) -> None:
         # One call at a time: a worker's messages reach the actor in order.
         await anyio.to_thread.run_sync(_result, self._actor.put.remote(message))
+
+    async def final(self, location: str) -> bytes | None:
+        found = await anyio.to_thread.run_sync(_result, self._actor.final.remote(location))
+        return found if isinstance(found, bytes) else None
 
     async def close(self) -> None:
         return None

@@ -7,8 +7,10 @@ filesystem) to :func:`run_batches`, a plain blocking function any pool can call.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import socket
 from typing import Protocol
 
 import anyio
@@ -23,6 +25,7 @@ from saturn_async.supervisor.shared_slots import SharedSlots, process_slots
 # How often a worker looks at the terminate file.
 _TERMINATE_POLL = 0.25
 _batch_decoder = msgspec.json.Decoder(Batch)
+_log = logging.getLogger(__name__)
 
 
 class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
@@ -48,6 +51,9 @@ class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
     slots_resource: str | None = None
     """Share run slots among the batches on one Dask worker: as many as the worker's
     resource of this name."""
+    client_cwd: str | None = None
+    """The working directory of ``saturn run``: batches without ``working_dir`` start
+    their runs there when this worker has it, else in the worker's own (with a warning)."""
 
 
 class WorkerSummary(msgspec.Struct, kw_only=True, frozen=True):
@@ -63,6 +69,10 @@ class StopSignal(Protocol):
 
     def is_set(self) -> bool: ...
 
+    def started_before(self) -> bool:
+        """Called once, after ``is_set``: whether this batch started before and its engine
+        runs it again (its worker died), so runs with a final status are skipped."""
+
     async def wait(self) -> None: ...
 
 
@@ -75,6 +85,9 @@ class TerminateFile:
     def is_set(self) -> bool:
         return os.access(self.path, os.F_OK)
 
+    def started_before(self) -> bool:
+        return False  # local executors never run a batch twice
+
     async def wait(self) -> None:
         path = anyio.Path(self.path)
         while not await path.exists():  # noqa: ASYNC110 - set by another process
@@ -84,19 +97,43 @@ class TerminateFile:
 def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
     """Run ``batches`` under one supervisor (slots shared); blocks until all are done.
 
-    A sweep terminated before this starts runs nothing.
+    A sweep terminated before this starts runs nothing. Run again by its engine after
+    its worker died, it skips the runs that have a final status.
     """
     decoded = [_batch_decoder.decode(b) for b in batches]
+    if job.client_cwd is not None:
+        _start_in(job.client_cwd, decoded)
     stop = _stop_signal(job)
     if stop is not None and stop.is_set():
         not_started = sum(len(b.runs) for b in decoded)
         return WorkerSummary(
             succeeded=0, failed=0, skipped=0, not_started=not_started, terminated=True
         )
-    return anyio.run(_run, job, decoded, stop)
+    rerun = stop is not None and stop.started_before()
+    return anyio.run(_run, job, decoded, stop, rerun)
 
 
-async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) -> WorkerSummary:
+def _start_in(directory: str, batches: list[Batch]) -> None:
+    """Runs of ``batches`` without a working_dir start in ``directory``, if it exists."""
+    if not os.path.isdir(directory):
+        _log.warning(
+            "saturn: %s (the working directory of saturn run) does not exist on %s; runs "
+            "start in the worker's: %s",
+            directory,
+            socket.gethostname(),
+            os.getcwd(),
+        )
+        return
+    for batch in batches:
+        if batch.working_dir is None:
+            batch.working_dir = directory
+
+
+async def _run(
+    job: WorkerJob, batches: list[Batch], stop: StopSignal | None, rerun: bool
+) -> WorkerSummary:
+    """``rerun``: the engine runs these batches again, so runs with a final status are
+    skipped (they finished before the worker died)."""
     async with contextlib.AsyncExitStack() as stack:
         storage = await _queue_storage(stack, job)
         supervisor = Supervisor(
@@ -106,6 +143,7 @@ async def _run(job: WorkerJob, batches: list[Batch], stop: StopSignal | None) ->
             storage=storage,
             shared_slots=_shared_slots(job),
             submitted=job.submitted,
+            skip_finished=rerun,
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:

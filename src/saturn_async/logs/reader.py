@@ -16,7 +16,7 @@ from saturn_async.exceptions import InputError, NotRegularFile
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage import storage_for
 from saturn_async.storage.base import Storage
-from saturn_async.storage.layout import FINAL_MARKERS, LOG, STDOUT
+from saturn_async.storage.layout import FINAL_MARKERS, LOG, RUN_FILES, STDOUT
 from saturn_async.storage.local import read_range
 
 _POLL = 0.5
@@ -30,14 +30,22 @@ async def copy_log(
     """Write the run's ``stream`` to ``write``; with ``follow``, until its status appears.
 
     Without ``stream``: ``log`` when the run has one (the sweep layout), else ``stdout``.
-    Without ``follow``, a location holding nothing at all is an InputError (a mistyped
-    path should not look like an empty log).
+    Without ``follow``, a location holding no run is an InputError (a mistyped path
+    should not look like an empty log). So is asking a run that has one ``log`` for its
+    ``stdout`` or ``stderr``: it has none, both went to ``log``.
     """
     async with storage_for(location) as storage:
-        if not follow and not await _exists(storage, location):
+        entries = await _entries(storage, location)
+        if not follow and not entries & RUN_FILES:
             raise InputError(f"no run output at {location}", source="PATH_OR_URL")
         if stream is None:
-            stream = LOG if await _has_log(storage, location) else STDOUT
+            stream = LOG if LOG in entries else STDOUT
+        elif stream != LOG and LOG in entries and stream not in entries:
+            raise InputError(
+                f"this run has no {stream}: its stdout and stderr are one log (a task of "
+                "saturn run); use --stream log, or no --stream",
+                source="--stream",
+            )
         if is_remote(location):
             await _copy_chunks(storage, location, stream, write, follow)
         else:
@@ -76,16 +84,14 @@ async def _copy_object(
         write(data)
 
 
-async def _exists(storage: Storage, location: str) -> bool:
+async def _entries(storage: Storage, location: str) -> set[str]:
+    """The names directly inside ``location`` (a run's files and directories)."""
     if is_remote(location):
-        return bool(await storage.list(location))
-    return await anyio.Path(location).is_dir()
-
-
-async def _has_log(storage: Storage, location: str) -> bool:
-    if is_remote(location):
-        return bool(await storage.list(f"{location}/{LOG}"))
-    return await anyio.Path(location, LOG).exists()
+        return {o.name.split("/", 1)[0] for o in await storage.list(location)}
+    try:
+        return set(await anyio.to_thread.run_sync(os.listdir, location))
+    except OSError:  # missing, not a directory, unreadable: no run to be found there
+        return set()
 
 
 async def _remote_finished(storage: Storage, location: str) -> bool:

@@ -15,6 +15,8 @@ from saturn_async.spec.paths import is_remote, normalize_location, real_output_p
 from saturn_async.spec.resolve import resolve_batch
 from saturn_async.spec.results_dirs import check_local_results_dirs
 
+_COMMAND_LIST_HINT = "a list of commands, one per line? saturn batch --commands FILE -o DIR"
+
 __all__ = [
     "Batch",
     "Run",
@@ -32,14 +34,28 @@ def load_batch_file(
     nprocs: int | None = None,
     remote_output_path: str | None = None,
     max_input_size: int | None = None,
+    output_flag: str | None = None,
 ) -> Batch:
     """Read, decode and resolve one job or batch file (JSON or YAML; path or s3:// URL).
 
-    ``max_input_size``: the file's size limit (default: ``spec.input_file.max_input_size``).
+    ``max_input_size``: the file's size limit (default: ``spec.input_file.max_input_size``);
+    ``output_flag``: see :func:`resolve_batch`.
     """
     # The file's bytes are not kept while the runs are resolved: they are as large again.
-    batch = decode_document(path, _read(str(path), max_input_size), Batch)
-    return resolve_batch(batch, str(path), nprocs=nprocs, remote_output_path=remote_output_path)
+    try:
+        batch = decode_document(path, _read(str(path), max_input_size), Batch)
+    except InputError as exc:
+        if exc.field != "$" or not exc.message.startswith("expected `object`"):
+            raise
+        message = f"{exc.message} ({_COMMAND_LIST_HINT})"
+        raise InputError(message, source=exc.source, field=exc.field) from exc
+    return resolve_batch(
+        batch,
+        str(path),
+        nprocs=nprocs,
+        remote_output_path=remote_output_path,
+        output_flag=output_flag,
+    )
 
 
 def _read(path: str, max_size: int | None) -> bytes:

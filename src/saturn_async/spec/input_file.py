@@ -48,24 +48,36 @@ def read_input(path: str | Path, max_size: int | None = None) -> bytes:
 
     An unreadable file, or one over the limit, is an InputError naming it.
     """
-    limit = max_input_size(max_size)
     try:
         with open(path, "rb", buffering=0) as f:
-            info = os.fstat(f.fileno())
-            regular = stat.S_ISREG(info.st_mode)
-            if regular and info.st_size > limit:
-                raise _too_big(path, info.st_size, limit)
-            # One read of a regular file, whose size is known; chunks of anything else.
-            size = info.st_size + 1 if regular else _CHUNK
-            chunks: list[bytes] = []
-            total = 0
-            while chunk := f.read(min(size, limit + 1 - total)):
-                chunks.append(chunk)
-                total += len(chunk)
-                if total > limit:
-                    raise _too_big(path, None, limit)
+            return _read_limited(f.fileno(), str(path), max_input_size(max_size))
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+
+
+def read_stdin(source: str, max_size: int | None = None) -> bytes:
+    """The whole standard input (``-`` for a file argument), within the same limit;
+    errors name ``source``."""
+    try:
+        return _read_limited(0, source, max_input_size(max_size))
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", source=source) from exc
+
+
+def _read_limited(fd: int, source: str, limit: int) -> bytes:
+    info = os.fstat(fd)
+    regular = stat.S_ISREG(info.st_mode)
+    if regular and info.st_size > limit:
+        raise _too_big(source, info.st_size, limit)
+    # One read of a regular file, whose size is known; chunks of anything else.
+    size = info.st_size + 1 if regular else _CHUNK
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := os.read(fd, min(size, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise _too_big(source, None, limit)
     return b"".join(chunks)
 
 

@@ -1,7 +1,7 @@
-"""The job/batch file format of seed 000, as msgspec Structs.
+"""The job/batch file format of Saturn Cloud's massively parallel jobs, as msgspec Structs.
 
 A *job file* (the input of ``split``) and a *batch file* (the input of ``batch``) share one
-format; ``split`` writes batch files in it. Fields beyond the seed (``timeout``,
+format; ``split`` writes batch files in it. Fields beyond the original's (``timeout``,
 ``retries``, ``env``) are documented in docs/job-format.md.
 """
 
@@ -45,4 +45,7 @@ class Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     retries: Count | None = None
     env: Env | None = None
     layout: Literal["batch", "sweep"] = "batch"
-    """Output file names: ``batch`` (seed 000) or ``sweep`` (seed 003, ``saturn run``)."""
+    """Output file names: ``batch`` (``sc batch``) or ``sweep`` (Saturn Run's, ``saturn run``)."""
+    working_dir: str | None = None
+    """The directory every run starts in (default: the supervisor's; relative to it); a
+    run cannot start where it does not exist."""

@@ -22,10 +22,12 @@ def resolve_batch(
     *,
     nprocs: int | None = None,
     remote_output_path: str | None = None,
+    output_flag: str | None = None,
 ) -> Batch:
     """Fill in ``nprocs`` and every run's absolute ``remote_output_path``, then validate.
 
-    Overrides (from command-line flags) win over the file. Raises InputError naming the
+    Overrides (from command-line flags) win over the file; ``output_flag`` names the
+    caller's flag that gives the output root, if it has one. Raises InputError naming the
     file and field for: a missing ``nprocs`` or output root, an unsupported scheme, a run
     path outside the root (``..``), two runs with one path, or one run's path inside
     another's; and for a run that could not be spawned (see ``spec.check``).
@@ -39,8 +41,9 @@ def resolve_batch(
     if remote_output_path is not None:
         batch.remote_output_path = remote_output_path
     if batch.remote_output_path is None:
+        hint = f" (or pass {output_flag})" if output_flag else ""
         raise InputError(
-            "required field is missing (or pass --remote-output-path)",
+            f"required field is missing{hint}",
             source=source,
             field="$.remote_output_path",
         )
@@ -48,6 +51,8 @@ def resolve_batch(
     batch.remote_output_path = base
     # The default paths are base/INDEX: the last is the longest.
     check_length(f"{base}/{len(batch.runs) - 1}", source, "$.remote_output_path")
+    if batch.working_dir is not None:
+        batch.working_dir = local_path(batch.working_dir, source=source, field="$.working_dir")
     owner: dict[str, int] = {}
     # The paths the file gives: only they can lie inside another run's path (a default
     # one, base/INDEX, has base as its parent), so only they are walked up below.

@@ -1,7 +1,7 @@
-"""The sweep file of seed 003 (``saturn run run.yaml``), as msgspec Structs.
+"""The sweep file of Saturn Run (``saturn run run.yaml``), as msgspec Structs.
 
 ``name``, ``tasks: [{name, command}]``, ``executor: {class_spec, ...}`` and
-``results: {class_spec, ...}`` are the seed's; ``nprocs``, ``batch_size``, ``timeout``,
+``results: {class_spec, ...}`` are Saturn Run's; ``nprocs``, ``batch_size``, ``timeout``,
 ``retries`` and ``env`` are ours (docs/executors.md). The executor and results sections
 are checked by the backend that ``class_spec`` names, so their errors name the field too.
 """
@@ -44,6 +44,9 @@ class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
     env: Env | None = None
+    working_dir: str | None = None
+    """Where every task starts, on the workers; relative to the client's working directory.
+    Default: the executor's (docs/executors.md, "The working directory")."""
 
 
 def load_sweep(path: str | Path, max_input_size: int | None = None) -> Sweep:

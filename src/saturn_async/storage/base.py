@@ -88,6 +88,11 @@ class Storage(ABC):
     async def delete(self, location: str) -> None:
         """Remove one object; no error when there is none."""
 
+    async def delete_below(self, prefix: str) -> None:
+        """Remove every object below ``prefix`` (a run's log chunks, say)."""
+        for stored in await self.list(prefix):
+            await self.delete(f"{prefix}/{stored.name}")
+
     @abstractmethod
     async def move(self, source: str, target: str) -> None:
         """Rename one object (a copy then a delete where renaming does not exist)."""

@@ -1,5 +1,11 @@
 """A distributed Queue as the :class:`~saturn_async.storage.queue.Channel` of the ``Dask``
-results backend."""
+results backend.
+
+On a DaskExecutor worker, each finish marker sent is also recorded in the scheduler's
+metadata under the batch task's key, ``[key, "finished", location]``, right after it is
+queued: Dask reruns a batch whose worker died, and the rerun reads there which runs
+finished. The scheduler drops a task key's metadata when it forgets the task.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 import anyio.to_thread
 
 from saturn_async.exceptions import MissingExtraError
+from saturn_async.storage.queue import puts_finish_marker
 
 try:
     import distributed
@@ -40,12 +47,23 @@ def connect(address: str, *, set_as_default: bool = False) -> distributed.Client
         raise OSError(f"the handshake failed {_HANDSHAKES} times ({exc!r})") from exc
 
 
+def current_task() -> Any:
+    """The key of the Dask task this thread runs, or None when it runs none."""
+    try:
+        return distributed.get_worker().get_current_task()
+    except (ValueError, KeyError):
+        return None
+
+
 class DaskChannel:
     def __init__(self, queue_name: str, scheduler_address: str) -> None:
         self.queue_name = queue_name
         self.scheduler_address = scheduler_address
         self._queue: distributed.Queue | None = None
+        self._client: distributed.Client | None = None
         self._own_client: distributed.Client | None = None
+        self._task_key: Any = None
+        """The batch task's key on a DaskExecutor worker (finish markers are recorded)."""
 
     async def open(self) -> None:
         try:  # on a Dask task's thread: the worker's client
@@ -53,14 +71,28 @@ class DaskChannel:
         except ValueError:  # any other executor's worker: a client of its own
             client = await anyio.to_thread.run_sync(self._connect)
             self._own_client = client
+        else:
+            self._task_key = current_task()
+        self._client = client
         self._queue = distributed.Queue(self.queue_name, client=client)
 
     def _connect(self) -> distributed.Client:
         return connect(self.scheduler_address)
 
     async def send(self, message: dict[str, Any]) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self._client is not None
         await anyio.to_thread.run_sync(self._queue.put, message)
+        if self._task_key is not None and puts_finish_marker(message):
+            keys = [self._task_key, "finished", message["location"]]
+            await anyio.to_thread.run_sync(self._client.set_metadata, keys, message["data"])
+
+    async def final(self, location: str) -> bytes | None:
+        if self._task_key is None:
+            return None
+        assert self._client is not None
+        keys = [self._task_key, "finished", location]
+        found = await anyio.to_thread.run_sync(self._client.get_metadata, keys, None)
+        return found if isinstance(found, bytes) else None
 
     async def close(self) -> None:
         if self._own_client is not None:

@@ -1,10 +1,12 @@
 """The per-run output layouts and the ``events`` file format.
 
-Two layouts, one per seed, differ only in file names and in how the outcome is written:
+Two layouts, one per original tool, differ only in file names and in how the outcome is
+written:
 
-* ``batch`` (``sc batch``, seed 000): ``stdout``, ``stderr``, ``events``, ``results/`` and,
-  written last, ``status_code`` (the exit status as a number).
-* ``sweep`` (``saturn run``, seed 003): ``log`` (stdout and stderr interleaved as written),
+* ``batch`` (``sc batch`` of Saturn Cloud's massively parallel jobs): ``stdout``,
+  ``stderr``, ``events``, ``results/`` and, written last, ``status_code`` (the exit status
+  as a number).
+* ``sweep`` (``saturn run``, Saturn Run): ``log`` (stdout and stderr interleaved as written),
   ``events``, ``results/``, ``error`` (the exit status, only on failure) and, written last,
   ``status`` (``success`` or ``failure``).
 
@@ -38,6 +40,10 @@ unreadable file, one that vanished, a name storage refuses); ``not_saved`` event
 them."""
 FINAL_MARKERS = (STATUS_CODE, STATUS)
 """The files whose presence means a run has finished and recorded everything else."""
+LEASE = ".saturn-lease"
+"""The lease file in a run's directory, and the lease object under an s3:// run."""
+RUN_FILES = frozenset((STATUS_CODE, STATUS, EVENTS, STDOUT, STDERR, LOG, LEASE))
+"""The entries of which one, at least, is in every run's directory (started or done)."""
 LayoutName = Literal["batch", "sweep"]
 
 
@@ -53,6 +59,11 @@ class Layout:
     def logs(self) -> tuple[str, ...]:
         """The log files, each once (the sweep layout interleaves both streams)."""
         return (self.stdout,) if self.stdout == self.stderr else (self.stdout, self.stderr)
+
+    @property
+    def marker(self) -> str:
+        """The finish marker, written last: a run has a final status once it exists."""
+        return STATUS_CODE if self.name == "batch" else STATUS
 
     def final_writes(self, events: list[Event], status_code: int) -> list[tuple[str, bytes | None]]:
         """What to write, in order, to record the outcome; None means remove that file.
@@ -118,6 +129,14 @@ _event_decoder = msgspec.json.Decoder(Event)
 
 def utcnow() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def epoch_of(timestamp: str) -> float:
+    """An event's ``utctimestamp`` as epoch seconds (0.0 when garbled)."""
+    try:
+        return datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def encode_events(events: list[Event]) -> bytes:

@@ -42,12 +42,14 @@ def write_atomically(
     With ``dir_fd``, ``path`` is a name in that directory.
     """
 
-    def fill(fd: int) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+    _replace_atomically(path, lambda fd: write_all(fd, data), dir_fd, mode)
 
-    _replace_atomically(path, fill, dir_fd, mode)
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less at once)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _replace_atomically(

@@ -2,9 +2,10 @@
 
 Every write becomes a message on the sweep's queue (a :class:`Channel`); the client
 drains it into its own directory (:mod:`saturn_async.sweep.collector`). Locations are the
-client's paths. Files go in parts of ``PART_SIZE`` so no message is large. Nothing can be
-read back, so :meth:`QueueStorage.get` finds nothing and :meth:`QueueStorage.list` lists
-what this worker wrote.
+client's paths. Files go in parts of ``PART_SIZE`` so no message is large. Only finish
+markers can be read back: the channel remembers those it carried, so a batch run again
+after its worker died sees which runs finished (:meth:`QueueStorage.get` finds nothing
+else). :meth:`QueueStorage.list` lists what this worker wrote.
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ from typing import Any, Protocol, Self
 import anyio.to_thread
 
 from saturn_async.storage.base import Storage, StoredObject
+from saturn_async.storage.layout import FINAL_MARKERS
 from saturn_async.storage.results_walk import open_regular, read_at
 
 PART_SIZE = 4 << 20
+
+
+def puts_finish_marker(message: dict[str, Any]) -> bool:
+    """Whether ``message`` writes a run's finish marker (which comes after its other files)."""
+    location = str(message.get("location", ""))
+    return message.get("op") == "put" and os.path.basename(location) in FINAL_MARKERS
 
 
 class Channel(Protocol):
@@ -26,6 +34,10 @@ class Channel(Protocol):
     async def open(self) -> None: ...
 
     async def send(self, message: dict[str, Any]) -> None: ...
+
+    async def final(self, location: str) -> bytes | None:
+        """The finish marker put at ``location`` that this channel carried for the sweep
+        (from any worker), or None when it carried none or keeps no record of them."""
 
     async def close(self) -> None: ...
 
@@ -80,7 +92,9 @@ class QueueStorage(Storage):
         self._written[location] = offset
 
     async def get(self, location: str) -> bytes | None:
-        return None
+        if os.path.basename(location) not in FINAL_MARKERS:
+            return None
+        return await self.channel.final(location)
 
     async def list(self, prefix: str) -> list[StoredObject]:
         start = prefix.rstrip("/") + "/"
@@ -96,6 +110,12 @@ class QueueStorage(Storage):
     async def delete(self, location: str) -> None:
         await self.channel.send({"op": "delete", "location": location})
         self._written.pop(location, None)
+
+    async def delete_below(self, prefix: str) -> None:
+        """One message: the client removes the directory ``prefix`` (it cannot be listed)."""
+        await self.channel.send({"op": "delete_below", "location": prefix})
+        start = prefix.rstrip("/") + "/"
+        self._written = {k: v for k, v in self._written.items() if not k.startswith(start)}
 
     async def move(self, source: str, target: str) -> None:
         await self.channel.send({"op": "move", "location": target, "source": source})

@@ -56,6 +56,9 @@ _TRANSIENT_CODES = frozenset(
         "RequestLimitExceeded",
     )
 )
+_CONDITION_FAILED = frozenset(("PreconditionFailed", "412", "ConditionalRequestConflict"))
+"""A conditional PUT refused: the object is not as the condition says (409: S3 is
+writing it for another conditional request right now)."""
 _REASONS = {
     "NoSuchBucket": "no such bucket",
     "AccessDenied": "access denied",
@@ -283,15 +286,40 @@ class S3Storage(Storage):
             raise
 
     async def get(self, location: str) -> bytes | None:
-        return await self._get_object(location)
+        found = await self._get_object(location)
+        return None if found is None else found[0]
 
     async def get_range(self, location: str, start: int, length: int) -> bytes | None:
-        return await self._get_object(location, Range=f"bytes={start}-{start + length - 1}")
+        found = await self._get_object(location, Range=f"bytes={start}-{start + length - 1}")
+        return None if found is None else found[0]
 
-    async def _get_object(self, location: str, **options: str) -> bytes | None:
+    async def get_tagged(self, location: str) -> tuple[bytes, str] | None:
+        """The object's content and ETag, or None when there is no such object."""
+        return await self._get_object(location)
+
+    async def put_if(self, location: str, data: bytes, if_match: str | None) -> str | None:
+        """Write the object only if there is none (``if_match`` None) or its ETag is still
+        ``if_match``; returns the new ETag, or None when that condition does not hold."""
+        bucket, key = split_url(location)
+        condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
+
+        async def attempt() -> str | None:
+            try:
+                response = await self._client.put_object(
+                    Bucket=bucket, Key=key, Body=data, **condition
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _CONDITION_FAILED:
+                    return None
+                raise
+            return str(response["ETag"])
+
+        return await self._call("PutObject", location, attempt)
+
+    async def _get_object(self, location: str, **options: str) -> tuple[bytes, str] | None:
         bucket, key = split_url(location)
 
-        async def attempt() -> bytes | None:
+        async def attempt() -> tuple[bytes, str] | None:
             try:
                 response = await self._client.get_object(Bucket=bucket, Key=key, **options)
             except ClientError as exc:
@@ -300,7 +328,7 @@ class S3Storage(Storage):
                 raise
             async with response["Body"] as body:
                 data: bytes = await body.read()
-                return data
+                return data, str(response.get("ETag", ""))
 
         return await self._call("GetObject", location, attempt)
 

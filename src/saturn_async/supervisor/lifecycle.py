@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -12,6 +13,7 @@ import anyio
 from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.storage.layout import Event, utcnow
+from saturn_async.supervisor.lease import Holder
 from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers, term_then_kill
 
 if TYPE_CHECKING:
@@ -56,6 +58,9 @@ class RunLifecycle:
         self.rank = rank
         self.run_dir = run.remote_output_path
         self.outputs = supervisor.outputs_for(batch, run)
+        self.working_dir = batch.working_dir
+        self.lease = supervisor.lease_for(self.run_dir, self.outputs)
+        self._lease_error: str | None = None
         self.timeout = run.timeout if run.timeout is not None else batch.timeout
         retries = run.retries if run.retries is not None else batch.retries
         self.first_attempt = first_attempt
@@ -75,10 +80,32 @@ class RunLifecycle:
         self.events = [Event(type="submitted", utctimestamp=submitted, cmd=run.cmd)]
         self.events.extend(earlier_events)
 
+    async def take_lease(self, wait: bool) -> Holder | None:
+        """Take the run's lease, before its first attempt: None once held, else the live
+        owner met (with ``wait``: met when the supervisor stopped waiting), and then
+        nothing of the run is touched. A failure to take it fails the run: no attempt
+        starts, a ``failed`` event says why."""
+        try:
+            return await self.lease.acquire(
+                wait,
+                self.sup.stop_requested,
+                partial(self.sup.met_owners.waiting, report=self.sup.report),
+            )
+        except (OSError, StorageError) as exc:
+            self._lease_error = f"could not take the lease: {exc}"
+            return None
+
     async def execute(self) -> Outcome:
-        """Run to a final status and record it."""
-        await self.attempt()
-        return await self.record()
+        """Run to a final status and record it, then release the lease."""
+        try:
+            async with self.lease.kept(self.sup.report):
+                await self.attempt()
+            outcome = await self.record()
+        except BaseException:
+            self.lease.abandon()
+            raise
+        await self.lease.release()
+        return outcome
 
     async def attempt(self) -> None:
         """Run the attempts: the first, then retries while they fail."""
@@ -89,11 +116,27 @@ class RunLifecycle:
             raise
 
     async def _attempts(self) -> None:
+        if self._lease_error is not None:
+            self.events.append(
+                Event(
+                    type="failed",
+                    utctimestamp=utcnow(),
+                    attempt=self.first_attempt,
+                    error=self._lease_error,
+                )
+            )
+            return
+        if self.sup.skip_finished:  # a rerun: a dead attempt's chunks must not stay
+            try:
+                await self.outputs.drop_lost_chunks(self.last_attempt)
+            except StorageError as exc:
+                self.sup.report(f"could not remove a lost attempt's log chunks: {exc}")
         for attempt in range(self.first_attempt, self.last_attempt + 1):
             if self.on_launch is not None:
                 self.on_launch(attempt)
             proc = await self._start(attempt)
             if proc is None:
+                self.sup.attempt_ended(self)
                 break
             if self.on_start is not None:
                 self.on_start(attempt, proc)
@@ -101,6 +144,7 @@ class RunLifecycle:
                 exit, end = await self._supervise(proc)
             self.status = exit.status
             self.events.append(self._end_event(end, exit, attempt))
+            self.sup.attempt_ended(self)
             if end != "failed" or attempt == self.last_attempt or self.sup.stopping:
                 break
             self.events.append(Event(type="retry", utctimestamp=utcnow(), attempt=attempt + 1))
@@ -123,7 +167,9 @@ class RunLifecycle:
         try:
             stdout, stderr = self.outputs.prepare()
             try:
-                proc = RunProcess(self.run.cmd, self.env, stdout, stderr)
+                proc = RunProcess(
+                    self.run.cmd, self.env, stdout, stderr, self.working_dir, self.lease.fd
+                )
             finally:
                 os.close(stdout)
                 if stderr != stdout:

@@ -31,6 +31,8 @@ from saturn_async.storage.transfer import upload_directory
 
 class RunOutputs(Protocol):
     results_dir: str
+    directory: RunDirectory
+    """The directory the run writes into (its own, or its staging directory)."""
 
     def prepare(self) -> tuple[int, int]:
         """Create what the run writes into (before each attempt); returns its stdout and
@@ -42,6 +44,15 @@ class RunOutputs(Protocol):
 
     async def rotate(self, attempt: int) -> None:
         """Keep a failed attempt's logs as ``stdout.N``/``stderr.N`` before a retry."""
+
+    def stdout_size(self) -> int:
+        """Bytes the attempt that just ended wrote to stdout (0 when unknown)."""
+
+    async def drop_lost_chunks(self, attempts: int) -> None:
+        """Before a rerun's first attempt (its worker died): remove the log chunks that a
+        dead incarnation of the run shipped, which the new chunks would not all replace:
+        of its current log and of the ``attempts - 1`` it could have rotated. Local logs
+        need nothing: opening or rotating one replaces it whole."""
 
     async def finish(self, events: list[Event], status_code: int) -> int:
         """Save the results and record the outcome, ``status_code`` last; returns the
@@ -79,6 +90,15 @@ class RunDirectory:
             os.close(self.fd)
             self.fd = None
 
+    def size_of(self, name: str) -> int:
+        """The size of file ``name`` in the directory while it is open, else 0."""
+        if self.fd is None:
+            return 0
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_size
+        except OSError:
+            return 0
+
 
 class LocalOutputs:
     def __init__(self, root: str, run_dir: str, results_dir: str, layout: Layout) -> None:
@@ -100,6 +120,9 @@ class LocalOutputs:
     @contextlib.asynccontextmanager
     async def shipping(self) -> AsyncIterator[None]:
         yield
+
+    async def drop_lost_chunks(self, attempts: int) -> None:
+        return None
 
     async def rotate(self, attempt: int) -> None:
         try:
@@ -126,6 +149,9 @@ class LocalOutputs:
 
     def close(self) -> None:
         self.directory.close()
+
+    def stdout_size(self) -> int:
+        return self.directory.size_of(self.layout.stdout)
 
 
 def _make_results_dir(
@@ -190,6 +216,11 @@ class ShippedOutputs:
         except StorageError as exc:
             self.shipping_failed = exc
 
+    async def drop_lost_chunks(self, attempts: int) -> None:
+        for name in self.layout.logs:
+            for suffix in ["", *(f".{n}" for n in range(1, attempts))]:
+                await self.storage.delete_below(f"{self.location}/{name}{suffix}")
+
     async def rotate(self, attempt: int) -> None:
         for name in self.layout.logs:
             for stored in await self.storage.list(f"{self.location}/{name}"):
@@ -234,6 +265,9 @@ class ShippedOutputs:
 
     def close(self) -> None:
         self.directory.close()
+
+    def stdout_size(self) -> int:
+        return self.directory.size_of(self.layout.stdout)
 
 
 def _remove_staging(staging: str, results_dir: str, with_results: bool) -> None:

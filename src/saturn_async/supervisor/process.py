@@ -8,8 +8,10 @@ kernel 5.3 or later.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
+import shlex
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -40,20 +42,38 @@ class Exit:
 class RunProcess:
     """A spawned ``sh -c CMD``: leader of its own session and process group."""
 
-    def __init__(self, cmd: str, env: dict[str, str], stdout: int, stderr: int) -> None:
+    def __init__(
+        self,
+        cmd: str,
+        env: dict[str, str],
+        stdout: int,
+        stderr: int,
+        cwd: str | None = None,
+        lease: int | None = None,
+    ) -> None:
         """``stdout`` and ``stderr`` are fds (3 or above) the child gets as 1 and 2; the
-        caller opened them and closes them. Raises OSError or ValueError when the run
-        cannot be started; then no process of it is left."""
+        caller opened them and closes them. ``cwd``: the directory the command starts in
+        (posix_spawn cannot change it, so the shell does, before the command). ``lease``,
+        an fd holding the run's lease, is inherited by the child under the same number
+        (see supervisor/lease.py). Raises OSError or ValueError when the run cannot be
+        started; then no process of it is left."""
+        if cwd is not None:
+            if not os.path.isdir(cwd):
+                raise FileNotFoundError(errno.ENOENT, "working_dir: no such directory", cwd)
+            cmd = f"cd -- {shlex.quote(cwd)} || exit 1; {cmd}"
         self.started = time.monotonic()
+        file_actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, stdout, 1),
+            (os.POSIX_SPAWN_DUP2, stderr, 2),
+        ]
+        if lease is not None:  # dup2 onto itself clears close-on-exec (glibc 2.29+)
+            file_actions.append((os.POSIX_SPAWN_DUP2, lease, lease))
         self.pid = os.posix_spawn(
             "/bin/sh",
             ["sh", "-c", cmd],
             env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, stdout, 1),
-                (os.POSIX_SPAWN_DUP2, stderr, 2),
-            ],
+            file_actions=file_actions,
             setsid=True,
             setsigdef=_RESET_SIGNALS,
             setsigmask=(),

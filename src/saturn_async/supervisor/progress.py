@@ -31,8 +31,8 @@ class SweepProgress:
     """Keyed by slot rank (a supervisor) or by task location (a client following a sweep)."""
     running_label: str = "slot"
     started: float = field(default_factory=time.monotonic)
-    recent_failures: list[FailedRun] = field(default_factory=list)
-    keep_failures: int = 20
+    first_failures: list[FailedRun] = field(default_factory=list)
+    keep_failures: int = 10
 
     @property
     def finished(self) -> int:
@@ -44,8 +44,8 @@ class SweepProgress:
 
     def add_failure(self, failure: FailedRun) -> None:
         self.failed += 1
-        self.recent_failures.append(failure)
-        del self.recent_failures[: -self.keep_failures]
+        if len(self.first_failures) < self.keep_failures:
+            self.first_failures.append(failure)
 
     def rate(self) -> float:
         """Runs finished (not skipped) per second since the start."""

@@ -23,6 +23,8 @@ from saturn_async.spec.paths import is_remote
 from saturn_async.storage import Storage, local, storage_for
 from saturn_async.storage.layout import LAYOUTS, RESULTS, utcnow
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
+from saturn_async.supervisor.finished import recorded_outcome
+from saturn_async.supervisor.lease import MetOwners, RunLease
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
 from saturn_async.supervisor.process import RunProcess, kill_after
@@ -75,6 +77,8 @@ class Supervisor:
         *,
         grace: float = 10.0,
         skip_completed: bool = False,
+        wait_for_owner: bool = False,
+        skip_finished: bool = False,
         report: Callable[[str], None] | None = None,
         log_chunk_seconds: float = 60.0,
         staging_dir: str | None = None,
@@ -86,12 +90,20 @@ class Supervisor:
         (they are then names the storage interprets: a queue to the client, say).
         ``shared_slots``, when given, must also be held by each run: slots shared with
         other supervisors in this process. ``submitted`` is the time of the runs'
-        ``submitted`` event (default: now)."""
+        ``submitted`` event (default: now). A run whose lease another supervisor holds
+        is skipped, or with ``wait_for_owner`` waited for (see supervisor/lease.py).
+        ``skip_finished`` skips the runs that already have a final status of this sweep,
+        whatever its code: set when an engine runs a batch again after its worker died
+        (a run still owned, by a dying incarnation, is then waited for, never skipped)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
         self.grace = grace
         self.skip_completed = skip_completed
+        self.wait_for_owner = wait_for_owner or skip_finished
+        self.met_owners = MetOwners()
+        self.started_at = time.time()
+        self.skip_finished = skip_finished
         self.log_chunk_seconds = log_chunk_seconds
         self.staging_dir = staging_dir or default_staging_dir()
         self._staging_fd: int | None = None
@@ -108,11 +120,14 @@ class Supervisor:
         self._base_env = dict(os.environ)
         self._env_cache: dict[int, dict[str, str]] = {}
         self._io = anyio.CapacityLimiter(min(nprocs, _MAX_IO_THREADS))
-        self._stop_requested = anyio.Event()
+        self.stop_requested = anyio.Event()
         self.forced = anyio.Event()
         self._roots: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
+        self.on_attempt_end: Callable[[RunLifecycle], None] | None = None
+        """Called when an attempt ends (its end event is the run's last), before a
+        retry; the joblog's hook. It runs on the event loop: keep it to microseconds."""
 
     @property
     def stopping(self) -> bool:
@@ -132,6 +147,8 @@ class Supervisor:
                 # No more slot tasks than runs: nprocs 1,000,000 for one run makes one.
                 for rank in range(min(self.nprocs, self.progress.total)):
                     slots.start_soon(self._slot, rank, jobs)
+        for line in self.met_owners.lines():
+            self.report(line)
         p = self.progress
         return BatchSummary(p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal)
 
@@ -206,7 +223,7 @@ class Supervisor:
                 self.storage.stop_retrying()
             return
         self.stop_signal = sig
-        self._stop_requested.set()
+        self.stop_requested.set()
         for proc in self._running.values():
             proc.stop(signal.SIGTERM)
 
@@ -217,7 +234,7 @@ class Supervisor:
             proc.stop(signal.SIGKILL)
 
     async def _enforce_grace(self) -> None:
-        await self._stop_requested.wait()
+        await self.stop_requested.wait()
         await kill_after(lambda sig: self.force(), self._until_forced, self.grace)
 
     async def _until_forced(self) -> bool:
@@ -229,7 +246,7 @@ class Supervisor:
             if self.stopping:
                 return
             assert run.remote_output_path is not None
-            if self.skip_completed and await self._succeeded_before(run.remote_output_path):
+            if await self._skipped(batch, run.remote_output_path):
                 self.progress.skipped += 1
                 continue
             if self.shared_slots is not None:
@@ -237,24 +254,74 @@ class Supervisor:
                 if self.stopping:
                     self.shared_slots.release()
                     return
-            self.progress.running[rank] = RunningRun(run.remote_output_path, time.monotonic())
+            self.progress.running[rank] = RunningRun(run.cmd, time.monotonic())
             try:
-                outcome = await RunLifecycle(self, batch, run, rank).execute()
+                lifecycle = RunLifecycle(self, batch, run, rank)
+                outcome = await lifecycle.execute() if await self._own(lifecycle) else None
             finally:
                 del self.progress.running[rank]
                 if self.shared_slots is not None:
                     self.shared_slots.release()
-            if outcome.status_code == 0 and outcome.recorded:
+            if outcome is None:
+                self.progress.skipped += 1
+            elif outcome.status_code == 0 and outcome.recorded:
                 self.progress.succeeded += 1
             else:
                 self.progress.add_failure(
                     FailedRun(run.remote_output_path, run.cmd, outcome.status_code)
                 )
 
+    async def _own(self, lifecycle: RunLifecycle) -> bool:
+        """Take the run's lease; False (the run is skipped) when another supervisor owns
+        it, or finished it while this one ran."""
+        owner = await lifecycle.take_lease(self.wait_for_owner)
+        if owner is not None:
+            self.met_owners.add_owned(owner)
+        elif lifecycle.lease.released_since(self.started_at):
+            await lifecycle.lease.give_back()
+            self.met_owners.finished += 1
+        else:
+            return True
+        lifecycle.outputs.close()
+        return False
+
+    def lease_for(self, location: str, outputs: RunOutputs) -> RunLease:
+        """The lease of the run at ``location``: an flock in the directory it writes into
+        and, for s3:// outputs, the lease object (none for queue storage, whose client
+        alone writes the runs' directories)."""
+        remote = None
+        if is_remote(location) and not self._ship_everything:
+            from saturn_async.storage.s3 import S3Storage
+            from saturn_async.supervisor.s3_lease import S3Lease, lease_ttl
+
+            assert isinstance(self.storage, S3Storage)
+            remote = S3Lease(self.storage, location, lease_ttl(self.grace))
+        return RunLease(outputs.directory.open, remote)
+
+    async def _skipped(self, batch: Batch, location: str) -> bool:
+        if self.skip_completed and await self._succeeded_before(location):
+            return True
+        return self.skip_finished and await self._finished_before(batch, location)
+
     async def _succeeded_before(self, location: str) -> bool:
         if self._ship_everything or is_remote(location):
             return self._ledger_statuses.get(location) == 0
         return await self.in_thread(local.read_status_code, location) == 0
+
+    async def _finished_before(self, batch: Batch, location: str) -> bool:
+        """Whether the run has a final status of this sweep, of any code (a queue's
+        channel remembers the finish markers it carried)."""
+        if not (self._ship_everything or is_remote(location)):
+            return await self.in_thread(local.read_status_code, location) is not None
+        assert self.storage is not None and self.ledger is not None
+        remote = is_remote(location)
+        layout = LAYOUTS[batch.layout]
+        submitted = self.submitted if remote else None
+        code = await recorded_outcome(self.storage, location, layout, submitted)
+        if code is not None and remote and batch.remote_output_path is not None:
+            # The dead worker may have died before flushing it: followers read the ledger.
+            self.ledger.record(batch.remote_output_path, location, code)
+        return code is not None
 
     def outputs_for(self, batch: Batch, run: Run) -> RunOutputs:
         """Where ``run`` writes: its own directory, or staging shipped to storage."""
@@ -289,6 +356,10 @@ class Supervisor:
         if key not in self._env_cache:
             self._env_cache[key] = {**self._base_env, **batch.env}
         return dict(self._env_cache[key])
+
+    def attempt_ended(self, lifecycle: RunLifecycle) -> None:
+        if self.on_attempt_end is not None:
+            self.on_attempt_end(lifecycle)
 
     def track(self, proc: RunProcess) -> None:
         self._running[proc.pid] = proc

@@ -3,8 +3,10 @@
 Messages come from :class:`saturn_async.storage.queue.QueueStorage`, in order per
 worker. Log chunks land as numbered files (``log/000000``, ...), as on S3; when a run's
 ``status`` arrives (always last), its chunk directories are joined into plain ``log``
-(and ``log.N``) files before ``status`` is written, so a finished run has the seed's
-layout and its status still comes last.
+(and ``log.N``) files before ``status`` is written, so a finished run has Saturn Run's
+layout and its status still comes last. A batch run again after its worker died first
+sends ``delete_below`` for the chunk directories of each task it runs again: the dead
+attempt's chunks go (a real directory only; a link is left alone).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from typing import Any
 
 from saturn_async.spec.paths import is_strictly_inside
@@ -46,6 +49,10 @@ class Collector:
         elif op == "delete":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(location)
+        elif op == "delete_below":
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                if stat.S_ISDIR(os.lstat(location).st_mode):  # never follows a link
+                    shutil.rmtree(location, ignore_errors=True)
         elif op == "move":
             source = str(message.get("source", ""))
             if is_strictly_inside(self.directory, os.path.normpath(source)):

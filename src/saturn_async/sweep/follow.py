@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from types import MappingProxyType
 
 import anyio
 import anyio.to_thread
@@ -55,17 +57,25 @@ async def follow(
     executor: Executor,
     progress: SweepProgress,
     drain: Callable[[], object] | None = None,
+    commands: Mapping[str, str] = MappingProxyType({}),
+    finished: Callable[[str], None] | None = None,
 ) -> FollowOutcome:
-    """Until every task has a status, or no batch is left that could give one."""
+    """Until every task has a status, or no batch is left that could give one.
+
+    ``commands`` (by task location) label the running and failed tasks.
+    ``finished(location)`` is called (in a thread) as each task is seen to have one."""
     pending = list(record.tasks)
     progress.total = len(pending)
     progress.running_label = "task"
     interval = REMOTE_POLL if is_remote(record.results_root) else POLL
+    poll = partial(
+        _poll, record.results_root, progress=progress, commands=commands, finished=finished
+    )
     while True:
         started = time.monotonic()
         if drain is not None:
             await anyio.to_thread.run_sync(drain)
-        pending = await anyio.to_thread.run_sync(_poll, record.results_root, pending, progress)
+        pending = await anyio.to_thread.run_sync(poll, pending)
         busy = time.monotonic() - started
         if not pending:
             return FollowOutcome()
@@ -74,12 +84,18 @@ async def follow(
             # Every batch has ended: what has no status now never will.
             if drain is not None:
                 await anyio.to_thread.run_sync(drain)
-            pending = await anyio.to_thread.run_sync(_poll, record.results_root, pending, progress)
+            pending = await anyio.to_thread.run_sync(poll, pending)
             return FollowOutcome(pending, outstanding.errors)
         await anyio.sleep(max(interval, busy / BUSY_SHARE))
 
 
-def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
+def _poll(
+    root: str,
+    pending: list[str],
+    progress: SweepProgress,
+    commands: Mapping[str, str] = MappingProxyType({}),
+    finished: Callable[[str], None] | None = None,
+) -> list[str]:
     """Count the tasks that got a status; note (locally) those that have started.
 
     Runs in a thread while the display reads ``progress``: ``running`` is replaced
@@ -94,13 +110,17 @@ def _poll(root: str, pending: list[str], progress: SweepProgress) -> list[str]:
         if code is None:
             still.append(location)
             if local and location not in running and os.access(f"{location}/{LOG}", os.F_OK):
-                running[location] = RunningRun(location, time.monotonic())
+                label = commands.get(location, location)
+                running[location] = RunningRun(label, time.monotonic())
             continue
         running.pop(location, None)
+        if finished is not None:
+            finished(location)
         if code == 0:
             progress.succeeded += 1
         else:
-            progress.add_failure(FailedRun(location, _task_name(location), code))
+            cmd = commands.get(location) or _task_name(location)
+            progress.add_failure(FailedRun(location, cmd, code))
     progress.running = running
     return still
 
@@ -145,8 +165,14 @@ def _remove_outcomes(locations: list[str]) -> None:
                 os.unlink(f"{location}/{name}")
 
 
-async def mark_terminated(root: str, locations: list[str], submitted: str) -> None:
-    """Give tasks that never got a status one: ``failure``, with a ``terminated`` event."""
+async def mark_terminated(
+    root: str,
+    locations: list[str],
+    submitted: str,
+    commands: Mapping[str, str] = MappingProxyType({}),
+) -> None:
+    """Give tasks that never got a status one: ``failure``, with a ``terminated`` event
+    (and their command, from ``commands``, in the ``submitted`` one)."""
     if not locations:
         return
     layout = LAYOUTS["sweep"]
@@ -154,7 +180,7 @@ async def mark_terminated(root: str, locations: list[str], submitted: str) -> No
         ledger = LedgerWriter(storage) if is_remote(root) else None
         for location in locations:
             events = [
-                Event(type="submitted", utctimestamp=submitted),
+                Event(type="submitted", utctimestamp=submitted, cmd=commands.get(location)),
                 Event(type="terminated", utctimestamp=utcnow(), error="not started"),
             ]
             await storage.put_all(location, layout.final_writes(events, TERMINATED_STATUS))

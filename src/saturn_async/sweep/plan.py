@@ -58,6 +58,7 @@ def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str)
             retries=sweep.retries,
             env=sweep.env,
             layout="sweep",
+            working_dir=sweep.working_dir,
         )
         try:
             batches.append(resolve_batch(batch, source))

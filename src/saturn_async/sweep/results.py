@@ -1,4 +1,4 @@
-"""Results backends of seed 003: where a sweep's task outputs end up.
+"""Results backends of Saturn Run: where a sweep's task outputs end up.
 
 * ``LocalDir`` (``directory:``): workers write the layout straight into the directory, so
   it must be a filesystem the workers share with the client (or this machine).

@@ -148,5 +148,18 @@ def save_record(record: SweepRecord) -> None:
     write_atomically(str(sweep_dir(record.name) / RECORD), msgspec.json.encode(record), PRIVATE)
 
 
+def task_commands(name: str) -> dict[str, str]:
+    """The command of every dispatched task, by output location, from the sweep's batch
+    files (for displays: an unreadable batch file leaves its tasks out)."""
+    commands: dict[str, str] = {}
+    for path in sorted((sweep_dir(name) / "batches").glob("*.json")):
+        try:
+            batch = msgspec.json.decode(path.read_bytes(), type=Batch)
+        except (OSError, msgspec.MsgspecError):
+            continue
+        commands.update((run.remote_output_path or "", run.cmd) for run in batch.runs)
+    return commands
+
+
 def terminate_file(name: str) -> str:
     return str(sweep_dir(name) / TERMINATE)

@@ -1,0 +1,1 @@
+"""``saturn report``: data.py gathers, charts.py draws, html.py writes the page."""
