@@ -56,12 +56,32 @@ def wait_all_gone(out: Path, what: str) -> None:
     wait_for(lambda: not live_processes_under(out), GRACE + 2, what)
 
 
+def run_dirs_of(pids: list[int]) -> set[str]:
+    """The run directories named in the environments of ``pids`` (those still readable)."""
+    found = set()
+    for pid in pids:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        for entry in environ.split(b"\0"):
+            if entry.startswith(MARKER):
+                found.add(entry[len(MARKER) :].decode())
+    return found
+
+
 def kill_at_random_moments(
-    start: Callable[[bool], subprocess.Popen[bytes]], out: Path, rng: random.Random, context: str
+    start: Callable[[bool], subprocess.Popen[bytes]],
+    out: Path,
+    rng: random.Random,
+    context: str,
+    lost: Callable[[], set[str]] | None = None,
 ) -> int:
     """Start, SIGKILL at a random moment and check the runs die, KILLS times; returns how
     many kills found runs alive. Most kills come once a run is alive (runs that ignore
-    TERM never finish in between: they outlast a round); some come at any moment."""
+    TERM never finish in between: they outlast a round); some come at any moment. With
+    ``lost`` (the runs ``saturn status`` calls lost), every run alive at a kill that has
+    no status afterwards must be among them."""
     hits = 0
     for kill in range(KILLS):
         proc = start(kill > 0)
@@ -69,10 +89,14 @@ def kill_at_random_moments(
             wait_for(lambda: live_processes_under(out), 60, f"a run to start {context}")
         time.sleep(rng.uniform(0.0, 1.5))  # a random moment, not a wait for anything
         alive = live_processes_under(out)
+        running = run_dirs_of(alive)
         proc.kill()
         proc.wait()
         hits += bool(alive)
         wait_all_gone(out, f"the runs of killed supervisor {kill + 1} to go {context}")
+        if lost is not None:
+            unfinished = {d for d in running if not Path(d, "status_code").exists()}
+            assert unfinished <= lost(), f"kill {kill + 1}: not counted lost {context}"
     return hits
 
 
@@ -81,6 +105,7 @@ def seeded() -> tuple[random.Random, str]:
     return random.Random(seed), f"(SATURN_CRASH_SEED={seed})"
 
 
+@pytest.mark.timeout(400)
 def test_sigkilled_batch_leaves_no_runs_behind(tmp_path: Path, saturn: Saturn) -> None:
     rng, context = seeded()
     out = tmp_path / "out"
@@ -92,12 +117,24 @@ def test_sigkilled_batch_leaves_no_runs_behind(tmp_path: Path, saturn: Saturn) -
     def start(again: bool) -> subprocess.Popen[bytes]:
         return subprocess.Popen([*CLI, *args, *(["--skip-completed"] if again else [])])
 
-    hits = kill_at_random_moments(start, out, rng, context)
+    def lost() -> set[str]:
+        shown = saturn("status", str(job), "--json")
+        assert shown.returncode == 0, shown.stderr
+        document = json.loads(shown.stdout)
+        assert document["lost"] == len(document["lost_runs"])
+        return {run["path"] for run in document["lost_runs"]}
+
+    hits = kill_at_random_moments(start, out, rng, context, lost)
     assert hits, f"no kill found a run alive {context}"
     done = saturn(*args, "--skip-completed", timeout=120)
     assert done.returncode == 0, done.stderr
     for i in range(RUNS):
         assert (out / str(i) / "status_code").read_text() == "0\n", f"run {i} {context}"
+        # One attempt's lines, whole and in order: none of a killed attempt's mixed in.
+        lines = 60 if i % 3 == 0 else 20
+        expected = "".join(f"{i}-{n}\n" for n in range(1, lines + 1))
+        assert (out / str(i) / "stdout").read_text() == expected, f"run {i} {context}"
+    assert not lost(), context
 
 
 def test_sigkilled_run_leaves_no_runs_behind(tmp_path: Path, saturn: Saturn) -> None:
