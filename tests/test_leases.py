@@ -90,6 +90,15 @@ class Batch:
             self.proc.kill()
             self.proc.wait()
 
+    def stop(self) -> None:
+        """Stop it and its runs (TERM: they end within the grace), KILL if it lingers."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
 
 @pytest.fixture
 def batches() -> Iterator[Callable[..., Batch]]:
@@ -101,7 +110,7 @@ def batches() -> Iterator[Callable[..., Batch]]:
 
     yield start
     for each in started:
-        each.kill()
+        each.stop()
 
 
 def this_host() -> str:
