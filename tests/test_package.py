@@ -88,7 +88,7 @@ def test_all_extra_has_every_runtime_backend() -> None:
         "optional-dependencies"
     ]
     runtime = set(extras) - {"all", "test", "test-core"}
-    assert runtime == {"fast-yaml", "s3", "dask", "ray", "kubernetes"}
+    assert runtime == {"fast-yaml", "s3", "dask", "ray", "kubernetes", "report"}
     assert extras["all"] == [f"saturn_async[{','.join(sorted(runtime, key=list(extras).index))}]"]
     assert "saturn_async[all,test-core]" in extras["test"]
 
