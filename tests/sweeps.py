@@ -74,13 +74,15 @@ def detach_then_collect(
 ) -> None:
     """Ctrl-C on ``saturn run RUN_ARGS`` once a task has started must detach; with the gate
     then open, ``saturn collect`` must finish with every task succeeded."""
-    with saturn_in_background("run", *run_args) as run:
-        wait_for(lambda: list(results.glob("*/log*")), timeout=60, what="a started task")
-        run.send_signal(signal.SIGINT)
-        _, stderr = run.communicate(timeout=30)
+    try:
+        with saturn_in_background("run", *run_args) as run:
+            wait_for(lambda: list(results.glob("*/log*")), timeout=60, what="a started task")
+            run.send_signal(signal.SIGINT)
+            _, stderr = run.communicate(timeout=30)
+    finally:
+        gate.touch()  # even on failure: gated tasks would hold the shared cluster's slots
     assert run.returncode == 130, stderr
     assert "detached; the sweep keeps running" in stderr
-    gate.touch()
     collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=90)
     assert collected.returncode == 0, collected.stderr
 

@@ -125,6 +125,7 @@ class RunLifecycle:
                     error=self._lease_error,
                 )
             )
+            self.sup.attempt_ended(self)  # an attempt that could not start has its end too
             return
         if self.sup.skip_finished:  # a rerun: a dead attempt's chunks must not stay
             try:

@@ -53,7 +53,7 @@ class Watchdog:
             self.pid = os.posix_spawn(
                 sys.executable,
                 [sys.executable, "-m", f"{__package__}.watchdog_process", repr(grace), self.id],
-                {**os.environ, "PYTHONPATH": _package_path()},
+                _environment(),
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, read_end, 0),
                     (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
@@ -99,6 +99,14 @@ class Watchdog:
 
     def _lost(self, what: str) -> None:
         self._report(f"{what}: if this process dies, its runs will not be stopped")
+
+
+def _environment() -> dict[str, str]:
+    """The watchdog's environment: ours, less names posix_spawn refuses (empty, or with
+    ``=``, which a parent can hand us through execve), with this package importable."""
+    env = {name: value for name, value in os.environ.items() if name and "=" not in name}
+    env["PYTHONPATH"] = _package_path()
+    return env
 
 
 def _package_path() -> str:
