@@ -120,9 +120,11 @@ def _read(fd: int) -> bytes:
     return os.pread(fd, _READ_MAX, 0)
 
 
-def _write(fd: int, data: bytes) -> None:
+def _write(fd: int, data: bytes, size: int) -> None:
+    """Replace the file's ``size`` bytes with ``data`` (a truncate only when shorter)."""
     os.pwrite(fd, data, 0)
-    os.ftruncate(fd, len(data))
+    if len(data) < size:
+        os.ftruncate(fd, len(data))
 
 
 class LocalLease:
@@ -133,6 +135,7 @@ class LocalLease:
         """The locked fd while held (the run's main process inherits it)."""
         self.previous = b""
         """What the file held when the lease was taken: a tombstone, a lost holder."""
+        self._size = 0
 
     def try_acquire(self, dir_fd: int, holder: bytes) -> Holder | None:
         """Take the lease and write ``holder`` into it: None once taken, else who holds it.
@@ -151,11 +154,12 @@ class LocalLease:
             raise
         try:
             self.previous = _read(fd)
-            _write(fd, holder)
+            _write(fd, holder, len(self.previous))
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
+        self._size = len(holder)
         return None
 
     def release(self, content: bytes) -> None:
@@ -164,7 +168,7 @@ class LocalLease:
             return
         try:
             with contextlib.suppress(OSError):
-                _write(self.fd, content)
+                _write(self.fd, content, self._size)
         finally:
             os.close(self.fd)
             self.fd = None
