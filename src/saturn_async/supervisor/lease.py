@@ -119,9 +119,12 @@ def _read(fd: int) -> bytes:
     return os.pread(fd, _READ_MAX, 0)
 
 
-def _write(fd: int, data: bytes) -> None:
+def _write(fd: int, data: bytes, size: int) -> None:
+    """Replace the file's ``size`` bytes with ``data`` (a truncate only when shorter; and
+    when ``size`` is what a read could hold at most, since the file may be longer)."""
     os.pwrite(fd, data, 0)
-    os.ftruncate(fd, len(data))
+    if len(data) < size or size >= _READ_MAX:
+        os.ftruncate(fd, len(data))
 
 
 class LocalLease:
@@ -132,6 +135,7 @@ class LocalLease:
         """The locked fd while held (the run's main process inherits it)."""
         self.previous = b""
         """What the file held when the lease was taken: a tombstone, a lost holder."""
+        self._size = 0
 
     def try_acquire(self, dir_fd: int, holder: bytes) -> Holder | None:
         """Take the lease and write ``holder`` into it: None once taken, else who holds it.
@@ -150,11 +154,12 @@ class LocalLease:
             raise
         try:
             self.previous = _read(fd)
-            _write(fd, holder)
+            _write(fd, holder, len(self.previous))
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
+        self._size = len(holder)
         return None
 
     def release(self, content: bytes) -> None:
@@ -163,7 +168,7 @@ class LocalLease:
             return
         try:
             with contextlib.suppress(OSError):
-                _write(self.fd, content)
+                _write(self.fd, content, self._size)
         finally:
             os.close(self.fd)
             self.fd = None
