@@ -48,6 +48,22 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rfind(b")") + 2 :][:1] != b"Z"
 
 
+def processes_carrying(needle: bytes) -> list[int]:
+    """Live processes (not zombies) whose environment, as they were started, holds
+    ``needle`` (a ``NAME=value`` prefix, say): this user's runs marked by saturn."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ and pid_alive(int(name)):
+            found.append(int(name))
+    return found
+
+
 @pytest.fixture
 def saturn(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``saturn ARGS...`` in ``tmp_path`` and return the completed process."""

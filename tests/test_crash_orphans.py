@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CLI, pid_alive, saturn_in_background, wait_for
+from conftest import CLI, pid_alive, processes_carrying, saturn_in_background, wait_for
 from sweeps import write_sweep
 
 Saturn = Callable[..., subprocess.CompletedProcess[str]]
@@ -38,18 +38,7 @@ def command(i: int) -> str:
 
 def live_processes_under(out: Path) -> list[int]:
     """Live processes whose environment names a run directory under ``out``."""
-    needle = MARKER + f"{out}/".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{name}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ and pid_alive(int(name)):
-            found.append(int(name))
-    return found
+    return processes_carrying(MARKER + f"{out}/".encode())
 
 
 def wait_all_gone(out: Path, what: str) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import pid_alive, wait_for
+from conftest import pid_alive, processes_carrying, wait_for
 from daemons import Daemon
 from saturn_async.daemon.recovery import RUN_ID_VARIABLE
 from saturn_async.storage.layout import decode_events
@@ -30,18 +30,8 @@ EXPECTED_STDOUT = "".join(f"{n}\n" for n in range(1, 101))
 def our_processes(state_dir: Path) -> dict[int, int]:
     """pid -> start ticks of every live process carrying this daemon's run marker."""
     needle = f"{RUN_ID_VARIABLE}={state_dir}:".encode()
-    found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{name}/environ").read_bytes()
-        except OSError:
-            continue
-        ticks = start_ticks(int(name))
-        if needle in environ and ticks is not None:
-            found[int(name)] = ticks
-    return found
+    pids = processes_carrying(needle)
+    return {pid: ticks for pid in pids if (ticks := start_ticks(pid)) is not None}
 
 
 class Sweep:
