@@ -6,18 +6,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 
 from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.storage.layout import Event, utcnow
-from saturn_async.supervisor.lease import Holder
+from saturn_async.supervisor.lease import Holder, MetOwners
 from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers, term_then_kill
-
-if TYPE_CHECKING:
-    from saturn_async.supervisor.supervisor import Supervisor
+from saturn_async.supervisor.run_storage import RunStorage
 
 # The status recorded when a run could not be started at all (as a shell reports it).
 CANNOT_START = 127
@@ -32,12 +30,37 @@ class Outcome:
     """Why the final status could not be written."""
 
 
+class RunHost(Protocol):
+    """What a run needs of the supervisor that runs it (:class:`Supervisor`)."""
+
+    grace: float
+    skip_finished: bool
+    submitted: str
+    met_owners: MetOwners
+    run_storage: RunStorage
+    stop_requested: anyio.Event
+    forced: anyio.Event
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def report(self, message: str) -> None: ...
+
+    def environment_for(self, batch: Batch) -> dict[str, str]: ...
+
+    def attempt_ended(self, lifecycle: RunLifecycle) -> None: ...
+
+    def track(self, proc: RunProcess) -> None: ...
+
+    def untrack(self, proc: RunProcess) -> None: ...
+
+
 class RunLifecycle:
     """Executes one run in one slot, retrying as configured, and records its outputs."""
 
     def __init__(
         self,
-        supervisor: Supervisor,
+        supervisor: RunHost,
         batch: Batch,
         run: Run,
         rank: int,
@@ -57,9 +80,9 @@ class RunLifecycle:
         self.run = run
         self.rank = rank
         self.run_dir = run.remote_output_path
-        self.outputs = supervisor.outputs_for(batch, run)
+        self.outputs = supervisor.run_storage.outputs_for(batch, run)
         self.working_dir = batch.working_dir
-        self.lease = supervisor.lease_for(self.run_dir, self.outputs)
+        self.lease = supervisor.run_storage.lease_for(self.run_dir, self.outputs, supervisor.grace)
         self._lease_error: str | None = None
         self.timeout = run.timeout if run.timeout is not None else batch.timeout
         retries = run.retries if run.retries is not None else batch.retries
