@@ -1,7 +1,7 @@
 """Follow a sweep from the client: poll task statuses until every task has one.
 
 Statuses are read where the results backend puts them: each task's ``status`` file
-(LocalDir, and Dask after the queue is drained into the directory) or the root's ledger
+(LocalDir, and Dask and Ray once their channel is received into the directory) or the root's ledger
 (S3; it is flushed every 10 s, so S3 progress moves in steps, read through one client
 for the whole follow). Finished tasks are not polled again.
 """
