@@ -158,12 +158,18 @@ def test_event_loops_start_only_at_the_edges() -> None:
         if any(_inside(name, owner) for owner in LOOP_OWNERS):
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if (
+            called = (
                 isinstance(node, ast.Attribute)
                 and node.attr == "run"
                 and isinstance(node.value, ast.Name)
                 and node.value.id == "anyio"
-            ):
+            )
+            imported = (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "anyio"
+                and any(alias.name == "run" for alias in node.names)
+            )
+            if called or imported:
                 starting.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not starting, "anyio.run outside cli/ and the worker entries: " + ", ".join(starting)
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from saturn_async.exceptions import ExecutorError
 from saturn_async.executors.abc import Executor, ResultsReceiver
-from saturn_async.executors.jobs import DaskQueue
+from saturn_async.executors.jobs import DaskQueue, RayActor, ResultsVia
 from saturn_async.sweep.state import SweepRecord
 
 
@@ -17,7 +17,7 @@ async def results_receiver(
 ) -> AsyncIterator[ResultsReceiver | None]:
     """What writes the outputs waiting on the sweep's channel into its results directory;
     None when its workers write there themselves."""
-    channel = record.results_via
+    channel = record.results_via or _recorded_before(record)
     if channel is None:
         yield None
         return
@@ -32,3 +32,13 @@ async def results_receiver(
         yield receiver
     finally:
         await receiver.aclose()
+
+
+def _recorded_before(record: SweepRecord) -> ResultsVia | None:
+    """The channel as records written before ``results_via`` name it (in ``handle``)."""
+    handle = record.handle
+    if "results_actor" in handle:
+        return RayActor(handle["results_actor"])
+    if "results_queue" in handle and "results_scheduler" in handle:
+        return DaskQueue(handle["results_queue"], handle["results_scheduler"])
+    return None
