@@ -88,7 +88,7 @@ def batch(
     log_chunk_minutes: float,
     staging_dir: str | None,
     failed_runs_exit_zero: bool,
-    memory: int | None,
+    memory: str | None,
     memory_cap: str | None,
     joblog: str | None,
     max_input_size: int | None,

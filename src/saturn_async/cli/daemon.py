@@ -87,7 +87,7 @@ def daemon(
     max_connections: int | None,
     idle_timeout: float | None,
     max_frame_mb: float | None,
-    memory: int | None,
+    memory: str | None,
     memory_cap: str | None,
 ) -> None:
     """Run submitted batches on this machine's slots until drained or stopped.

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from saturn_async.cli.options import SizeType
 from saturn_async.spec.memory import memory_bytes
 from saturn_async.supervisor.memory_caps import CAP_MODES, CapMode, MemoryCaps
 
@@ -24,11 +23,12 @@ CAP_HELP = (
 
 def memory_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--memory-cap", type=click.Choice(CAP_MODES), help=CAP_HELP)(func)
-    return click.option("--memory", type=SizeType(), help=MEMORY_HELP)(func)
+    # A string, read by memory_bytes: a bad size is one line naming the flag (exit 2).
+    return click.option("--memory", metavar="SIZE", help=MEMORY_HELP)(func)
 
 
 def memory_caps(
-    memory: int | None, mode: str | None, report: Callable[[str], None] | None = None
+    memory: str | None, mode: str | None, report: Callable[[str], None] | None = None
 ) -> MemoryCaps:
     """The caps of ``--memory`` and ``--memory-cap`` (InputError naming a bad one)."""
     default = None if memory is None else memory_bytes(memory, source="--memory")

@@ -27,7 +27,7 @@ class FiniteRange(click.FloatRange):
         return number
 
 
-class SizeType(click.ParamType[int]):
+class _Size(click.ParamType[int]):
     name = "SIZE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -41,7 +41,7 @@ class SizeType(click.ParamType[int]):
 
 max_input_size_option = click.option(
     "--max-input-size",
-    type=SizeType(),
+    type=_Size(),
     help="Refuse input files larger than this (bytes, or with K, M, G, T: 2G) "
     f"[default: ${MAX_INPUT_SIZE_ENV}, else {DEFAULT_MAX_INPUT_SIZE >> 30}G].",
 )
