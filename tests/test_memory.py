@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, wait_for
+from conftest import CLI, pid_alive, wait_for
 from daemons import Daemon
 from saturn_async.storage.layout import decode_events
 from saturn_async.supervisor.cgroups import PARENT, Hierarchy, find_hierarchy
+from sweeps import events_of, write_sweep
 
 ALLOCATE = "python3 -c 'x = b\"x\" * ({mb} << 20)'"
 """A run that touches ``mb`` MiB of memory at once (every page written)."""
@@ -227,3 +228,32 @@ def test_the_daemon_caps_runs_too(
 def daemon_pid(daemon: Daemon) -> int:
     assert daemon.proc is not None
     return daemon.proc.pid
+
+
+def test_a_sweep_caps_its_tasks(tmp_path: Path, saturn, hierarchy: Hierarchy) -> None:
+    tasks = [
+        {"name": "over", "command": OVER},
+        {"name": "roomy", "command": OVER, "memory": "1G"},
+    ]
+    path = write_sweep(tmp_path, tasks, memory="64M")
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 1, done.stderr
+    results = tmp_path / "results"
+    assert (results / "over/error").read_text() == "137\n"
+    assert [e["type"] for e in events_of(results / "over")][-2:] == ["oom", "failed"]
+    assert (results / "roomy/status").read_text() == "success\n"
+    bad = write_sweep(tmp_path, [{"command": "true"}, {"command": "true", "memory": "4Q"}])
+    refused = saturn("run", str(bad), "-q", "--replace")
+    assert refused.returncode == 2
+    assert f"{bad}: $.tasks[1].memory: '4Q' is not a size" in refused.stderr
+
+
+def test_what_leaves_a_capped_runs_process_group_is_killed_with_its_cgroup(
+    tmp_path: Path, write_job, hierarchy: Hierarchy
+) -> None:
+    pidfile = tmp_path / "escaped.pid"
+    job = write_job([{"cmd": f"setsid sleep 300 & echo $! > {pidfile}", "memory": "64M"}])
+    pid, code, stderr = batch("--grace", "1", str(job))
+    assert code == 0, stderr
+    assert not pid_alive(int(pidfile.read_text()))
+    assert cgroups_of(hierarchy, pid) == []
