@@ -54,7 +54,9 @@ def cgroups_of(hierarchy: Hierarchy, pid: int) -> list[Path]:
     for root in (hierarchy.memory, hierarchy.cpuacct):
         parent = Path(root or "") / PARENT
         if root is not None and parent.is_dir():
-            found += [p for p in parent.iterdir() if re.match(rf"^{pid}-[0-9]+-[0-9]+$", p.name)]
+            found += [
+                p for p in parent.iterdir() if re.match(rf"^[0-9]+-{pid}-[0-9]+-[0-9]+$", p.name)
+            ]
     return found
 
 

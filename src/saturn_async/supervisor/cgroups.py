@@ -6,10 +6,11 @@ Where: the memory controller's hierarchy, cgroup v2 where the unified hierarchy 
 ``$SATURN_CGROUP_ROOT`` names another directory of the memory hierarchy to work under (a
 subtree delegated to this user, say); CPU time then comes from rusage on v1.
 
-Naming, so that only saturn's own are ever removed: ``<root>/saturn_async/<pid>-<start
-ticks>-<n>/run-<k>``, one ``<pid>-<start ticks>-<n>`` per supervisor. One whose process is
-gone (a supervisor killed by SIGKILL) is a leftover: the next supervisor to make its own
-removes it, run by run, each only when empty of processes.
+Naming, so that only saturn's own are ever removed: ``<root>/saturn_async/<pid namespace>-
+<pid>-<start ticks>-<n>/run-<k>``, one such directory per supervisor. One of this pid
+namespace whose process is gone (a supervisor killed by SIGKILL) is a leftover: the next
+supervisor to make its own removes it, run by run, each only when empty of processes.
+(Another namespace's pids mean nothing here: its directories are left alone.)
 
 A run joins its cgroup itself, before its command: the shell writes its own pid into
 ``cgroup.procs`` first (:attr:`RunCgroup.prelude`), so nothing the command allocates is
@@ -33,7 +34,7 @@ from saturn_async.supervisor.process import start_ticks
 
 ROOT_ENV = "SATURN_CGROUP_ROOT"
 PARENT = "saturn_async"
-_SUPERVISOR = re.compile(r"^(?P<pid>[0-9]+)-(?P<ticks>[0-9]+)-[0-9]+$")
+_SUPERVISOR = re.compile(r"^(?P<ns>[0-9]+)-(?P<pid>[0-9]+)-(?P<ticks>[0-9]+)-[0-9]+$")
 _RUN = re.compile(r"^run-[0-9]+$")
 _supervisors = itertools.count(1)
 # Polling a run's cgroup until its last process is gone, and for how long at most.
@@ -103,7 +104,8 @@ class SupervisorCgroups:
     def __init__(self, hierarchy: Hierarchy, report: Callable[[str], None]) -> None:
         self.hierarchy = hierarchy
         self.report = report
-        self.name = f"{os.getpid()}-{start_ticks(os.getpid())}-{next(_supervisors)}"
+        pid = os.getpid()
+        self.name = f"{_pid_namespace()}-{pid}-{start_ticks(pid)}-{next(_supervisors)}"
         roots = [hierarchy.memory, hierarchy.cpuacct]
         self.parents = [os.path.join(root, PARENT) for root in roots if root is not None]
         self.dirs = [os.path.join(parent, self.name) for parent in self.parents]
@@ -243,9 +245,14 @@ def remove_leftovers(parent: str) -> None:
         names = os.listdir(parent)
     except OSError:
         return
+    namespace = str(_pid_namespace())
     for name in names:
         match = _SUPERVISOR.match(name)
-        if match is None or start_ticks(int(match["pid"])) == int(match["ticks"]):
+        if (
+            match is None
+            or match["ns"] != namespace
+            or start_ticks(int(match["pid"])) == int(match["ticks"])
+        ):
             continue
         path = os.path.join(parent, name)
         try:
@@ -256,6 +263,14 @@ def remove_leftovers(parent: str) -> None:
             if not (_read(os.path.join(path, run, "cgroup.procs")) or "").strip():
                 _rmdir_quietly(os.path.join(path, run))
         _rmdir_quietly(path)
+
+
+def _pid_namespace() -> int:
+    """This process's pid namespace (its inode), which gives pids their meaning."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
 
 
 def _rmdir_quietly(path: str) -> None:

@@ -61,6 +61,7 @@ class MemoryCaps:
         self._unavailable: str | None = None
         self._cgroups: SupervisorCgroups | None = None
         self._oom_score_adj: int | None = None
+        self._fell_back = False
 
     def limit_for(self, batch: Batch, run: Run) -> int | None:
         """The run's cap in bytes: its own, else its batch's, else the default."""
@@ -100,10 +101,15 @@ class MemoryCaps:
                 "address space, RLIMIT_AS, instead)",
                 source="memory caps",
             )
-        self.report(
-            f"memory caps cannot be enforced: {reason}; best-effort: each run's address "
-            "space is capped instead (RLIMIT_AS)"
-        )
+        self._fall_back(reason)
+
+    def _fall_back(self, reason: str) -> None:
+        if not self._fell_back:
+            self._fell_back = True
+            self.report(
+                f"memory caps cannot be enforced: {reason}; best-effort: each run's address "
+                "space is capped instead (RLIMIT_AS)"
+            )
 
     def start(self, limit: int) -> RunCap:
         """How an attempt capped at ``limit`` bytes starts: in a new cgroup, else (with
@@ -112,8 +118,10 @@ class MemoryCaps:
         if self._cgroups is not None:
             cgroup = self._cgroups.run_cgroup(limit, self.run_oom_score_adj())
             return RunCap(limit, cgroup.prelude, cgroup)
+        assert reason is not None
         if self.mode == "enforce":
             raise OSError(f"memory caps cannot be enforced: {reason}")
+        self._fall_back(reason)
         return RunCap(limit, f"ulimit -v {max(limit // 1024, 1)} || exit 127; ", None)
 
     def run_oom_score_adj(self) -> int:

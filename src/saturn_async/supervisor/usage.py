@@ -15,13 +15,12 @@ under it and only that bound is known (``max_rss_at_most_kib``).
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from saturn_async.supervisor.cgroups import TreeUsage
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     cpu_user_seconds: float
     cpu_system_seconds: float
     max_rss_kib: int | None
@@ -33,9 +32,12 @@ class Usage:
 def measured(rusage: resource.struct_rusage, tree: TreeUsage | None) -> Usage:
     """A run's usage from its cgroup's counts (``tree``) where it has them, else from
     the rusage of its main process."""
-    user, system = (tree.cpu_seconds if tree else None) or (rusage.ru_utime, rusage.ru_stime)
-    if tree is not None and tree.peak_bytes is not None:
-        return Usage(user, system, tree.peak_bytes // 1024, None)
+    if tree is not None:
+        user, system = tree.cpu_seconds or (rusage.ru_utime, rusage.ru_stime)
+        if tree.peak_bytes is not None:
+            return Usage(user, system, tree.peak_bytes // 1024, None)
+    else:
+        user, system = rusage.ru_utime, rusage.ru_stime
     carried_bound = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if rusage.ru_maxrss > carried_bound:
         return Usage(user, system, rusage.ru_maxrss, None)
