@@ -259,3 +259,23 @@ def test_what_leaves_a_capped_runs_process_group_is_killed_with_its_cgroup(
     assert code == 0, stderr
     assert not pid_alive(int(pidfile.read_text()))
     assert cgroups_of(hierarchy, pid) == []
+
+
+def test_a_capped_run_is_alone_in_its_cgroup_and_first_for_the_oom_killer(
+    tmp_path: Path, write_job, hierarchy: Hierarchy
+) -> None:
+    record = (
+        'cat /proc/self/cgroup > "$SATURN_RUN_LOCAL_RESULTS_DIR/own"; '
+        'cat /proc/$PPID/cgroup > "$SATURN_RUN_LOCAL_RESULTS_DIR/supervisor"; '
+        'cat /proc/self/oom_score_adj > "$SATURN_RUN_LOCAL_RESULTS_DIR/adj"'
+    )
+    job = write_job([{"cmd": record, "memory": "64M"}])
+    pid, code, stderr = batch(str(job))
+    assert code == 0, stderr
+    results = tmp_path / "out/0/results"
+    own = (results / "own").read_text().splitlines()
+    assert any(f"/{PARENT}/" in line and f"-{pid}-" in line for line in own)
+    assert f"/{PARENT}/" not in (results / "supervisor").read_text()
+    with open("/proc/self/oom_score_adj") as f:  # what the supervisor inherited
+        inherited = int(f.read())
+    assert int((results / "adj").read_text()) == min(1000, inherited + 500)
