@@ -21,6 +21,7 @@ from saturn_async.storage import Storage
 from saturn_async.storage.layout import utcnow
 from saturn_async.supervisor.lease import MetOwners
 from saturn_async.supervisor.lifecycle import RunLifecycle
+from saturn_async.supervisor.memory_caps import MemoryCaps
 from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.supervisor.run_storage import RunStorage
@@ -71,6 +72,7 @@ class Supervisor:
         storage: Storage | None = None,
         shared_slots: SharedSlots | None = None,
         submitted: str | None = None,
+        memory_caps: MemoryCaps | None = None,
     ) -> None:
         """``storage``, when given, receives every run's outputs, local paths included
         (they are then names the storage interprets: a queue to the client, say).
@@ -80,7 +82,9 @@ class Supervisor:
         is skipped, or with ``wait_for_owner`` waited for (see supervisor/lease.py).
         ``skip_finished`` skips the runs that already have a final status of this sweep,
         whatever its code: set when an engine runs a batch again after its worker died
-        (a run still owned, by a dying incarnation, is then waited for, never skipped)."""
+        (a run still owned, by a dying incarnation, is then waited for, never skipped).
+        ``memory_caps``: the default cap and how caps are enforced (default: no default
+        cap, enforced by cgroups, see supervisor/memory_caps.py)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
@@ -99,6 +103,7 @@ class Supervisor:
         self.started_at = time.time()
         self.skip_finished = skip_finished
         self.shared_slots = shared_slots
+        self.memory_caps = memory_caps or MemoryCaps(report=self.report)
         self.progress = SweepProgress(total=0)
         self.submitted = submitted or utcnow()
         self.stop_signal: int | None = None
@@ -144,6 +149,7 @@ class Supervisor:
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
             stack.callback(self.run_storage.close_staging)
+            stack.callback(self.memory_caps.close)
             watchdog = Watchdog(self.grace, self.report)
             stack.callback(watchdog.close)
             self._base_env[ID_VARIABLE] = watchdog.id
