@@ -6,6 +6,7 @@ import anyio
 import click
 
 from saturn_async.cli.options import SLOTS, FiniteRange, daemon_options
+from saturn_async.cli.start_options import start_options
 from saturn_async.daemon.config import DaemonConfig, load_config
 from saturn_async.daemon.paths import DaemonPaths, daemon_paths
 from saturn_async.daemon.service import Daemon
@@ -68,6 +69,7 @@ from saturn_async.daemon.service import Daemon
     type=FiniteRange(min=0, min_open=True),
     help="The largest request accepted on the control socket, in MB [256].",
 )
+@start_options
 def daemon(
     nprocs: int | None,
     config_path: str | None,
@@ -84,6 +86,9 @@ def daemon(
     max_connections: int | None,
     idle_timeout: float | None,
     max_frame_mb: float | None,
+    gpus: str | None,
+    memfree: str | None,
+    load: float | None,
 ) -> None:
     """Run submitted batches on this machine's slots until drained or stopped.
 
@@ -106,6 +111,9 @@ def daemon(
         "max_connections": max_connections,
         "idle_timeout": idle_timeout,
         "max_frame_mb": max_frame_mb,
+        "gpus": gpus,
+        "memfree": memfree,
+        "load": load,
     }
     config = load_config(config_path, overrides)
     paths = daemon_paths(name, state_dir, socket)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from saturn_async.spec.decode import convert_section, load_yaml_mapping
-from saturn_async.spec.models import AtLeastOne, NonNegative, Slots
+from saturn_async.spec.models import AtLeastOne, GpuSpec, NonNegative, Slots
 
 
 class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -32,6 +32,11 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     read the reply) before it is closed."""
     max_frame_mb: Annotated[float, msgspec.Meta(gt=0)] = 256.0
     """The largest request (a submit of a million runs is about 100 MB)."""
+    gpus: GpuSpec | None = None
+    """GPUs handed to runs, as ``saturn batch --gpus``; with ``memfree`` and ``load``, see
+    ``daemon/start_limits.py``."""
+    memfree: AtLeastOne | str | None = None
+    load: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 RELOADABLE = (

@@ -18,6 +18,7 @@ from saturn_async.daemon.log import DaemonLog
 from saturn_async.daemon.notify import sd_notify
 from saturn_async.daemon.paths import DaemonPaths
 from saturn_async.daemon.spool import Spool
+from saturn_async.daemon.start_limits import daemon_gate
 from saturn_async.daemon.state import DaemonState
 from saturn_async.supervisor.process import RunProcess
 from saturn_async.supervisor.supervisor import Supervisor
@@ -52,6 +53,12 @@ class DaemonCore:
             report=lambda message: self.logbook("warning", "run_outputs", message),
             log_chunk_seconds=config.log_chunk_minutes * 60,
             staging_dir=config.staging_dir,
+        )
+        self.gate = daemon_gate(
+            config,
+            config_path,
+            self.overrides,
+            lambda message: self.logbook("warning", "waiting", message),
         )
         self.spool = Spool(config.spool) if config.spool else None
         self._journal: Journal | None = None
