@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import wait_for
 from daemons import Daemon
+from sweeps import write_sweep
 
 Saturn = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -45,7 +47,9 @@ def _no_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
-def recorder(tmp_path: Path, barrier: int = 0, nap: float = 0.05, marks: str = "marks") -> str:
+def recorder(tmp_path: Path, barrier: int = 0, nap: float = 0.05) -> str:
+    """The recorder's command line; the runs given a ``barrier`` wait for each other."""
+    marks = "barrier" if barrier else "marks"
     script = tmp_path / "recorder.py"
     script.write_text(_RECORDER)
     (tmp_path / marks).mkdir(exist_ok=True)
@@ -229,3 +233,66 @@ def test_a_run_asking_for_more_than_the_pool_is_refused(
         f"saturn: error: {job}: $.runs[1].gpus_per_run: asks for 3 GPUs; the pool (--gpus) has 2"
     )
     assert not (tmp_path / "out").exists()
+
+
+def sweep_records(results: Path, count: int) -> list[dict[str, Any]]:
+    found = []
+    for index in range(count):
+        assert (results / str(index) / "status").read_text() == "success\n"
+        found.append(json.loads((results / str(index) / "results" / "gpus.json").read_text()))
+    return found
+
+
+def test_batches_in_one_process_share_its_pool(tmp_path: Path, saturn: Saturn) -> None:
+    # Two batches at once, on two threads, each with 2 slots: 2 GPUs for the 4 slots.
+    tasks = [{"command": recorder(tmp_path, barrier=2)}] * 2
+    tasks += [{"command": recorder(tmp_path)}] * 6
+    threads = "concurrent.futures:ThreadPoolExecutor"
+    executor = {"class_spec": "FuturesExecutor", "factory": threads, "kwargs": {"max_workers": 2}}
+    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=2, batch_size=2, gpus=[0, 1])
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 0, done.stderr
+    found = sweep_records(tmp_path / "results", 8)
+    assert all(len(devices(r)) == 1 for r in found)
+    assert most_at_once(found) == 2
+    assert_apart(found)
+
+
+def test_ray_reserves_the_gpus_of_a_batch(tmp_path: Path, saturn: Saturn, ray_address: str) -> None:
+    # Each batch (1 slot, 1 GPU a run) reserves 1 of the cluster's 2 GPUs; Ray's
+    # CUDA_VISIBLE_DEVICES for the batch is its pool (gpus: all, by default).
+    tasks = [{"command": recorder(tmp_path)}] * 4
+    executor = {"class_spec": "RayExecutor", "address": ray_address}
+    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=1, batch_size=1, gpus_per_run=1)
+    done = saturn("run", str(path), "-q", timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = sweep_records(tmp_path / "results", 4)
+    assert all(devices(r) <= {"0", "1"} and len(devices(r)) == 1 for r in found)
+    assert_apart(found)
+
+
+def test_kubernetes_pods_ask_for_the_gpus_of_their_batch(tmp_path: Path, saturn: Saturn) -> None:
+    executor = {"class_spec": "KubernetesExecutor", "image": "ghcr.io/example/saturn:1"}
+    results = {"class_spec": "S3", "url": "s3://sweep-bucket/sweeps"}
+    tasks = [{"command": "true", "gpus_per_run": 2}, {"command": "true"}] * 2
+    path = write_sweep(tmp_path, tasks, executor=executor, results=results, nprocs=2, batch_size=2)
+    done = saturn("run", str(path), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    job = list(yaml.safe_load_all(done.stdout))[-1]
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["limits"] == {"nvidia.com/gpu": "4"}  # 2 slots x 2 GPUs
+    assert resources["requests"] == {"cpu": "2", "nvidia.com/gpu": "4"}
+
+
+def test_a_sweep_task_asking_for_more_than_the_pool_is_refused(
+    tmp_path: Path, saturn: Saturn
+) -> None:
+    tasks = [{"command": "true"}, {"command": "touch ran", "gpus_per_run": 3}]
+    path = write_sweep(tmp_path, tasks, gpus="0,1")
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"saturn: error: {path}: $.tasks[1].gpus_per_run: asks for 3 GPUs per run; "
+        "the pool ($.gpus) has 2"
+    )
+    assert not (tmp_path / "ran").exists()

@@ -11,8 +11,8 @@ import click
 from saturn_async.cli.options import FiniteRange
 from saturn_async.spec.input_file import parse_size
 from saturn_async.spec.models import Batch
-from saturn_async.supervisor.gpu_devices import check_gpu_requests, gpu_devices, pool_spec
-from saturn_async.supervisor.start_gate import StartGate, start_gate
+from saturn_async.supervisor.gpu_devices import gpu_devices
+from saturn_async.supervisor.start_gate import StartGate, batches_gate
 
 
 def start_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,12 +54,5 @@ def batch_gate(
     load: float | None,
     report: Callable[[str], None],
 ) -> StartGate | None:
-    """``saturn batch``'s gate: the pool of ``--gpus``, else of the files' ``gpus``; every
-    run's ``gpus_per_run`` is checked against it before anything starts."""
-    devices = flag_devices(gpus)
-    pool_source = "--gpus"
-    if devices is None and (given := pool_spec(named)) is not None:
-        pool_source = f"{given[0]}: $.gpus"
-        devices = gpu_devices(given[1], source=given[0], field="$.gpus")
-    check_gpu_requests(named, len(devices or ()), pool_source)
-    return start_gate(devices, flag_size(memfree), load, report)
+    """``saturn batch``'s gate (``start_gate.batches_gate``), from its flags."""
+    return batches_gate(named, flag_devices(gpus), flag_size(memfree), load, report)

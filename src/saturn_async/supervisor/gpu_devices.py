@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from saturn_async.exceptions import InputError
 from saturn_async.spec.models import Batch, GpuSpec
+from saturn_async.spec.sweep import Sweep
 
 DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "SATURN_RUN_GPUS")
 """Each run's devices, comma-separated, in each of these (empty for a run of 0 GPUs)."""
@@ -52,6 +53,56 @@ def gpu_devices(spec: GpuSpec, *, source: str, field: str | None = None) -> tupl
     if len(items) > 1 and items[-1] == "":
         items.pop()  # "2," is the one device 2 (a bare 2 is a count)
     return _listed(items, source, field)
+
+
+def pool_size(spec: GpuSpec, *, source: str, field: str | None = None) -> int | None:
+    """How many devices ``spec`` names, checked as :func:`gpu_devices` checks it, without
+    looking at this machine: None for ``all`` (the machine that runs the batch knows)."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdecimal()):
+        count = int(spec)
+        if count < 1:
+            raise InputError(f"{count} is not a GPU count (at least 1)", source=source, field=field)
+        return count
+    if isinstance(spec, str) and spec.strip() == "all":
+        return None
+    return len(gpu_devices(spec, source=source, field=field))
+
+
+def sweep_gpus(sweep: Sweep, source: str) -> GpuSpec | None:
+    """A sweep's workers' GPU pool: its ``gpus``, else ``all`` when a task asks for GPUs
+    (the engine gives each batch its share: docs/executors.md, "GPUs"). A task asking
+    for more than a pool of known size is an InputError."""
+    asks = sweep.gpus_per_run is not None or any(t.gpus_per_run for t in sweep.tasks)
+    if sweep.gpus is None:
+        return "all" if asks else None
+    size = pool_size(sweep.gpus, source=source, field="$.gpus")
+    if size is None:
+        return sweep.gpus
+    wants = [("$.gpus_per_run", sweep.gpus_per_run or 1)]
+    wants += [
+        (f"$.tasks[{i}].gpus_per_run", t.gpus_per_run or 0) for i, t in enumerate(sweep.tasks)
+    ]
+    for field, want in wants:
+        if want > size:
+            raise InputError(
+                f"asks for {want} GPUs per run; the pool ($.gpus) has {size}",
+                source=source,
+                field=field,
+            )
+    return sweep.gpus
+
+
+def engine_gpus(batch: Batch) -> int:
+    """The GPUs an engine (Ray, Kubernetes, Slurm) should give the process that runs
+    ``batch``: its pool's size when the batch names one, else enough for ``nprocs`` runs
+    of its largest ``gpus_per_run``; 0 for a batch that asks for none."""
+    if batch.gpus is None:
+        return 0
+    size = pool_size(batch.gpus, source="batch", field="$.gpus")
+    if size is not None:
+        return size
+    widest = max(gpus_per_run(batch, run.gpus_per_run, 1) for run in batch.runs)
+    return min(batch.nprocs or 1, len(batch.runs)) * widest
 
 
 def detected_gpus() -> tuple[str, ...]:

@@ -4,12 +4,18 @@ run through it; without ``--gpus``, ``--memfree`` and ``--load`` there is no gat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from saturn_async.exceptions import InputError
 from saturn_async.spec.models import Batch, Run
-from saturn_async.supervisor.gpu_devices import DEVICE_VARIABLES, gpus_per_run
+from saturn_async.supervisor.gpu_devices import (
+    DEVICE_VARIABLES,
+    check_gpu_requests,
+    gpu_devices,
+    gpus_per_run,
+    pool_spec,
+)
 from saturn_async.supervisor.gpus import GpuPool, process_gpus
 from saturn_async.supervisor.load_admission import LoadAdmission
 
@@ -64,3 +70,21 @@ def start_gate(
     if memfree is not None or load is not None:
         admission = LoadAdmission(memfree, load, report)
     return StartGate(process_gpus(devices) if devices else None, admission)
+
+
+def batches_gate(
+    named: Sequence[tuple[str, Batch]],
+    devices: tuple[str, ...] | None,
+    memfree: int | None,
+    load: float | None,
+    report: Callable[[str], None],
+) -> StartGate | None:
+    """The gate of a supervisor's batches (each with its source): the pool of
+    ``devices`` (``--gpus``), else of the batches' ``gpus``; every run's
+    ``gpus_per_run`` is checked against it first (InputError: nothing starts)."""
+    pool_source = "--gpus"
+    if devices is None and (given := pool_spec(named)) is not None:
+        pool_source = f"{given[0]}: $.gpus"
+        devices = gpu_devices(given[1], source=given[0], field="$.gpus")
+    check_gpu_requests(named, len(devices or ()), pool_source)
+    return start_gate(devices, memfree, load, report)
