@@ -197,12 +197,13 @@ def test_bad_gpu_settings_are_one_line(
     assert not (tmp_path / "ran").exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("visible", ["", "-1"])
 def test_all_without_a_gpu_is_one_line(
-    tmp_path: Path, saturn: Saturn, write_job: Callable[..., Path]
+    visible: str, tmp_path: Path, saturn: Saturn, write_job: Callable[..., Path]
 ) -> None:
     # No GPU is visible to this process: 'all' finds none, whatever the machine has.
     job = write_job(["touch ran"])
-    hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": visible}
     result = saturn("batch", "-q", "--gpus", "all", str(job), env=hidden)
     assert result.returncode == 2
     assert result.stderr.startswith("saturn: error: --gpus: no GPU found for 'all'")

@@ -58,7 +58,7 @@ class Requests(Shutdown):
         # did, but any client may connect): a batch that could not run is never journaled.
         # Nor one whose outputs meet those of a live batch (queued or running).
         await anyio.to_thread.run_sync(check_submitted, submitted, [b.batch for b in batches])
-        check_fit(self.gate, submitted)
+        await anyio.to_thread.run_sync(check_fit, self.gate, submitted)
         await self.supervisor.open_roots([item.batch for item in submitted])
         # A batch accepted while this one was checked (usually none) is checked here.
         seen = set(live.values())

@@ -2,7 +2,8 @@
 read into a list of device names, and each run's share checked against it.
 
 ``all`` is the devices saturn itself may use: ``$CUDA_VISIBLE_DEVICES`` when set (Ray,
-Slurm and container runtimes set it for the process they start), else those
+Slurm and container runtimes set it for the process they start; read as CUDA reads it,
+up to its first item that is no device, so ``-1`` is none), else those
 ``nvidia-smi -L`` lists, else one per entry of ``/proc/driver/nvidia/gpus``. ``N`` is
 the first N of ``$CUDA_VISIBLE_DEVICES`` when set, else devices ``0`` to ``N-1``
 (unchecked, like a list). A list (``0,1,2,3``; ``2,`` for one device; ``GPU-<uuid>``
@@ -108,8 +109,10 @@ def engine_gpus(batch: Batch) -> int:
 def detected_gpus() -> tuple[str, ...]:
     """The devices ``all`` means here (possibly none)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return tuple(item.strip() for item in visible.split(",") if item.strip())
+    if visible is not None:  # as CUDA reads it: up to the first item that is no device
+        items = [item.strip() for item in visible.split(",")]
+        invalid = [i for i, item in enumerate(items) if not _DEVICE.match(item)]
+        return tuple(items[: invalid[0]] if invalid else items)
     smi = shutil.which("nvidia-smi")
     if smi is not None:
         try:
