@@ -13,6 +13,7 @@ import click
 from saturn_async.cli.options import (
     SLOTS,
     grace_option,
+    halt_option,
     joblog_option,
     log_chunk_minutes_option,
     max_input_size_option,
@@ -23,6 +24,7 @@ from saturn_async.exceptions import InputError
 from saturn_async.joblog import AttemptLogger, open_attempt_logger
 from saturn_async.spec import Batch, load_batch_files
 from saturn_async.spec.command_list import load_command_list
+from saturn_async.spec.halt import HaltPolicy
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 from saturn_async.supervisor.progress import SweepProgress
 
@@ -72,6 +74,7 @@ from saturn_async.supervisor.progress import SweepProgress
     help="Exit 0 when runs failed (their failures are in their outputs), so a job system "
     "does not retry the batch for them (KubernetesExecutor's pods use this).",
 )
+@halt_option("every run of every FILE together (it replaces the files' halt:)")
 @joblog_option
 @max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
@@ -86,6 +89,7 @@ def batch(
     log_chunk_minutes: float,
     staging_dir: str | None,
     failed_runs_exit_zero: bool,
+    halt: HaltPolicy | None,
     joblog: str | None,
     max_input_size: int | None,
     quiet: bool,
@@ -114,6 +118,7 @@ def batch(
         "wait_for_owner": wait_for_owner,
         "log_chunk_seconds": log_chunk_minutes * 60,
         "staging_dir": staging_dir,
+        "halt": halt,
     }
     logger = open_attempt_logger(joblog, batches)
     try:
@@ -133,6 +138,8 @@ def batch(
         )
         for line in failure_lines(progress, every):
             print(line)
+        for trigger in summary.halted_by:
+            print(f"halted: {trigger} failed; the runs not started record nothing")
     code = summary.exit_code
     sys.exit(0 if code == 1 and failed_runs_exit_zero else code)
 

@@ -17,9 +17,10 @@ from saturn_async.cli.stop_signals import (
     signal_of,
 )
 from saturn_async.executors import Executor
+from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.progress import SweepProgress
 from saturn_async.sweep.follow import FollowOutcome, follow, open_drain
-from saturn_async.sweep.state import SweepRecord, task_commands
+from saturn_async.sweep.state import SweepRecord, save_record, task_commands
 
 
 def follow_sweep(
@@ -27,9 +28,11 @@ def follow_sweep(
     executor: Executor,
     quiet: bool,
     finished: Callable[[str], None] | None = None,
+    halt: Halt | None = None,
 ) -> int:
     """Follow until every task has a status; exit code 0 all succeeded, else 1.
-    ``finished(location)`` is called as each task is seen to have one.
+    ``finished(location)`` is called as each task is seen to have one. When ``halt``
+    goes off, the sweep is terminated and its tasks not started stay without a status.
 
     SIGINT, SIGTERM, SIGHUP, SIGQUIT: a detaching executor leaves the sweep running;
     others stop its runs (TERM, then KILL after the grace).
@@ -41,7 +44,7 @@ def follow_sweep(
     try:
         drain_now = drain.drain if drain is not None else None
         outcome, signum = anyio.run(
-            _follow, record, executor, progress, drain_now, commands, display, finished
+            _follow, record, executor, progress, drain_now, commands, display, finished, halt
         )
     except KeyboardInterrupt as exc:  # before the signal receiver was in place
         outcome, signum = None, signal_of(exc)
@@ -53,7 +56,11 @@ def follow_sweep(
         return interrupted(record, executor, signum)
     for error in outcome.errors:
         click.echo(f"saturn: {error}", err=True)
-    if outcome.unfinished:
+    if halt is not None and halt.halted:
+        click.echo(f"saturn: {halt.describe()}", err=True)
+        record.halted_by = halt.trigger
+        save_record(record)
+    elif outcome.unfinished:
         click.echo(
             f"saturn: {len(outcome.unfinished)} tasks have no status and no batch is left to "
             f"give them one (first: {outcome.unfinished[0]})",
@@ -67,6 +74,8 @@ def follow_sweep(
         )
         for line in failure_lines(progress, f"saturn status --name {record.name}"):
             print(line)
+        if halt is not None and halt.halted:
+            print(f"halted: {halt.trigger} failed; the tasks not started record nothing")
     return 0 if progress.failed == 0 and not outcome.unfinished else 1
 
 
@@ -78,6 +87,7 @@ async def _follow(
     commands: dict[str, str],
     display: bool | None,
     finished: Callable[[str], None] | None,
+    halt: Halt | None,
 ) -> tuple[FollowOutcome | None, int | None]:
     """The outcome, or (None, signal) when one of STOP_SIGNALS came first."""
     received: list[int] = []
@@ -86,7 +96,7 @@ async def _follow(
         tg.start_soon(_cancel_on_signal, tg.cancel_scope, received)
         if display is not None:
             tg.start_soon(show_progress, progress, display)
-        outcome = await follow(record, executor, progress, drain, commands, finished)
+        outcome = await follow(record, executor, progress, drain, commands, finished, halt)
         tg.cancel_scope.cancel()
     return (None, received[0]) if received else (outcome, None)
 

@@ -13,6 +13,7 @@ from saturn_async.cli.following import follow_sweep, interrupted
 from saturn_async.cli.options import (
     SLOTS,
     grace_option,
+    halt_option,
     joblog_option,
     log_chunk_minutes_option,
     max_input_size_option,
@@ -21,10 +22,12 @@ from saturn_async.cli.stop_signals import raise_on_stop_signals, signal_of
 from saturn_async.exceptions import InputError, SaturnError
 from saturn_async.executors import DEFAULT, Executor, WorkerJob, executor_class, open_executor
 from saturn_async.joblog import open_task_logger
+from saturn_async.spec.halt import HaltPolicy
 from saturn_async.spec.models import Batch
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
 from saturn_async.status import status_reader
 from saturn_async.storage.layout import utcnow
+from saturn_async.supervisor.halt import Halt, sweep_halt
 from saturn_async.supervisor.process import start_ticks
 from saturn_async.sweep import state
 from saturn_async.sweep.follow import prepare_root
@@ -61,6 +64,7 @@ from saturn_async.sweep.results import ResultsBackend, results_backend
     help="Print what would be dispatched and exit: the batch files as JSON lines, or "
     "KubernetesExecutor's manifests (for kubectl apply -f -). Records and starts nothing.",
 )
+@halt_option("all the sweep's tasks together, on every executor (replaces the file's halt:)")
 @joblog_option
 @max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
@@ -76,6 +80,7 @@ def run(
     skip_completed: bool,
     detach: bool,
     dry_run: bool,
+    halt: HaltPolicy | None,
     joblog: str | None,
     max_input_size: int | None,
     quiet: bool,
@@ -90,15 +95,10 @@ def run(
     input, 128+N when interrupted by signal N (130 INT, 143 TERM, 129 HUP, 131 QUIT).
     See docs/executors.md.
     """
-    if joblog is not None and detach:
-        raise InputError(
-            "is written while saturn run follows the sweep; after --detach, use "
-            "`saturn status --name NAME --joblog FILE`",
-            source="--joblog",
-        )
     sweep_file = _sweep_file(sweep_file, name, resume=resume, renamed=replace or prefix is not None)
     sweep = load_sweep(sweep_file, max_input_size)
     source = os.path.abspath(sweep_file)
+    halting = _follow_checks(sweep, source, halt, joblog, detach=detach)
     sweep_name = _sweep_name(sweep, name, prefix)
     executor_section = sweep.executor or DEFAULT
     cls, config = executor_class(executor_section, source=source)
@@ -169,10 +169,24 @@ def run(
         if detach:
             print(f"detached; follow with: saturn collect --name {sweep_name}")
             return
-        code = follow_sweep(record, executor, quiet, task_logger)
+        code = follow_sweep(record, executor, quiet, task_logger, halting)
         if code in (0, 1):
             executor.forget()
     sys.exit(code)
+
+
+def _follow_checks(
+    sweep: Sweep, source: str, halt: HaltPolicy | None, joblog: str | None, *, detach: bool
+) -> Halt | None:
+    """Refuse what only works while saturn run follows the sweep, with --detach; the
+    sweep's halt (``--halt``, else its ``halt:``)."""
+    if joblog is not None and detach:
+        raise InputError(
+            "is written while saturn run follows the sweep; after --detach, use "
+            "`saturn status --name NAME --joblog FILE`",
+            source="--joblog",
+        )
+    return sweep_halt(halt, sweep.halt, source, len(sweep.tasks), follows=not detach)
 
 
 def _dispatch(

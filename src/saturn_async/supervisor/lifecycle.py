@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,8 +14,10 @@ import anyio
 from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.storage.layout import Event, utcnow
+from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.lease import Holder, MetOwners
 from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers, term_then_kill
+from saturn_async.supervisor.retrying import RetryRule
 from saturn_async.supervisor.run_storage import RunStorage
 
 # The status recorded when a run could not be started at all (as a shell reports it).
@@ -40,6 +43,8 @@ class RunHost(Protocol):
     run_storage: RunStorage
     stop_requested: anyio.Event
     forced: anyio.Event
+    retries_cut: anyio.Event
+    """Set when no retry may start any more (a stop, a drain): ends the waits before one."""
 
     @property
     def stopping(self) -> bool: ...
@@ -70,11 +75,13 @@ class RunLifecycle:
         earlier_events: Sequence[Event] = (),
         on_launch: Callable[[int], None] | None = None,
         on_start: Callable[[int, RunProcess], None] | None = None,
+        halt: Halt | None = None,
     ) -> None:
         """``first_attempt`` and ``earlier_events`` continue a run whose earlier attempts
         were lost (the daemon's recovery). ``on_launch(attempt)`` is called right before
         each spawn and ``on_start(attempt, proc)`` right after it, with nothing else
-        running in between (the daemon journals both)."""
+        running in between (the daemon journals both). ``halt``: the halt policy the run
+        is under; a ``now`` halt stops it (``halted`` event)."""
         assert run.remote_output_path is not None, "runs are resolved before they execute"
         self.sup = supervisor
         self.run = run
@@ -90,6 +97,11 @@ class RunLifecycle:
         self.last_attempt = first_attempt + (retries or 0)
         self.on_launch = on_launch
         self.on_start = on_start
+        self.halt = halt
+        self.halted_by: str | None = None
+        """The run whose failure set off the halt that stopped this one."""
+        self._waiting: anyio.CancelScope | None = None
+        self._batch = batch
         self.status = CANNOT_START
         self.env = supervisor.environment_for(batch)
         if run.env:
@@ -118,6 +130,11 @@ class RunLifecycle:
             self._lease_error = f"could not take the lease: {exc}"
             return None
 
+    async def let_go(self) -> None:
+        """Give the lease back unused: the run does not start (a halt came meanwhile)."""
+        await self.lease.give_back()
+        self.outputs.close()
+
     async def execute(self) -> Outcome:
         """Run to a final status and record it, then release the lease."""
         try:
@@ -137,6 +154,16 @@ class RunLifecycle:
         except BaseException:
             self.outputs.close()  # abandoned (cancelled): record() is not coming
             raise
+        finally:
+            if self.halt is not None:
+                self.halt.running.discard(self)
+
+    def stop_for_halt(self, trigger: str) -> None:
+        """Stop this run for the halt ``trigger``'s failure set off: its attempt, or its
+        wait before a retry (no further attempt starts)."""
+        self.halted_by = trigger
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     async def _attempts(self) -> None:
         if self._lease_error is not None:
@@ -155,7 +182,13 @@ class RunLifecycle:
                 await self.outputs.drop_lost_chunks(self.last_attempt)
             except StorageError as exc:
                 self.sup.report(f"could not remove a lost attempt's log chunks: {exc}")
+        rule: RetryRule | None = None
+        if self.halt is not None:  # from here to the first spawn nothing awaits
+            self.halt.running.add(self)
         for attempt in range(self.first_attempt, self.last_attempt + 1):
+            if self.halted_by is not None:  # halted while it waited for this attempt
+                self.events.append(self._halted_event())
+                break
             if self.on_launch is not None:
                 self.on_launch(attempt)
             proc = await self._start(attempt)
@@ -171,8 +204,35 @@ class RunLifecycle:
             self.sup.attempt_ended(self)
             if end != "failed" or attempt == self.last_attempt or self.sup.stopping:
                 break
-            self.events.append(Event(type="retry", utctimestamp=utcnow(), attempt=attempt + 1))
+            rule = rule or RetryRule(self._batch, self.run)
+            if not rule.retries(exit.status):
+                break
+            delay = rule.next_delay()
+            if delay and not await self._wait_to_retry(delay):
+                if self.halted_by is not None:
+                    self.events.append(self._halted_event())
+                break
+            self.events.append(
+                Event(
+                    type="retry",
+                    utctimestamp=utcnow(),
+                    attempt=attempt + 1,
+                    delay_seconds=delay or None,
+                )
+            )
             await self.outputs.rotate(attempt)
+
+    async def _wait_to_retry(self, delay: float) -> bool:
+        """Wait ``delay`` seconds before a retry; False (no retry) when a stop, a drain or
+        a halt ends the wait first."""
+        with anyio.CancelScope(deadline=anyio.current_time() + delay) as self._waiting:
+            if self.halted_by is None:
+                await self.sup.retries_cut.wait()
+        self._waiting = None
+        return not self.sup.retries_cut.is_set() and self.halted_by is None
+
+    def _halted_event(self) -> Event:
+        return Event(type="halted", utctimestamp=utcnow(), halted_by=self.halted_by)
 
     async def record(self) -> Outcome:
         """Record the final status; may be called again when recording failed."""
@@ -214,22 +274,27 @@ class RunLifecycle:
     async def _supervise(self, proc: RunProcess) -> tuple[Exit, str]:
         """Wait for the run, enforcing the timeout; returns (exit, end event type)."""
         self.sup.track(proc)
-        timed_out = False
+        stopped_for = None
         try:
-            if self.timeout:
-                with anyio.move_on_after(self.timeout):
-                    await proc.wait()
+            if self.timeout or self.halt is not None:
+                deadline = anyio.current_time() + self.timeout if self.timeout else math.inf
+                with anyio.CancelScope(deadline=deadline) as self._waiting:
+                    if self.halted_by is None:  # a halt that came during the spawn stops it
+                        await proc.wait()
+                self._waiting = None
                 if proc.exit is None:
-                    timed_out = True
+                    stopped_for = "timeout" if self.halted_by is None else "halted"
                     await term_then_kill(proc.signal_group, proc.reaped, self.sup.grace)
             exit = await proc.wait()
             await stop_leftovers(proc.pgid, self.sup.grace, self.sup.forced)
         finally:
             self.sup.untrack(proc)
             await proc.kill_and_reap()
+        if stopped_for == "halted" and exit.status != 0:
+            return exit, "halted"
         if proc.terminated and exit.status != 0:
             return exit, "terminated"
-        if timed_out:
+        if stopped_for == "timeout":
             return exit, "timeout"
         return exit, "complete" if exit.status == 0 else "failed"
 
@@ -245,4 +310,5 @@ class RunLifecycle:
             cpu_user_seconds=round(usage.ru_utime, 6),
             cpu_system_seconds=round(usage.ru_stime, 6),
             max_rss_kib=usage.ru_maxrss,
+            halted_by=self.halted_by if end == "halted" else None,
         )

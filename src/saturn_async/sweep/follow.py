@@ -33,6 +33,7 @@ from saturn_async.storage.layout import (
     utcnow,
 )
 from saturn_async.storage.ledger import LedgerWriter
+from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
 
@@ -59,18 +60,26 @@ async def follow(
     drain: Callable[[], object] | None = None,
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
+    halt: Halt | None = None,
 ) -> FollowOutcome:
     """Until every task has a status, or no batch is left that could give one.
 
     ``commands`` (by task location) label the running and failed tasks.
-    ``finished(location)`` is called (in a thread) as each task is seen to have one."""
+    ``finished(location)`` is called (in a thread) as each task is seen to have one.
+    ``halt`` counts the failures; once it goes off, the sweep is terminated."""
     pending = list(record.tasks)
     progress.total = len(pending)
     progress.running_label = "task"
     interval = REMOTE_POLL if is_remote(record.results_root) else POLL
     poll = partial(
-        _poll, record.results_root, progress=progress, commands=commands, finished=finished
+        _poll,
+        record.results_root,
+        progress=progress,
+        commands=commands,
+        finished=finished,
+        halt=halt,
     )
+    terminated = False
     while True:
         started = time.monotonic()
         if drain is not None:
@@ -79,6 +88,9 @@ async def follow(
         busy = time.monotonic() - started
         if not pending:
             return FollowOutcome()
+        if halt is not None and halt.halted and not terminated:
+            terminated = True
+            await anyio.to_thread.run_sync(executor.terminate)
         outstanding = await anyio.to_thread.run_sync(executor.outstanding)
         if outstanding.batches == 0:
             # Every batch has ended: what has no status now never will.
@@ -95,6 +107,7 @@ def _poll(
     progress: SweepProgress,
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
+    halt: Halt | None = None,
 ) -> list[str]:
     """Count the tasks that got a status; note (locally) those that have started.
 
@@ -121,6 +134,8 @@ def _poll(
         else:
             cmd = commands.get(location) or _task_name(location)
             progress.add_failure(FailedRun(location, cmd, code))
+            if halt is not None:
+                halt.run_ended(location, code)
     progress.running = running
     return still
 

@@ -49,6 +49,8 @@ class SweepRecord(msgspec.Struct, kw_only=True):
     not mistaken for it)."""
     handle: dict[str, Any] = msgspec.field(default_factory=dict)
     """What the executor needs to find its batches again (Dask keys, for instance)."""
+    halted_by: str | None = None
+    """The task whose failure set off the sweep's halt (``saturn run --halt``), if one did."""
 
 
 def store_root() -> Path:
