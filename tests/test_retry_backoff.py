@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import CLI, wait_for
+from daemons import Daemon
 from saturn_async.storage.layout import epoch_of
 from sweeps import events_of
 
@@ -86,4 +87,19 @@ def test_sigterm_during_a_wait_before_a_retry_ends_the_batch_at_once(
         proc.communicate()
     events = events_of(tmp_path / "out/0")
     assert [e["type"] for e in events] == ["submitted", "started", "failed"]
+    assert (tmp_path / "out/0/status_code").read_text() == "1\n"
+
+
+def test_a_daemon_drain_ends_the_wait_before_a_retry(
+    daemon: Daemon, saturn: Saturn, write_job: WriteJob, tmp_path: Path
+) -> None:
+    marker = tmp_path / "attempted"
+    daemon.start("--nprocs", "1")
+    job = write_job([f"touch {marker}; exit 1"], retries=3, retry_delay=300)
+    result = saturn("submit", str(job), *daemon.address)
+    assert result.returncode == 0, result.stderr
+    wait_for(marker.exists, what="the first attempt")
+    daemon.signal(signal.SIGTERM)  # a drain: running runs finish, no retry starts
+    assert daemon.wait(timeout=30) == 0  # not 300 s later
+    assert [e["type"] for e in events_of(tmp_path / "out/0")] == ["submitted", "started", "failed"]
     assert (tmp_path / "out/0/status_code").read_text() == "1\n"
