@@ -97,13 +97,14 @@ def _halt_policy(
     return None if value is None else parse_halt(value, source="--halt")
 
 
-def halt_option(scope: str) -> Callable[[Any], Any]:
+def halt_option(scope: str, help: str | None = None) -> Callable[[Any], Any]:
     """``--halt now|soon,fail=N|P%`` (GNU parallel's), over ``scope``."""
     return click.option(
         "--halt",
         metavar="WHEN,fail=N|P%",
         callback=_halt_policy,
-        help=f"Stop early once N runs (or P% of all) have failed, over {scope}: soon starts "
+        help=help
+        or f"Stop early once N runs (or P% of all) have failed, over {scope}: soon starts "
         "no new run, now also stops the running ones (TERM, then KILL after the grace; "
         "they record a halted event). never (default) runs all. See docs/cli.md.",
     )

@@ -64,7 +64,12 @@ from saturn_async.sweep.results import ResultsBackend, results_backend
     help="Print what would be dispatched and exit: the batch files as JSON lines, or "
     "KubernetesExecutor's manifests (for kubectl apply -f -). Records and starts nothing.",
 )
-@halt_option("all the sweep's tasks together, on every executor (replaces the file's halt:)")
+@halt_option(
+    "the sweep",
+    help="now,fail=N|P%: once N tasks (or P% of all) have failed, terminate the whole sweep "
+    "on its executor (replaces the file's halt:); tasks not started record nothing. Not "
+    "soon, not with --detach. See docs/executors.md.",
+)
 @joblog_option
 @max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
