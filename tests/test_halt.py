@@ -108,6 +108,30 @@ def test_soon_lets_the_running_run_finish(write_job: WriteJob, tmp_path: Path) -
     assert "letting the running runs finish" in log.read_text()
 
 
+def test_now_ends_a_wait_before_a_retry(write_job: WriteJob, tmp_path: Path) -> None:
+    joblog = tmp_path / "joblog"
+    # Run 1 fails once run 0's first attempt has ended (its joblog line: the header and
+    # it), while run 0 waits 300 s before its retry.
+    after_first_attempt = f"until [ $(wc -l < {joblog}) -ge 2 ]; do sleep 0.01; done; exit 3"
+    job = write_job(
+        [{"cmd": "exit 1", "retries": 3, "retry_delay": 300}, after_first_attempt], nprocs=2
+    )
+    result = subprocess.run(
+        [*CLI, "batch", str(job), "--halt", "now,fail=1", "--joblog", str(joblog), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,  # not 300 s: the halt ends the wait
+        check=False,
+    )
+    out = tmp_path / "out"
+    assert result.returncode == 1, result.stderr
+    events = events_of(out / "0")
+    assert [e["type"] for e in events] == ["submitted", "started", "failed", "halted"]
+    assert events[-1]["halted_by"] == str(out / "1")
+    assert status(out / "0") == 1  # the failed attempt's status: no retry started
+    assert status(out / "1") == 3
+
+
 def test_percent_halts_once_that_share_of_all_runs_failed(
     saturn: Saturn, write_job: WriteJob, tmp_path: Path
 ) -> None:
