@@ -224,7 +224,9 @@ def test_the_daemon_halts_the_batch_submitted_with_halt_and_no_other(
     assert events_of(tmp_path / "halting/0")[-1]["halted_by"] == str(tmp_path / "halting/1")
     assert status(tmp_path / "halting/1") == 3
     info = wait_for(
-        lambda: next((b for b in daemon.ps().batches if b.id == "b2" and b.queued == 0), None),
+        lambda: next(
+            (b for b in daemon.ps().batches if b.id == "b2" and not b.queued + b.running), None
+        ),
         what="the halted batch done",
     )
     assert (info.succeeded, info.failed, info.cancelled) == (0, 2, 2)
@@ -283,3 +285,31 @@ def test_saturn_run_refuses_what_it_cannot_halt(
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and field in result.stderr and message in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_daemon_restarted_mid_halt_does_not_run_what_the_halt_stopped(
+    daemon: Daemon, saturn: Saturn, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    # Run 0 ignores the halt's TERM, so it is still stopping (grace 60 s) when the daemon
+    # is killed; the next daemon finds it lost, and must not run it again.
+    runs = [f"trap '' TERM; touch {started}; sleep 300", waits_for(started, "exit 3"), "true"]
+    path = tmp_path / "halting.json"
+    doc = {"nprocs": 2, "remote_output_path": str(tmp_path / "out"), "runs": runs}
+    path.write_text(json.dumps({**doc, "runs": [{"cmd": c} for c in runs]}))
+    daemon.start("--nprocs", "2", "--grace", "60")
+    result = saturn("submit", str(path), "--halt", "now,fail=1", *daemon.address)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: "halt (now,fail=1)" in daemon.log(), 60, "the halt")
+    daemon.kill()
+    daemon.start("--nprocs", "2", "--grace", "1")
+    info = wait_for(
+        lambda: next(
+            (b for b in daemon.ps().batches if b.id == "b1" and not b.queued + b.running), None
+        ),
+        60,
+        "the halted batch done",
+    )
+    assert (info.succeeded, info.failed, info.cancelled) == (0, 1, 2)
+    assert status(tmp_path / "out/0") is None and not (tmp_path / "out/2").exists()
+    assert "a run of b1 before the restart" in daemon.log()

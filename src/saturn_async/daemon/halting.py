@@ -22,6 +22,9 @@ class Halting(Spooling):
             if policy is None:
                 return None
             halt = self._halts[batch.id] = Halt(policy, batch.total, failed=batch.failed)
+            if halt.failed >= halt.threshold:  # it went off before a restart: runs it
+                halt.trigger = f"a run of {batch.id} before the restart"  # stopped were lost
+                self._halted(batch, halt)
         return halt
 
     def _halted(self, batch: BatchState, halt: Halt) -> None:

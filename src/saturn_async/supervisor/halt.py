@@ -61,8 +61,9 @@ class Halt:
             if self.policy.when == "now"
             else "letting the running runs finish"
         )
+        code = f" (exit {self.trigger_status})" if self.trigger_status else ""
         return (
-            f"halt ({self.policy}): {self.trigger} failed (exit {self.trigger_status}), failure "
+            f"halt ({self.policy}): {self.trigger} failed{code}, failure "
             f"{self.failed} of the {self.threshold} that halt; starting no new runs, {stops}"
         )
 
