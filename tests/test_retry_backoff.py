@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import CLI, wait_for
 from daemons import Daemon
 from saturn_async.storage.layout import epoch_of
-from sweeps import events_of
+from sweeps import events_of, write_sweep
 
 Saturn = Callable[..., subprocess.CompletedProcess[str]]
 WriteJob = Callable[..., Path]
@@ -103,3 +103,14 @@ def test_a_daemon_drain_ends_the_wait_before_a_retry(
     assert daemon.wait(timeout=30) == 0  # not 300 s later
     assert [e["type"] for e in events_of(tmp_path / "out/0")] == ["submitted", "started", "failed"]
     assert (tmp_path / "out/0/status_code").read_text() == "1\n"
+
+
+def test_a_sweep_files_retry_fields_hold_for_every_task(saturn: Saturn, tmp_path: Path) -> None:
+    tasks = [{"name": "flaky", "command": "exit 7"}, {"name": "other", "command": "exit 8"}]
+    path = write_sweep(tmp_path, tasks, retries=2, retry_delay=0.1, retry_on=[7])
+    result = saturn("run", str(path), "-q")
+    assert result.returncode == 1, result.stderr
+    flaky = [e for e in events_of(tmp_path / "results/flaky") if e["type"] == "retry"]
+    assert [e["attempt"] for e in flaky] == [2, 3]
+    assert all(0.05 <= e["delay_seconds"] <= 0.1 for e in flaky)
+    assert not [e for e in events_of(tmp_path / "results/other") if e["type"] == "retry"]

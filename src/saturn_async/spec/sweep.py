@@ -2,8 +2,9 @@
 
 ``name``, ``tasks: [{name, command}]``, ``executor: {class_spec, ...}`` and
 ``results: {class_spec, ...}`` are Saturn Run's; ``nprocs``, ``batch_size``, ``timeout``,
-``retries``, ``env`` and ``halt`` are ours (docs/executors.md). The executor and results sections
-are checked by the backend that ``class_spec`` names, so their errors name the field too.
+``retries``, the ``retry_*`` fields, ``env`` and ``halt`` are ours (docs/executors.md).
+The executor and results sections are checked by the backend that ``class_spec`` names,
+so their errors name the field too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document
 from saturn_async.spec.halt import parse_halt
 from saturn_async.spec.input_file import read_input
-from saturn_async.spec.models import AtLeastOne, Count, Env, PositiveSeconds, Slots
+from saturn_async.spec.models import (
+    AtLeastOne,
+    Count,
+    Env,
+    ExitCodes,
+    Factor,
+    NonNegative,
+    PositiveSeconds,
+    Slots,
+)
 from saturn_async.spec.paths import NAME_MAX, RESERVED
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -44,6 +54,11 @@ class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     batch_size: AtLeastOne | Literal["auto"] = "auto"
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
+    retry_delay: NonNegative | None = None
+    retry_backoff: Factor | None = None
+    retry_delay_max: PositiveSeconds | None = None
+    retry_on: ExitCodes | None = None
+    """The waits between retries and the statuses retried, for every task (job-format.md)."""
     env: Env | None = None
     halt: str | None = None
     """Stop the whole sweep early (``now,fail=N``): spec/halt.py; ``saturn run`` acts on it."""
