@@ -116,7 +116,7 @@ class Supervisor:
         self.stop_requested = anyio.Event()
         self.forced = anyio.Event()
         self.retries_cut = anyio.Event()
-        self.halt = halt
+        self.halt_policy = halt
         self._halts: dict[int, Halt] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
@@ -135,7 +135,7 @@ class Supervisor:
         cannot be written).
         """
         self.progress.total = sum(len(b.runs) for b in batches)
-        self._halts = halts_for(batches, self.halt)
+        self._halts = halts_for(batches, self.halt_policy)
         async with self.serving():
             await self.open_roots(batches)
             jobs = ((batch, run) for batch in batches for run in batch.runs)
