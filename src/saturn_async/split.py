@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
 import msgspec
 import yaml
 
@@ -83,12 +84,15 @@ def split_job(
     max_input_size: int | None = None,
     overwrite: bool = False,
     indent: int | None = None,
+    job_data: bytes | None = None,
 ) -> SplitReport:
     """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``.
 
     ``indent``: batch files pretty-printed with that many spaces (default: one line).
+    ``job_data``: the job file's content when it is an ``s3://`` URL (read by the caller).
     Existing files in OUTDIR are replaced only if an earlier split wrote them (or with
-    ``overwrite``); see :mod:`saturn_async.split_outdir`.
+    ``overwrite``); see :mod:`saturn_async.split_outdir`. Call it in a worker thread of
+    an event loop: S3 transfers (``--remote-commands-directory``) run back in that loop.
     """
     recipe = load_yaml_mapping(recipe_path, max_input_size)
     spec = recipe.setdefault("spec", {})
@@ -106,6 +110,7 @@ def split_job(
         remote_output_path=remote_output_path,
         max_input_size=max_input_size,
         output_flag="--remote-output-path",
+        data=job_data,
     )
     assert job.nprocs is not None
     report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
@@ -128,7 +133,8 @@ def split_job(
     shipped += [sync.tarball for sync in sync_specs]
     plan = plan_outdir(out, {RECIPE, *shipped}, job_path, report.batch_files, overwrite)
     if report.shipped_to is not None:
-        report.shipped_to = check_destination(report.shipped_to, "--remote-commands-directory")
+        flag = "--remote-commands-directory"
+        report.shipped_to = anyio.from_thread.run(check_destination, report.shipped_to, flag)
     try:
         plan.claim()
         _write_batches(job, runs, out, report.batch_size, indent)
@@ -139,7 +145,7 @@ def split_job(
     except OSError as exc:
         raise InputError(f"cannot write: {exc}", source=str(out)) from exc
     if report.shipped_to is not None:
-        upload(out, shipped, report.shipped_to)
+        anyio.from_thread.run(upload, out, shipped, report.shipped_to)
     return report
 
 

@@ -19,6 +19,7 @@ from saturn_async.cli.options import (
     max_input_size_option,
 )
 from saturn_async.cli.progress import failure_lines, pace, show_progress
+from saturn_async.cli.remote_inputs import remote_inputs
 from saturn_async.cli.stop_signals import forward_stop_signals
 from saturn_async.exceptions import InputError
 from saturn_async.joblog import AttemptLogger, open_attempt_logger
@@ -156,7 +157,10 @@ def _load(
             raise InputError("goes with --commands FILE", source="--output")
         if not files:
             raise InputError("give batch FILEs, or --commands FILE -o DIR", source="batch")
-        return load_batch_files(list(files), nprocs=nprocs, max_input_size=max_input_size)
+        data = remote_inputs(list(files), max_input_size)
+        return load_batch_files(
+            list(files), nprocs=nprocs, max_input_size=max_input_size, data=data
+        )
     if files:
         raise InputError("give batch FILEs or --commands, not both", source="--commands")
     if output is None:

@@ -84,18 +84,18 @@ def halts_for(batches: Iterable[Batch], policy: HaltPolicy | None) -> dict[int, 
     return halts
 
 
-def sweep_halt(
-    flag: HaltPolicy | None, field: str | None, source: str, total: int, *, follows: bool
-) -> Halt | None:
-    """The halt of a sweep's ``total`` tasks, which ``saturn run`` applies as it follows
-    them (``--halt``, else the file's ``halt:``): when it goes off, the sweep is
-    terminated on its executor. ``soon`` is refused: an executor can stop its batches,
-    not keep them running while they start nothing new."""
+def sweep_halt_policy(
+    flag: HaltPolicy | None, field: str | None, source: str, *, detach: bool
+) -> HaltPolicy | None:
+    """The halt of a sweep, which ``saturn run`` applies as it follows the tasks
+    (``--halt``, else the file's ``halt:``): when it goes off, the sweep is terminated on
+    its executor. ``soon`` is refused: an executor can stop its batches, not keep them
+    running while they start nothing new."""
     policy = flag or (parse_halt(field, source=source, field="$.halt") if field else None)
     if policy is None:
         return None
     where = "--halt" if flag is not None else source
-    if not follows:
+    if detach:
         raise InputError(
             "is applied by saturn run as it follows the sweep: not with --detach", source=where
         )
@@ -105,4 +105,4 @@ def sweep_halt(
             "need them to stop starting runs); use now,... or saturn batch --halt soon,...",
             source=where,
         )
-    return Halt(policy, total)
+    return policy
