@@ -14,6 +14,7 @@ from saturn_async.cli.memory_options import memory_caps, memory_options
 from saturn_async.cli.options import (
     SLOTS,
     grace_option,
+    halt_option,
     joblog_option,
     log_chunk_minutes_option,
     max_input_size_option,
@@ -26,6 +27,7 @@ from saturn_async.exceptions import InputError
 from saturn_async.joblog import AttemptLogger, open_attempt_logger
 from saturn_async.spec import Batch, load_batch_files
 from saturn_async.spec.command_list import load_command_list
+from saturn_async.spec.halt import HaltPolicy
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 from saturn_async.supervisor.progress import SweepProgress
 
@@ -76,6 +78,7 @@ from saturn_async.supervisor.progress import SweepProgress
     "does not retry the batch for them (KubernetesExecutor's pods use this).",
 )
 @memory_options
+@halt_option("every run of every FILE together (it replaces the files' halt:)")
 @joblog_option
 @start_options
 @max_input_size_option
@@ -93,6 +96,7 @@ def batch(
     failed_runs_exit_zero: bool,
     memory: str | None,
     memory_cap: str | None,
+    halt: HaltPolicy | None,
     joblog: str | None,
     gpus: str | None,
     memfree: str | None,
@@ -133,6 +137,7 @@ def batch(
         "staging_dir": staging_dir,
         "memory_caps": caps,
         "gate": gate,
+        "halt": halt,
     }
     logger = open_attempt_logger(joblog, batches)
     try:
@@ -152,6 +157,8 @@ def batch(
         )
         for line in failure_lines(progress, every):
             print(line)
+        for trigger in summary.halted_by:
+            print(f"halted: {trigger} failed; the runs not started record nothing")
     code = summary.exit_code
     sys.exit(0 if code == 1 and failed_runs_exit_zero else code)
 

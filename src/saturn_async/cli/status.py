@@ -80,6 +80,7 @@ def status(
     else:
         record = load_record(name or "")
         report = status_of_tasks(record.tasks, record.results_root)
+        report.add_halt(record.halted_by)
     if as_json:
         document = {
             "total": report.total,
@@ -90,6 +91,7 @@ def status(
             "failed_runs": report.failed,
             "lost_runs": report.lost,
             "not_finished_runs": report.not_finished,
+            "halted_by": report.halted_by,
         }
         if summary is not None:
             document["usage"] = summary
@@ -105,6 +107,7 @@ def status(
         # Plain lines, not a table: at any width, or piped, paths are never cut.
         lines = ["failed runs (exit code, path, command):"]
         lines += [failed_run_line(f.status_code, f.path, f.cmd) for f in report.failed]
+        lines += [f"halted by the failure of {trigger}" for trigger in report.halted_by]
         sys.stdout.write("\n".join(lines) + "\n")
     if report.lost:
         lines = ["lost runs (their supervisor died; host, pid, path):"]

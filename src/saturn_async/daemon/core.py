@@ -2,8 +2,9 @@
 
 The daemon is built in layers, each a class over the one before it and each of one
 purpose: this core; pausing on a full disk (``pausing``); drain, signals and reload
-(``shutdown``); the control requests (``requests``); the spool (``spooling``); and
-scheduling and recovery (``service``, the :class:`~saturn_async.daemon.service.Daemon`).
+(``shutdown``); the control requests (``requests``); the spool (``spooling``); per-batch
+halts (``halting``); and scheduling and recovery (``service``, the
+:class:`~saturn_async.daemon.service.Daemon`).
 A layer calls only into the layers below it.
 """
 
@@ -23,6 +24,7 @@ from saturn_async.daemon.spool import Spool
 from saturn_async.daemon.start_limits import daemon_gate
 from saturn_async.daemon.state import DaemonState
 from saturn_async.spec.memory import memory_bytes
+from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.memory_caps import MemoryCaps
 from saturn_async.supervisor.process import RunProcess
 from saturn_async.supervisor.supervisor import Supervisor
@@ -50,6 +52,8 @@ class DaemonCore:
         self._ranks: set[int] = set()
         self._procs: dict[tuple[str, int], RunProcess] = {}
         self._kill_timers: dict[tuple[str, int], anyio.CancelScope] = {}
+        self._halts: dict[str, Halt] = {}
+        """The halts of live batches submitted with one, by batch id."""
         self._sync_wanted = anyio.Event()
         report = partial(self.logbook, "warning", "run_outputs")
         memory = None if config.memory is None else memory_bytes(config.memory, source="memory")

@@ -18,6 +18,7 @@ import anyio
 from saturn_async.daemon.admission import admit
 from saturn_async.daemon.config import DaemonConfig
 from saturn_async.daemon.disk import is_disk_full
+from saturn_async.daemon.halting import Halting
 from saturn_async.daemon.journal import (
     Accept,
     AnyRecord,
@@ -40,7 +41,6 @@ from saturn_async.daemon.recovery import (
     stop_previous_attempt,
 )
 from saturn_async.daemon.server import ControlServer, bind_control_socket
-from saturn_async.daemon.spooling import Spooling
 from saturn_async.daemon.state import Attempt, BatchState
 from saturn_async.exceptions import InputError
 from saturn_async.spec.paths import is_remote
@@ -59,7 +59,7 @@ run ended meanwhile: a power cut may forget the last 50 ms of ends, whose status
 are not fsynced either. Syncing after every end cost 7% of the daemon's throughput."""
 
 
-class Daemon(Spooling):
+class Daemon(Halting):
     """The whole daemon (see ``daemon.core`` for its layers): life, recovery, scheduling."""
 
     _compact_at = _COMPACT_AT_LEAST
@@ -284,6 +284,7 @@ class Daemon(Spooling):
         self, rank: int, batch: BatchState, index: int, ticket: Ticket | None
     ) -> None:
         earlier = batch.lost_events.get(index, [])
+        halt = self._halt_of(batch)
         lifecycle = RunLifecycle(
             self.supervisor,
             batch.batch,
@@ -294,6 +295,7 @@ class Daemon(Spooling):
             earlier_events=earlier,
             on_launch=partial(self._launching, batch, index, rank),
             on_start=partial(self._started, batch, index, rank),
+            halt=halt,
         )
         lifecycle.env[RUN_ID_VARIABLE] = run_marker(self.paths.state_dir, batch.run_id(index))
         if ticket is not None:
@@ -302,6 +304,9 @@ class Daemon(Spooling):
         # the daemon stops meanwhile, the run stays queued for its next start.
         if await lifecycle.take_lease(wait=True) is not None:
             lifecycle.outputs.close()
+            return
+        if halt is not None and halt.halted:  # meanwhile: the halt cancelled this run
+            await lifecycle.let_go()
             return
         try:
             if earlier and earlier[-1].attempt is not None:
@@ -325,7 +330,12 @@ class Daemon(Spooling):
                 recorded=outcome.recorded,
             )
         )
+        if halt is not None and halt.run_ended(
+            lifecycle.run_dir, outcome.status_code, lifecycle.halted_by is not None
+        ):
+            self._halted(batch, halt)
         if batch.id not in self.state.batches:
+            self._halts.pop(batch.id, None)
             info = batch.info()
             self.logbook(
                 "info",

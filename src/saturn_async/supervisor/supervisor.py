@@ -16,9 +16,11 @@ import anyio.abc
 import anyio.to_thread
 
 from saturn_async.linux import prompt_scheduling
+from saturn_async.spec.halt import HaltPolicy
 from saturn_async.spec.models import Batch, Run
 from saturn_async.storage import Storage
 from saturn_async.storage.layout import utcnow
+from saturn_async.supervisor.halt import Halt, halts_for
 from saturn_async.supervisor.lease import MetOwners
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.memory_caps import MemoryCaps
@@ -42,6 +44,8 @@ class BatchSummary:
     not_started: int
     stop_signal: int | None
     """The signal that interrupted the supervisor, if one did."""
+    halted_by: tuple[str, ...] = ()
+    """The runs whose failures set off a halt (``--halt``, ``halt:``), one per halt."""
 
     @property
     def exit_code(self) -> int:
@@ -75,6 +79,7 @@ class Supervisor:
         submitted: str | None = None,
         memory_caps: MemoryCaps | None = None,
         gate: StartGate | None = None,
+        halt: HaltPolicy | None = None,
     ) -> None:
         """``storage``, when given, receives every run's outputs, local paths included
         (they are then names the storage interprets: a queue to the client, say).
@@ -86,7 +91,9 @@ class Supervisor:
         whatever its code: set when an engine runs a batch again after its worker died
         (a run still owned, by a dying incarnation, is then waited for, never skipped).
         ``memory_caps``: the default cap and how caps are enforced (default: no default
-        cap, enforced by cgroups, see supervisor/memory_caps.py)."""
+        cap, enforced by cgroups, see supervisor/memory_caps.py). ``halt`` (``--halt``)
+        holds for all the runs of :meth:`run` together; without it, each batch's ``halt:``
+        holds for its own runs (supervisor/halt.py)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
@@ -116,6 +123,9 @@ class Supervisor:
         self._io = anyio.CapacityLimiter(min(nprocs, _MAX_IO_THREADS))
         self.stop_requested = anyio.Event()
         self.forced = anyio.Event()
+        self.retries_cut = anyio.Event()
+        self.halt_policy = halt
+        self._halts: dict[int, Halt] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
         self.on_attempt_end: Callable[[RunLifecycle], None] | None = None
@@ -133,6 +143,7 @@ class Supervisor:
         cannot be written).
         """
         self.progress.total = sum(len(b.runs) for b in batches)
+        self._halts = halts_for(batches, self.halt_policy)
         async with self.serving():
             await self.open_roots(batches)
             jobs = ((batch, run) for batch in batches for run in batch.runs)
@@ -143,7 +154,10 @@ class Supervisor:
         for line in self.met_owners.lines():
             self.report(line)
         p = self.progress
-        return BatchSummary(p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal)
+        halted_by = tuple(dict.fromkeys(h.trigger for h in self._halts.values() if h.trigger))
+        return BatchSummary(
+            p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal, halted_by
+        )
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
@@ -188,6 +202,7 @@ class Supervisor:
             return
         self.stop_signal = sig
         self.stop_requested.set()
+        self.retries_cut.set()
         for proc in self._running.values():
             proc.stop(signal.SIGTERM)
 
@@ -206,10 +221,14 @@ class Supervisor:
         return False  # stop waiting: KILL now
 
     async def _slot(self, rank: int, jobs: Iterator[tuple[Batch, Run]]) -> None:
+        halts = self._halts
         for batch, run in jobs:
             if self.stopping:
                 return
             assert run.remote_output_path is not None
+            halt = halts.get(id(batch)) if halts else None
+            if halt is not None and halt.halted:
+                continue  # not started: it records nothing
             if await self._skipped(batch, run.remote_output_path):
                 self.progress.skipped += 1
                 continue
@@ -230,10 +249,14 @@ class Supervisor:
                     return
             self.progress.running[rank] = RunningRun(run.cmd, time.monotonic())
             try:
-                lifecycle = RunLifecycle(self, batch, run, rank)
+                lifecycle = RunLifecycle(self, batch, run, rank, halt=halt)
                 if ticket is not None:
                     lifecycle.env.update(ticket.gpu_env)
-                outcome = await lifecycle.execute() if await self._own(lifecycle) else None
+                owned = await self._own(lifecycle)
+                if owned and halt is not None and halt.halted:  # while the lease was taken
+                    await lifecycle.let_go()
+                    continue
+                outcome = await lifecycle.execute() if owned else None
             finally:
                 del self.progress.running[rank]
                 self._leave(ticket)
@@ -245,6 +268,10 @@ class Supervisor:
                 self.progress.add_failure(
                     FailedRun(run.remote_output_path, run.cmd, outcome.status_code)
                 )
+                if halt is not None and halt.run_ended(
+                    run.remote_output_path, outcome.status_code, lifecycle.halted_by is not None
+                ):
+                    self.report(halt.describe())
 
     def _leave(self, ticket: Ticket | None) -> None:
         """Give back a run's slot and its pass."""

@@ -34,6 +34,7 @@ from saturn_async.storage.layout import (
 )
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
 from saturn_async.storage.local import read_status_code
+from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
 
@@ -60,16 +61,18 @@ async def follow(
     receive: Callable[[], Awaitable[object]] | None = None,
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
+    halt: Halt | None = None,
 ) -> FollowOutcome:
     """Until every task has a status, or no batch is left that could give one.
 
     ``receive()`` takes what waits on the sweep's results channel before each poll.
     ``commands`` (by task location) label the running and failed tasks.
-    ``finished(location)`` is called (in a thread) as each task is seen to have one."""
+    ``finished(location)`` is called (in a thread) as each task is seen to have one.
+    ``halt`` counts the failures; once it goes off, the sweep is terminated."""
     root = record.results_root
     async with contextlib.AsyncExitStack() as stack:
         storage = await stack.enter_async_context(storage_for(root)) if is_remote(root) else None
-        return await _follow(record, executor, progress, storage, receive, commands, finished)
+        return await _follow(record, executor, progress, storage, receive, commands, finished, halt)
 
 
 async def _follow(
@@ -80,6 +83,7 @@ async def _follow(
     receive: Callable[[], Awaitable[object]] | None,
     commands: Mapping[str, str],
     finished: Callable[[str], None] | None,
+    halt: Halt | None,
 ) -> FollowOutcome:
     pending = list(record.tasks)
     progress.total = len(pending)
@@ -92,8 +96,10 @@ async def _follow(
             await receive()
         lookup = read_status_code if storage is None else (await read_ledger(storage, root)).get
         return await anyio.to_thread.run_sync(
-            partial(_poll, root, pending, progress, commands, finished, lookup)
+            partial(_poll, root, pending, progress, commands, finished, lookup, halt)
         )
+
+    terminated = False
 
     while True:
         started = time.monotonic()
@@ -101,6 +107,9 @@ async def _follow(
         busy = time.monotonic() - started
         if not pending:
             return FollowOutcome()
+        if halt is not None and halt.halted and not terminated:
+            terminated = True
+            await executor.terminate()
         outstanding = await executor.outstanding()
         if outstanding.batches == 0:
             # Every batch has ended: what has no status now never will.
@@ -116,6 +125,7 @@ def _poll(
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
     lookup: Callable[[str], int | None] = read_status_code,
+    halt: Halt | None = None,
 ) -> list[str]:
     """Count the tasks that got a status (``lookup``: its status code, None for none);
     note (locally) those that have started.
@@ -142,6 +152,8 @@ def _poll(
         else:
             cmd = commands.get(location) or _task_name(location)
             progress.add_failure(FailedRun(location, cmd, code))
+            if halt is not None:
+                halt.run_ended(location, code)
     progress.running = running
     return still
 
