@@ -39,6 +39,15 @@ from saturn_async.split import split_job
     type=click.IntRange(min=1, max=8),
     help="Pretty-print the batch files with this many spaces [default: one line].",
 )
+@click.option(
+    "--format",
+    "script_format",
+    type=click.Choice(["recipe", "slurm"]),
+    default="recipe",
+    show_default=True,
+    help="slurm: write OUTDIR/slurm.sh, an sbatch script whose array task i runs batch "
+    "file i, instead of recipe.yaml (RECIPE is then -).",
+)
 @max_input_size_option
 @click.option(
     "--overwrite",
@@ -59,6 +68,7 @@ def split(
     syncs: tuple[str, ...],
     remote_commands_directory: str | None,
     indent: int | None,
+    script_format: str,
     max_input_size: int | None,
     overwrite: bool,
 ) -> None:
@@ -85,13 +95,15 @@ def split(
         max_input_size=max_input_size,
         overwrite=overwrite,
         indent=indent,
+        slurm=script_format == "slurm",
     )
     for category, count in sorted(report.counts.items()):
         click.echo(f"{category}: {count}")
     files = "batch file" if report.batch_files == 1 else "batch files"
+    written = "slurm.sh" if script_format == "slurm" else "recipe.yaml"
     click.echo(
         f"wrote {report.batch_files} {files} of up to {report.batch_size} runs "
-        f"(nprocs {report.nprocs}) and recipe.yaml to {report.outdir}"
+        f"(nprocs {report.nprocs}) and {written} to {report.outdir}"
     )
     if report.shipped_to is not None:
         click.echo(f"uploaded the batch files and tarballs to {report.shipped_to}")

@@ -23,6 +23,7 @@ _BUILTINS = {
     "DaskExecutor": "saturn_async.executors.dask:DaskExecutor",
     "RayExecutor": "saturn_async.executors.ray:RayExecutor",
     "KubernetesExecutor": "saturn_async.executors.kubernetes:KubernetesExecutor",
+    "SlurmExecutor": "saturn_async.executors.slurm.executor:SlurmExecutor",
 }
 
 

@@ -1,0 +1,115 @@
+"""``SlurmExecutor``: the executor interface over the Slurm core of this package.
+
+``saturn run`` writes the batch files under ``batch_files`` and submits one array job
+(sbatch ``--parsable``), whose id goes in the sweep's record. ``collect`` follows the
+array with squeue (and sacct or scontrol for the states of ended array tasks);
+``terminate`` runs scancel on it. Slurm is reached only through its commands on PATH,
+which read ``SLURM_CONF`` like any Slurm client.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any
+
+import anyio
+
+from saturn_async.exceptions import InputError
+from saturn_async.executors.base import Executor, Outstanding
+from saturn_async.executors.slurm.array import (
+    ArrayFollower,
+    BatchOptions,
+    submit_sweep,
+    sweep_script,
+)
+from saturn_async.executors.slurm.batch_files import check_visible
+from saturn_async.executors.slurm.commands import cancel, node_hosts, partition_cpus
+from saturn_async.executors.slurm.config import SlurmConfig
+from saturn_async.executors.worker import WorkerJob
+from saturn_async.spec.models import Batch
+from saturn_async.spec.paths import is_remote
+from saturn_async.sweep.state import SweepRecord
+
+COMMANDS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
+JOB_ID = "slurm_job"
+"""The key of the array's job id in the sweep record's ``handle``."""
+_STATUS_INTERVAL = 2.0
+"""squeue is asked at most this often (slurmctld is shared)."""
+
+
+class SlurmExecutor(Executor):
+    Config = SlurmConfig
+    detaches = True
+
+    def __init__(self, config: Any, record: SweepRecord) -> None:
+        super().__init__(config, record)
+        job_id = record.handle.get(JOB_ID)
+        self._follower = ArrayFollower(record, job_id) if job_id else None
+        self._status: tuple[float, Outstanding] | None = None
+
+    def check(self) -> None:
+        source = self.record.source
+        missing = [name for name in COMMANDS if shutil.which(name) is None]
+        if missing:
+            raise InputError(
+                f"Slurm is not installed here: {', '.join(missing)} not on PATH",
+                source=source,
+                field="$.executor.class_spec",
+            )
+        if self.record.results.get("class_spec") in ("Dask", "Ray"):
+            raise InputError(
+                "SlurmExecutor's array tasks write results themselves: use LocalDir on a "
+                "shared filesystem, or S3",
+                source=source,
+                field="$.results.class_spec",
+            )
+        files = self.config.batch_files
+        if not is_remote(files) and not os.path.isabs(files):
+            raise InputError(
+                "must be an absolute path on a filesystem every node shares, or s3://",
+                source=source,
+                field="$.executor.batch_files",
+            )
+        hosts = anyio.run(lambda: node_hosts(self.config.partition, source=source))
+        others = hosts - {os.uname().nodename, os.uname().nodename.split(".")[0]}
+        check_visible(files, others, source=source, field="$.executor.batch_files")
+        check_visible(self.record.results_root, others, source=source, field="$.results")
+
+    def slot_groups(self, nprocs: int) -> int:
+        if self.config.max_concurrent is not None:
+            return self.config.max_concurrent  # type: ignore[no-any-return]
+        source = self.record.source
+        cpus = anyio.run(lambda: partition_cpus(self.config.partition, source=source))
+        return max(1, cpus // nprocs)
+
+    def describe(self, job: WorkerJob, batches: list[Batch]) -> str:
+        return sweep_script(self.config, self.record, batches, _options(job))
+
+    def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
+        job_id = anyio.run(submit_sweep, self.config, self.record, batches, _options(job))
+        self.record.handle[JOB_ID] = job_id
+        self._follower = ArrayFollower(self.record, job_id)
+
+    def outstanding(self) -> Outstanding:
+        if self._follower is None:
+            return Outstanding(0, ["the sweep's record holds no Slurm job id"])
+        now = time.monotonic()
+        if self._status is None or now - self._status[0] >= _STATUS_INTERVAL:
+            live, errors = anyio.run(self._follower.poll)
+            self._status = (now, Outstanding(live, errors))
+        return self._status[1]
+
+    def terminate(self) -> None:
+        follower = self._follower
+        if follower is not None:
+            anyio.run(lambda: cancel(follower.job_id, source=self.record.source))
+        self._status = None
+
+    def close(self) -> None:
+        return None
+
+
+def _options(job: WorkerJob) -> BatchOptions:
+    return BatchOptions(job.grace, job.log_chunk_seconds, job.submitted)
