@@ -26,6 +26,7 @@ from conftest import _free_port, pid_alive, wait_for
 NODE = socket.gethostname().split(".")[0]
 KILL_WAIT = 2
 """Seconds between Slurm's TERM and KILL (scancel, time limits)."""
+# cred_expire: how long a requeued job waits before it may start again (default 120 s).
 _COMMANDS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
 
@@ -63,7 +64,7 @@ SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={d}/munge/socket
+AuthInfo=socket={d}/munge/socket,cred_expire=10
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -132,6 +133,10 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         proc = self.procs.pop(name)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+    def scontrol(self, *args: str) -> str:
+        done = subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True)
+        return done.stdout
 
     def queue(self) -> list[str]:
         """squeue's lines for every job still known as pending or running."""

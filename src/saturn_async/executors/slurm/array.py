@@ -15,10 +15,15 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+import anyio
 import anyio.to_thread
 import msgspec
 
-from saturn_async.executors.slurm.batch_files import batch_dir, write_batch_files
+from saturn_async.executors.slurm.batch_files import (
+    batch_dir,
+    remove_batch_files,
+    write_batch_files,
+)
 from saturn_async.executors.slurm.commands import (
     FAILED_STATES,
     FINAL_STATES,
@@ -90,10 +95,17 @@ def sweep_script(
 async def submit_sweep(
     config: SlurmConfig, record: SweepRecord, batches: list[Batch], options: BatchOptions
 ) -> str:
-    """Write the batch files, then submit the array; returns its job id."""
+    """Write the batch files, then submit the array; returns its job id. Refused, the
+    batch directory written here is removed again."""
     script = sweep_script(config, record, batches, options)
-    await write_batch_files(batch_dir(config.batch_files, record.name, record.created), batches)
-    return await submit(script, source=record.source)
+    directory = batch_dir(config.batch_files, record.name, record.created)
+    await write_batch_files(directory, batches)
+    try:
+        return await submit(script, source=record.source)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await remove_batch_files(directory)
+        raise
 
 
 @dataclass
@@ -135,8 +147,8 @@ class ArrayFollower:
         return seen_before
 
     def describe(self, index: int, state: TaskState) -> str:
-        reason = f" ({state.reason})" if state.reason not in ("", "None") else ""
-        return f"array task {self.job_id}_{index} (batch {index}): {state.state}{reason}"
+        how = f" (exit code {state.exit_code})" if state.state == "FAILED" else ""
+        return f"array task {self.job_id}_{index} (batch {index}): {state.state}{how}"
 
     async def _mark_lost(self, index: int, state: TaskState) -> None:
         path = sweep_dir(self.record.name) / "batches" / f"{index}.json"

@@ -2,13 +2,16 @@
 
 Each run of a sweep gets its own directory, ``<batch_files>/<sweep>-<created>/`` (the
 time ``saturn run`` recorded it, digits only), made 0700 with files 0600 locally: batch
-files hold the runs' ``env``. saturn writes only that directory and never removes it.
+files hold the runs' ``env``. saturn writes only that directory, and removes it only when sbatch
+refused the array it was written for.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import shutil
 
 import anyio
 import anyio.to_thread
@@ -66,6 +69,15 @@ async def write_batch_files(directory: str, batches: list[Batch]) -> None:
         async with anyio.create_task_group() as tg:
             for name, data in files.items():
                 tg.start_soon(put, name, data)
+
+
+async def remove_batch_files(directory: str) -> None:
+    """Remove what :func:`write_batch_files` wrote in ``directory``."""
+    if is_remote(directory):
+        async with storage_for(directory) as storage:
+            await storage.delete_below(directory)
+        return
+    await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, directory, ignore_errors=True))
 
 
 def _write_local(directory: str, files: dict[str, bytes]) -> None:

@@ -33,6 +33,7 @@ FAILED_STATES = frozenset(
 """Final states of an array task that did not complete."""
 FINAL_STATES = FAILED_STATES | {"COMPLETED"}
 _GONE = "Invalid job id specified"
+_CANCEL_POLL = 0.5
 """What Slurm says of a job it no longer knows (older than MinJobAge, no accounting)."""
 # sbatch's refusals that name a field of the executor section.
 _FIELD_OF_ERROR = (
@@ -40,16 +41,20 @@ _FIELD_OF_ERROR = (
     ("account", "$.executor.account"),
     ("time limit", "$.executor.time_limit"),
 )
-_RECORD_FIELD = re.compile(r"(?:^|\s)(ArrayTaskId|JobState|Restarts|Reason)=(\S*)")
+_RECORD_FIELD = re.compile(r"(?:^|\s)(ArrayTaskId|JobState|Restarts|ExitCode)=(\S*)")
+STOP_MARGIN = 30.0
+"""Seconds beyond the grace that terminating array tasks get to record their runs'
+statuses before Slurm is asked to end them (TERM, then KILL after KillWait)."""
 
 
 @dataclass(frozen=True)
 class TaskState:
-    """How one array task stands: Slurm's state, and how often it was requeued."""
+    """How one array task stands: Slurm's state, how often it was requeued, and how its
+    batch script ended (``exit status:signal``)."""
 
     state: str
     restarts: int = 0
-    reason: str = ""
+    exit_code: str = ""
 
 
 async def _run(argv: Sequence[str], *, source: str, stdin: str | None = None) -> tuple[int, str]:
@@ -69,7 +74,7 @@ async def _run(argv: Sequence[str], *, source: str, stdin: str | None = None) ->
     err = done.stderr.decode(errors="replace").strip()
     if done.returncode != 0 and _GONE not in err:
         message = err.splitlines()[-1] if err else f"exit status {done.returncode}"
-        raise ExecutorError(f"{argv[0]}: {message}")
+        raise ExecutorError(f"{argv[0]}: {message.removeprefix(f'{argv[0]}: ')}")
     return done.returncode, done.stdout.decode(errors="replace")
 
 
@@ -103,7 +108,7 @@ async def accounting_on(*, source: str) -> bool:
 async def task_states(job_id: str, *, accounting: bool, source: str) -> dict[int, TaskState]:
     """The state of each array task Slurm still knows, by array index."""
     if accounting:
-        argv = ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,Reason"]
+        argv = ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode"]
         _, out = await _run(argv, source=source)
         return parse_sacct(out)
     _, out = await _run(["scontrol", "show", "job", "-o", job_id], source=source)
@@ -118,24 +123,25 @@ def parse_scontrol(text: str) -> dict[int, TaskState]:
         fields = dict(_RECORD_FIELD.findall(line))
         if "ArrayTaskId" not in fields or "JobState" not in fields:
             continue
-        state = TaskState(fields["JobState"], int(fields.get("Restarts") or 0), fields["Reason"])
+        restarts = int(fields.get("Restarts") or 0)
+        state = TaskState(fields["JobState"], restarts, fields.get("ExitCode", ""))
         for index in index_range(fields["ArrayTaskId"]):
             states[index] = state
     return states
 
 
 def parse_sacct(text: str) -> dict[int, TaskState]:
-    """``sacct -P -X -o JobID,State,Reason``: ``12_3|CANCELLED by 0|None``, pending tasks
-    as ``12_[4-7%2]``."""
+    """``sacct -P -X -o JobID,State,ExitCode``: ``12_3|CANCELLED by 0|0:15``, pending
+    tasks as ``12_[4-7%2]``."""
     states: dict[int, TaskState] = {}
     for line in text.splitlines():
         job, _, rest = line.partition("|")
-        state, _, reason = rest.partition("|")
+        state, _, exit_code = rest.partition("|")
         _, underscore, indexes = job.partition("_")
         if not underscore:
             continue
         for index in index_range(indexes.strip("[]")):
-            states[index] = TaskState(state.split()[0] if state else "", 0, reason)
+            states[index] = TaskState(state.split()[0] if state else "", 0, exit_code)
     return states
 
 
@@ -149,9 +155,18 @@ def index_range(text: str) -> list[int]:
     return found
 
 
-async def cancel(job_id: str, *, source: str) -> None:
-    """``scancel``: Slurm sends every array task's processes TERM, then KILL after its
-    KillWait; pending tasks never start. A job Slurm no longer knows is already gone."""
+async def cancel(job_id: str, *, grace: float, source: str) -> None:
+    """Cancel the pending array tasks (they never start), send the running ones' batch
+    shell (``saturn batch``, exec'd) TERM, so their supervisors stop the runs (TERM, then
+    KILL after ``grace``) and record them; what still runs ``STOP_MARGIN`` seconds after
+    the grace is cancelled outright (Slurm: TERM to every process, KILL after KillWait).
+    A job Slurm no longer knows is already gone."""
+    await _run(["scancel", "--state=PENDING", job_id], source=source)
+    await _run(["scancel", "--batch", "--signal=TERM", job_id], source=source)
+    with anyio.move_on_after(grace + STOP_MARGIN):
+        while await live_tasks(job_id, source=source):  # noqa: ASYNC110 - Slurm ends them
+            await anyio.sleep(_CANCEL_POLL)
+        return
     await _run(["scancel", job_id], source=source)
 
 

@@ -104,7 +104,8 @@ class SlurmExecutor(Executor):
     def terminate(self) -> None:
         follower = self._follower
         if follower is not None:
-            anyio.run(lambda: cancel(follower.job_id, source=self.record.source))
+            grace = float(self.record.handle.get("grace", 10.0))
+            anyio.run(lambda: cancel(follower.job_id, grace=grace, source=self.record.source))
         self._status = None
 
     def close(self) -> None:

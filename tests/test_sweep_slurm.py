@@ -1,0 +1,300 @@
+"""``saturn run / collect / terminate / split --format slurm`` through SlurmExecutor on a
+real one-node Slurm (tests/slurm.py: munged, slurmctld, slurmd on this machine).
+
+The node has this machine's CPUs (two, say): sweeps here use nprocs 1 or 2, so that
+array tasks run side by side or wait their turn, and few, short tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import pid_alive, processes_carrying, saturn_in_background, wait_for
+from slurm import NODE
+from sweeps import (
+    assert_seed_outputs,
+    attempts_in,
+    counted_tasks,
+    events_of,
+    kill_tree,
+    starts_of,
+    write_sweep,
+)
+
+
+@pytest.fixture(autouse=True)
+def _empty_queue(slurm_cluster):
+    """Each test starts with no job queued; one a failed test left is cancelled after it."""
+    yield
+    subprocess.run(["scancel", "--user", "root"], check=False)
+    wait_for(lambda: not slurm_cluster.queue(), timeout=60, what="an empty squeue")
+
+
+def slurm_executor(tmp_path: Path, **fields: Any) -> dict[str, Any]:
+    return {"class_spec": "SlurmExecutor", "batch_files": str(tmp_path / "batches"), **fields}
+
+
+def record_of(tmp_path: Path, name: str = "lr-sweep") -> dict[str, Any]:
+    path = tmp_path / "state" / "saturn_async" / "sweeps" / name / "sweep.json"
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record
+
+
+def started_pids(results: Path, names: list[str]) -> list[int]:
+    """The pids the tasks ``names`` printed first (``started PID``), once all did."""
+    pids = []
+    for name in names:
+        log = results / name / "log"
+        words = log.read_text().split() if log.is_file() else []
+        if words[:1] != ["started"] or len(words) < 2:
+            return []
+        pids.append(int(words[1]))
+    return pids
+
+
+@pytest.mark.parametrize("where", ["LocalDir", "S3"])
+def test_seed_run_yaml_end_to_end(tmp_path, saturn, slurm_cluster, request, where):
+    if where == "S3":
+        bucket = request.getfixturevalue("s3")
+        results = {"class_spec": "S3", "url": f"{bucket}/sweep"}
+        executor = slurm_executor(tmp_path, batch_files=f"{bucket}/batches")
+    else:
+        results = {"class_spec": "LocalDir", "directory": str(tmp_path / "results")}
+        executor = slurm_executor(tmp_path, partition="debug", max_concurrent=1)
+    path = write_sweep(tmp_path, executor=executor, results=results, nprocs=2, batch_size=2)
+    done = saturn("run", str(path), "-q", "--log-chunk-minutes", "0.02", timeout=180)
+    assert done.returncode == 1, done.stderr
+    job = record_of(tmp_path)["handle"]["slurm_job"]
+    assert job.isdigit()
+    assert not slurm_cluster.queue()
+    if where == "LocalDir":
+        assert_seed_outputs(tmp_path / "results")
+        batch_dir = next((tmp_path / "batches").iterdir())
+        assert sorted(p.name for p in batch_dir.glob("*.json")) == ["0.json", "1.json"]
+        assert {oct(p.stat().st_mode & 0o777) for p in batch_dir.glob("*.json")} == {"0o600"}
+    else:
+        assert saturn("logs", f"{bucket}/sweep/lr-0.7").stdout == "diverged\n"
+        assert saturn("logs", f"{bucket}/sweep/lr-0.5").stdout == "lr 0.5\nwarn 0.5\n"
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    counts = json.loads(status.stdout)
+    assert (counts["succeeded"], counts["failed"]) == (3, 1), status.stdout
+
+
+def test_terminate_leaves_no_process_and_nothing_queued(tmp_path, saturn, slurm_cluster):
+    # nprocs 1, one task a batch: two array tasks run (one CPU each), the third waits.
+    marker = f"SLURM_TEST_MARK={uuid.uuid4().hex}"
+    tasks = [
+        {"name": "ignores-term", "command": "trap '' TERM; echo started $$; sleep 300"},
+        {"name": "grandchild", "command": "sh -c 'sleep 300' & echo started $$; wait"},
+        {"name": "queued", "command": "echo started $$; sleep 300"},
+    ]
+    path = write_sweep(
+        tmp_path,
+        tasks,
+        executor=slurm_executor(tmp_path),
+        nprocs=1,
+        batch_size=1,
+        env={"SLURM_TEST_MARK": marker.split("=")[1]},
+    )
+    done = saturn("run", str(path), "-q", "--detach", "--grace", "1", timeout=60)
+    assert done.returncode == 0, done.stderr
+    results = tmp_path / "results"
+    pids = wait_for(
+        lambda: started_pids(results, ["ignores-term", "grandchild"]), timeout=60, what="2 runs"
+    )
+    assert processes_carrying(marker.encode())
+    stopped = saturn("terminate", "--name", "lr-sweep", "--wait", "60", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not slurm_cluster.queue()
+    wait_for(lambda: not processes_carrying(marker.encode()), timeout=30, what="no run left")
+    assert not any(pid_alive(pid) for pid in pids)
+    for task in tasks:
+        out = results / task["name"]
+        assert out.joinpath("status").read_text() == "failure\n"
+        assert "terminated" in [e["type"] for e in events_of(out)]
+    status = saturn("status", "--name", "lr-sweep", "--json")
+    assert json.loads(status.stdout)["failed"] == 3, status.stdout
+
+
+@pytest.mark.timeout(300)
+def test_array_task_over_time_limit_is_reported_as_timeout(tmp_path, saturn, slurm_cluster):
+    # Slurm's limits are in minutes, checked every 30 s: this test takes 1-2 minutes. The
+    # run ignores TERM and the grace outlasts KillWait, so Slurm's KILL ends saturn batch
+    # before it records the run: the client gives the task its status, naming TIMEOUT.
+    tasks = [
+        {"name": "quick", "command": "echo done"},
+        {"name": "slow", "command": "trap '' TERM; echo started; sleep 600"},
+    ]
+    path = write_sweep(
+        tmp_path, tasks, executor=slurm_executor(tmp_path, time_limit="1"), nprocs=2, batch_size=2
+    )
+    done = saturn("run", str(path), "-q", "--grace", "60", timeout=300)
+    assert done.returncode == 1, done.stderr
+    job = record_of(tmp_path)["handle"]["slurm_job"]
+    assert f"saturn: array task {job}_0 (batch 0): TIMEOUT" in done.stderr
+    results = tmp_path / "results"
+    assert results.joinpath("quick", "status").read_text() == "success\n"
+    assert results.joinpath("slow", "status").read_text() == "failure\n"
+    last = events_of(results / "slow")[-1]
+    assert last["type"] == "terminated" and "TIMEOUT" in last["error"], last
+    assert not slurm_cluster.queue()
+
+
+def test_slurmd_killed_mid_array_then_restarted(tmp_path, saturn, slurm_cluster):
+    # slurmd dies (SIGKILL) while two array tasks hold and a third waits; the running
+    # ones live on in their slurmstepd. Restarted, it runs the rest: every task ends with
+    # a status, and none starts (or completes) twice.
+    starts, gate, results = tmp_path / "starts", tmp_path / "gate", tmp_path / "results"
+    tasks = counted_tasks(starts, gate, done=2, held=3)
+    path = write_sweep(tmp_path, tasks, executor=slurm_executor(tmp_path), nprocs=1, batch_size=1)
+    with saturn_in_background("run", str(path), "-q") as run:
+        wait_for(
+            lambda: starts_of(starts).keys() >= {"f0", "f1", "h0", "h1"},
+            timeout=120,
+            what="2 finished tasks and 2 held",
+        )
+        slurm_cluster.kill("slurmd")
+        gate.touch()
+        wait_for(
+            lambda: (results / "h0" / "status").exists() and (results / "h1" / "status").exists(),
+            timeout=60,
+            what="the held tasks finishing without slurmd",
+        )
+        slurm_cluster.start_slurmd()
+        _, stderr = run.communicate(timeout=180)
+    assert run.returncode == 0, stderr
+    assert starts_of(starts) == {"f0": 1, "f1": 1, "h0": 1, "h1": 1, "h2": 1}
+    for task in ("f0", "f1", "h0", "h1", "h2"):
+        assert (results / task / "status").read_text() == "success\n"
+        types = [e["type"] for e in events_of(results / task)]
+        assert types == ["submitted", "started", "complete"], (task, types)
+    assert not slurm_cluster.queue()
+
+
+@pytest.mark.timeout(300)
+def test_requeued_after_node_failure_reruns_only_tasks_without_status(
+    tmp_path, saturn, slurm_cluster
+):
+    # The node is lost (slurmd, the array task's slurmstepd and every process below them
+    # SIGKILLed, then the node marked DOWN): Slurm ends the array task NODE_FAIL and,
+    # with --requeue, runs it again once the node is back, skipping what finished.
+    starts, gate, results = tmp_path / "starts", tmp_path / "gate", tmp_path / "results"
+    tasks = counted_tasks(starts, gate, done=2, held=1)
+    executor = slurm_executor(tmp_path, sbatch_args=["--requeue"])
+    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=1, batch_size=3)
+    done = saturn("run", str(path), "-q", "--detach", timeout=60)
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: "h0" in starts_of(starts), timeout=120, what="the held task started")
+    assert all((results / f"f{i}" / "status").exists() for i in range(2))
+    node = NODE
+    stepds = _pids_named("slurmstepd")
+    slurm_cluster.kill("slurmd")
+    for pid in stepds:
+        kill_tree(pid)
+    wait_for(lambda: not any(pid_alive(p) for p in stepds), timeout=30, what="stepds gone")
+    slurm_cluster.scontrol("update", f"nodename={node}", "state=down", "reason=lost")
+    job = record_of(tmp_path)["handle"]["slurm_job"]
+    wait_for(lambda: "Restarts=1" in slurm_cluster.scontrol("show", "job", job), timeout=60)
+    gate.touch()
+    slurm_cluster.start_slurmd()
+    slurm_cluster.scontrol("update", f"nodename={node}", "state=resume")
+    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=300)
+    assert collected.returncode == 0, collected.stderr
+    assert starts_of(starts) == {"f0": 1, "f1": 1, "h0": 2}
+    for task in ("f0", "f1", "h0"):
+        assert (results / task / "status").read_text() == "success\n"
+    assert len(attempts_in((results / "h0" / "log").read_text())) == 1
+    assert not slurm_cluster.queue()
+
+
+def _pids_named(name: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == name:
+                found.append(int(entry))
+    return found
+
+
+def test_dry_run_and_split_scripts_pass_sbatch_test_only(
+    tmp_path, saturn, slurm_cluster, write_job
+):
+    executor = slurm_executor(
+        tmp_path,
+        partition="debug",
+        time_limit="00:10:00",
+        max_concurrent=1,
+        sbatch_args=["--mem=100M", "--requeue"],
+    )
+    path = write_sweep(tmp_path, executor=executor, nprocs=2, batch_size=2)
+    dry = saturn("run", str(path), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    script = dry.stdout
+    for line in ("#SBATCH --array=0-1%1", "#SBATCH --cpus-per-task=2", "#SBATCH --partition=debug",
+                 "#SBATCH --time=00:10:00", "#SBATCH --mem=100M"):  # fmt: skip
+        assert line in script.splitlines(), script
+    assert script.splitlines()[-1].startswith("exec ")
+    assert not (tmp_path / "batches").exists() and not (tmp_path / "state").exists()
+    checked = subprocess.run(
+        ["sbatch", "--test-only"], input=script, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0 and "to start at" in checked.stderr, checked.stderr
+
+    job = write_job(["echo a", "echo b", "echo c"], nprocs=1)
+    split = saturn("split", "--format", "slurm", "--batch-size", "2", "-", str(job), "out")
+    assert split.returncode == 0, split.stderr
+    out = tmp_path / "out"
+    assert "and slurm.sh to" in split.stdout and not (out / "recipe.yaml").exists()
+    lines = (out / "slurm.sh").read_text().splitlines()
+    assert "#SBATCH --array=0-1" in lines and "#SBATCH --cpus-per-task=1" in lines
+    assert lines[-1].endswith(f'{out}/"$SLURM_ARRAY_TASK_ID".json')
+    checked = subprocess.run(
+        ["sbatch", "--test-only", str(out / "slurm.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0 and "to start at" in checked.stderr, checked.stderr
+    assert not slurm_cluster.queue()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"partition": "nosuch"}, "$.executor.partition", "Invalid partition name specified"),
+        ({"batch_files": "relative/dir"}, "$.executor.batch_files", "must be an absolute path"),
+        ({"sbatch_args": ["--mem=1G\necho injected"]}, "$.executor.sbatch_args[0]", ""),
+        ({"max_concurrent": 0}, "$.executor.max_concurrent", ""),
+    ],
+    ids=["unknown-partition", "relative-batch-files", "newline-in-sbatch-arg", "max-concurrent-0"],
+)
+def test_bad_config_is_one_line_naming_the_field(
+    tmp_path, saturn, slurm_cluster, fields, field, message
+):
+    path = write_sweep(tmp_path, executor={**slurm_executor(tmp_path), **fields}, nprocs=1)
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert field in done.stderr and message in done.stderr, done.stderr
+    assert not (tmp_path / "batches").exists() or not any((tmp_path / "batches").iterdir())
+    assert not (tmp_path / "state" / "saturn_async" / "sweeps" / "lr-sweep").exists()
+    assert not slurm_cluster.queue()
+
+
+def test_slurm_not_installed_is_one_line(tmp_path, saturn):
+    path = write_sweep(tmp_path, executor=slurm_executor(tmp_path), nprocs=1)
+    done = saturn("run", str(path), "-q", env={**os.environ, "PATH": str(tmp_path / "none")})
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "$.executor.class_spec: Slurm is not installed here: sbatch" in done.stderr
