@@ -233,6 +233,7 @@ def test_dry_run_and_split_scripts_pass_sbatch_test_only(
     executor = slurm_executor(
         tmp_path,
         partition="debug",
+        account="proj42",
         time_limit="00:10:00",
         max_concurrent=1,
         sbatch_args=["--mem=100M", "--requeue"],
@@ -242,7 +243,7 @@ def test_dry_run_and_split_scripts_pass_sbatch_test_only(
     assert dry.returncode == 0, dry.stderr
     script = dry.stdout
     for line in ("#SBATCH --array=0-1%1", "#SBATCH --cpus-per-task=2", "#SBATCH --partition=debug",
-                 "#SBATCH --time=00:10:00", "#SBATCH --mem=100M"):  # fmt: skip
+                 "#SBATCH --account=proj42", "#SBATCH --time=00:10:00", "#SBATCH --mem=100M"):  # fmt: skip
         assert line in script.splitlines(), script
     assert script.splitlines()[-1].startswith("exec ")
     assert not (tmp_path / "batches").exists() and not (tmp_path / "state").exists()

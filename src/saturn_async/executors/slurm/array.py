@@ -39,7 +39,7 @@ from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
 from saturn_async.status import status_reader
 from saturn_async.sweep.follow import mark_terminated
-from saturn_async.sweep.state import SweepRecord, sweep_dir, task_commands
+from saturn_async.sweep.state import SweepRecord, sweep_dir
 
 REQUEUEABLE = frozenset({"NODE_FAIL", "PREEMPTED"})
 # The exit status recorded for a task whose array task ended without giving it one:
@@ -154,11 +154,11 @@ class ArrayFollower:
         path = sweep_dir(self.record.name) / "batches" / f"{index}.json"
         data = await anyio.Path(path).read_bytes()
         batch = msgspec.json.decode(data, type=Batch)
-        locations = [r.remote_output_path or "" for r in batch.runs]
-        left = await anyio.to_thread.run_sync(_without_status, self.record.results_root, locations)
+        commands = {r.remote_output_path or "": r.cmd for r in batch.runs}
+        root = self.record.results_root
+        left = await anyio.to_thread.run_sync(_without_status, root, list(commands))
         if not left:
             return
-        commands = await anyio.to_thread.run_sync(task_commands, self.record.name)
         await mark_terminated(
             self.record.results_root,
             left,
