@@ -26,15 +26,16 @@ from conftest import _free_port, pid_alive, wait_for
 NODE = socket.gethostname().split(".")[0]
 KILL_WAIT = 2
 """Seconds between Slurm's TERM and KILL (scancel, time limits)."""
-# cred_expire: how long a requeued job waits before it may start again (default 120 s).
+CRED_EXPIRE = 10
+"""How long a requeued job waits before it may start again (Slurm's default: 120 s)."""
 _COMMANDS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
 
 def _node_line() -> str:
     """``slurmd -C``'s description of this machine (its real CPUs and memory)."""
     out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout
-    line = out.splitlines()[0]
-    return line.replace(f"NodeName={line.split()[0].split('=')[1]}", f"NodeName={NODE}", 1)
+    rest = out.splitlines()[0].partition(" ")[2]
+    return f"NodeName={NODE} {rest}"
 
 
 @dataclass
@@ -64,7 +65,7 @@ SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={d}/munge/socket,cred_expire=10
+AuthInfo=socket={d}/munge/socket,cred_expire={CRED_EXPIRE}
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import pid_alive, processes_carrying, saturn_in_background, wait_for
+from saturn_async.executors.slurm.commands import TaskState, parse_sacct, parse_scontrol
 from slurm import NODE
 from sweeps import (
     assert_seed_outputs,
@@ -299,3 +300,23 @@ def test_slurm_not_installed_is_one_line(tmp_path, saturn):
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert "$.executor.class_spec: Slurm is not installed here: sbatch" in done.stderr
+
+
+def test_states_parsed_from_sacct_and_scontrol():
+    # What sacct prints with accounting on (not run here: no slurmdbd), and scontrol's
+    # records of an array with a pending range; requeued tasks count their restarts.
+    sacct = "12_0|COMPLETED|0:0\n12_1|CANCELLED by 0|0:15\n12_[2-4%2]|PENDING|0:0\n12|x|0:0\n"
+    assert parse_sacct(sacct) == {
+        0: TaskState("COMPLETED", 0, "0:0"),
+        1: TaskState("CANCELLED", 0, "0:15"),
+        **{i: TaskState("PENDING", 0, "0:0") for i in (2, 3, 4)},
+    }
+    scontrol = (
+        "JobId=13 ArrayJobId=12 ArrayTaskId=0 JobName=a b JobState=TIMEOUT Reason=TimeLimit "
+        "Restarts=0 ExitCode=0:15\n"
+        "JobId=12 ArrayJobId=12 ArrayTaskId=1,3-4%1 JobState=PENDING Restarts=1 ExitCode=0:0\n"
+    )
+    assert parse_scontrol(scontrol) == {
+        0: TaskState("TIMEOUT", 0, "0:15"),
+        **{i: TaskState("PENDING", 1, "0:0") for i in (1, 3, 4)},
+    }
