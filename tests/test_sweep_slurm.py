@@ -269,6 +269,9 @@ def test_dry_run_and_split_scripts_pass_sbatch_test_only(
     )
     assert checked.returncode == 0 and "to start at" in checked.stderr, checked.stderr
     assert not slurm_cluster.queue()
+    refused = saturn("split", "--format", "slurm", str(path), str(job), "out2")
+    assert refused.returncode == 2 and "give - for RECIPE" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out2").exists()
 
 
 @pytest.mark.parametrize(

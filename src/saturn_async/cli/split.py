@@ -75,10 +75,12 @@ def split(
     """Split JOB (JSON or YAML) into OUTDIR/0.json ... OUTDIR/K.json and OUTDIR/recipe.yaml.
 
     RECIPE is a Saturn Cloud job recipe; the written recipe.yaml has spec.command set to
-    one `sc batch <file>` line per batch file. Everything is validated before anything is
-    written. Files in OUTDIR that an earlier split wrote (listed in OUTDIR/.saturn-split)
-    are replaced, and its batch files beyond K removed; any other existing file that
-    would be replaced is refused (exit 2) unless --overwrite, and nothing else is removed.
+    one `sc batch <file>` line per batch file; with --format slurm, OUTDIR/slurm.sh, an
+    sbatch script whose array task i runs batch file i (RECIPE is then -). Everything is
+    validated before anything is written. Files in OUTDIR that an earlier split wrote
+    (listed in OUTDIR/.saturn-split) are replaced, and its batch files beyond K removed;
+    any other existing file that would be replaced is refused (exit 2) unless
+    --overwrite, and nothing else is removed.
     """
     report = split_job(
         recipe,
