@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _free_port, pid_alive, wait_for
+from conftest import _free_port, pid_alive, processes_carrying, wait_for
 
 NODE = socket.gethostname().split(".")[0]
 KILL_WAIT = 2
@@ -135,6 +135,11 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
+    def stepds(self) -> list[int]:
+        """The pids of this cluster's slurmstepd processes (they carry its SLURM_CONF)."""
+        marked = processes_carrying(f"\0SLURM_CONF={self.conf}\0".encode())
+        return [pid for pid in marked if _comm(pid) == "slurmstepd"]
+
     def scontrol(self, *args: str) -> str:
         done = subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True)
         return done.stdout
@@ -158,6 +163,13 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 proc.kill()
                 proc.wait()
             assert not pid_alive(proc.pid)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def missing_prerequisite() -> str | None:

@@ -14,10 +14,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from conftest import pid_alive, processes_carrying, saturn_in_background, wait_for
 from saturn_async.executors.slurm.commands import TaskState, parse_sacct, parse_scontrol
+from saturn_async.storage import storage_for
 from slurm import NODE
 from sweeps import (
     assert_seed_outputs,
@@ -180,22 +182,31 @@ def test_slurmd_killed_mid_array_then_restarted(tmp_path, saturn, slurm_cluster)
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("where", ["LocalDir", "S3"])
 def test_requeued_after_node_failure_reruns_only_tasks_without_status(
-    tmp_path, saturn, slurm_cluster
+    tmp_path, saturn, slurm_cluster, request, where
 ):
     # The node is lost (slurmd, the array task's slurmstepd and every process below them
     # SIGKILLed, then the node marked DOWN): Slurm ends the array task NODE_FAIL and,
-    # with --requeue, runs it again once the node is back, skipping what finished.
-    starts, gate, results = tmp_path / "starts", tmp_path / "gate", tmp_path / "results"
+    # with --requeue, runs it again once the node is back, skipping what finished. On
+    # S3 the finished runs are told by their events' submitted time (the sweep's).
+    starts, gate = tmp_path / "starts", tmp_path / "gate"
+    if where == "S3":
+        root = f"{request.getfixturevalue('s3')}/sweep"
+        results = {"class_spec": "S3", "url": root}
+    else:
+        root = str(tmp_path / "results")
+        results = {"class_spec": "LocalDir", "directory": root}
     tasks = counted_tasks(starts, gate, done=2, held=1)
     executor = slurm_executor(tmp_path, sbatch_args=["--requeue"])
-    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=1, batch_size=3)
+    path = write_sweep(tmp_path, tasks, executor=executor, results=results, nprocs=1, batch_size=3)
     done = saturn("run", str(path), "-q", "--detach", timeout=60)
     assert done.returncode == 0, done.stderr
     wait_for(lambda: "h0" in starts_of(starts), timeout=120, what="the held task started")
-    assert all((results / f"f{i}" / "status").exists() for i in range(2))
+    wait_for(lambda: _stored([f"{root}/f0/status", f"{root}/f1/status"]), what="2 statuses")
     node = NODE
-    stepds = _pids_named("slurmstepd")
+    stepds = slurm_cluster.stepds()
+    assert stepds
     slurm_cluster.kill("slurmd")
     for pid in stepds:
         kill_tree(pid)
@@ -209,23 +220,20 @@ def test_requeued_after_node_failure_reruns_only_tasks_without_status(
     collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=300)
     assert collected.returncode == 0, collected.stderr
     assert starts_of(starts) == {"f0": 1, "f1": 1, "h0": 2}
-    for task in ("f0", "f1", "h0"):
-        assert (results / task / "status").read_text() == "success\n"
-    assert len(attempts_in((results / "h0" / "log").read_text())) == 1
+    status = json.loads(saturn("status", "--name", "lr-sweep", "--json").stdout)
+    assert status["succeeded"] == 3, status
+    assert len(attempts_in(saturn("logs", f"{root}/h0").stdout)) == 1
     assert not slurm_cluster.queue()
 
 
-def _pids_named(name: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                comm = Path(f"/proc/{entry}/comm").read_text().strip()
-            except OSError:
-                continue
-            if comm == name:
-                found.append(int(entry))
-    return found
+def _stored(locations: list[str]) -> bool:
+    """Whether every location (a local path or an s3:// URL) holds something."""
+
+    async def main() -> bool:
+        async with storage_for(locations[0]) as storage:
+            return all([await storage.get(location) is not None for location in locations])
+
+    return anyio.run(main)
 
 
 def test_dry_run_and_split_scripts_pass_sbatch_test_only(
