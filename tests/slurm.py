@@ -110,6 +110,10 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         self.start_slurmd()
         wait_for(self.node_idle, timeout=60, what=f"node {NODE} idle in sinfo")
 
+    def start_slurmctld(self) -> None:
+        """Started again, it reads the jobs back from its state directory."""
+        self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
+
     def start_slurmd(self) -> None:
         self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf)])
 
@@ -151,18 +155,22 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         ).stdout
         return out.splitlines()
 
+    def stop_daemon(self, name: str) -> None:
+        """SIGTERM (KILL after 20 s) one daemon, if running, and reap it."""
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert not pid_alive(proc.pid)
+
     def stop(self) -> None:
         for name in ("slurmd", "slurmctld", "munged"):
-            proc = self.procs.pop(name, None)
-            if proc is None:
-                continue
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            assert not pid_alive(proc.pid)
+            self.stop_daemon(name)
 
 
 def _comm(pid: int) -> str:

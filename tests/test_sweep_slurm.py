@@ -7,6 +7,7 @@ array tasks run side by side or wait their turn, and few, short tasks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -179,6 +180,39 @@ def test_slurmd_killed_mid_array_then_restarted(tmp_path, saturn, slurm_cluster)
         types = [e["type"] for e in events_of(results / task)]
         assert types == ["submitted", "started", "complete"], (task, types)
     assert not slurm_cluster.queue()
+
+
+def test_slurmctld_restarted_while_followed(tmp_path, saturn, slurm_cluster):
+    # The controller stops (SIGTERM: it saves its state; a SIGKILLed one forgets what
+    # started since its last save) while saturn run follows two held tasks; once one of
+    # the run's squeue calls has failed, it comes back, then the tasks finish: following
+    # outlived the outage (the last answer stood) and ends with every task succeeded.
+    starts, gate = tmp_path / "starts", tmp_path / "gate"
+    tasks = counted_tasks(starts, gate, done=0, held=2)
+    path = write_sweep(tmp_path, tasks, executor=slurm_executor(tmp_path), nprocs=1, batch_size=1)
+    with saturn_in_background("run", str(path), "-q") as run:
+        wait_for(lambda: starts_of(starts).keys() >= {"h0", "h1"}, timeout=120, what="2 runs")
+        slurm_cluster.stop_daemon("slurmctld")
+        failing = wait_for(lambda: _children_named(run.pid, "squeue"), timeout=30)
+        wait_for(lambda: not any(pid_alive(pid) for pid in failing), timeout=60)
+        assert run.poll() is None, run.communicate()[1]
+        slurm_cluster.start_slurmctld()
+        gate.touch()
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert starts_of(starts) == {"h0": 1, "h1": 1}
+    assert not slurm_cluster.queue()
+
+
+def _children_named(pid: int, name: str) -> list[int]:
+    """The children of process ``pid`` (started by any of its threads) named ``name``."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{child}/comm").read_text().strip() == name:
+                    found.append(int(child))
+    return found
 
 
 @pytest.mark.timeout(300)

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from saturn_async.exceptions import InputError
+from saturn_async.exceptions import ExecutorError, InputError
 from saturn_async.executors.base import Executor, Outstanding
 from saturn_async.executors.slurm.array import (
     ArrayFollower,
@@ -37,6 +37,9 @@ JOB_ID = "slurm_job"
 """The key of the array's job id in the sweep record's ``handle``."""
 _STATUS_INTERVAL = 2.0
 """squeue is asked at most this often (slurmctld is shared)."""
+UNREACHABLE = 300.0
+"""Seconds Slurm may fail to answer (slurmctld restarting, say) before following the
+array fails; meanwhile the last answer stands."""
 
 
 class SlurmExecutor(Executor):
@@ -97,7 +100,12 @@ class SlurmExecutor(Executor):
             return Outstanding(0, ["the sweep's record holds no Slurm job id"])
         now = time.monotonic()
         if self._status is None or now - self._status[0] >= _STATUS_INTERVAL:
-            live, errors = anyio.run(self._follower.poll)
+            try:
+                live, errors = anyio.run(self._follower.poll)
+            except ExecutorError:
+                if self._status is None or now - self._status[0] > UNREACHABLE:
+                    raise
+                return self._status[1]
             self._status = (now, Outstanding(live, errors))
         return self._status[1]
 
