@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _free_port, pid_alive, processes_carrying, wait_for
+from conftest import pid_alive, processes_carrying, wait_for
 
 NODE = socket.gethostname().split(".")[0]
 KILL_WAIT = 2
@@ -29,6 +29,15 @@ KILL_WAIT = 2
 CRED_EXPIRE = 10
 """How long a requeued job waits before it may start again (Slurm's default: 120 s)."""
 _COMMANDS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (each socket stays bound until all are picked)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _node_line() -> str:
@@ -56,13 +65,14 @@ class SlurmCluster:
         key = d / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
+        ctld_port, slurmd_port = _free_ports(2)
         self.conf.write_text(
             f"""ClusterName=saturntest
 SlurmctldHost={NODE}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={d}/munge/socket,cred_expire={CRED_EXPIRE}

@@ -38,7 +38,12 @@ def _empty_queue(slurm_cluster):
     """Each test starts with no job queued; one a failed test left is cancelled after it."""
     yield
     subprocess.run(["scancel", "--user", "root"], check=False)
-    wait_for(lambda: not slurm_cluster.queue(), timeout=60, what="an empty squeue")
+    _wait_for_empty_queue(slurm_cluster)
+
+
+def _wait_for_empty_queue(cluster: Any) -> None:
+    """Statuses come before Slurm has the array task complete: wait for squeue too."""
+    wait_for(lambda: not cluster.queue(), timeout=60, what="an empty squeue")
 
 
 def slurm_executor(tmp_path: Path, **fields: Any) -> dict[str, Any]:
@@ -77,7 +82,7 @@ def test_seed_run_yaml_end_to_end(tmp_path, saturn, slurm_cluster, request, wher
     assert done.returncode == 1, done.stderr
     job = record_of(tmp_path)["handle"]["slurm_job"]
     assert job.isdigit()
-    assert not slurm_cluster.queue()
+    _wait_for_empty_queue(slurm_cluster)
     if where == "LocalDir":
         assert_seed_outputs(tmp_path / "results")
         batch_dir = next((tmp_path / "batches").iterdir())
@@ -148,7 +153,7 @@ def test_array_task_over_time_limit_is_reported_as_timeout(tmp_path, saturn, slu
     assert results.joinpath("slow", "status").read_text() == "failure\n"
     last = events_of(results / "slow")[-1]
     assert last["type"] == "terminated" and "TIMEOUT" in last["error"], last
-    assert not slurm_cluster.queue()
+    _wait_for_empty_queue(slurm_cluster)
 
 
 def test_slurmd_killed_mid_array_then_restarted(tmp_path, saturn, slurm_cluster):
@@ -179,7 +184,7 @@ def test_slurmd_killed_mid_array_then_restarted(tmp_path, saturn, slurm_cluster)
         assert (results / task / "status").read_text() == "success\n"
         types = [e["type"] for e in events_of(results / task)]
         assert types == ["submitted", "started", "complete"], (task, types)
-    assert not slurm_cluster.queue()
+    _wait_for_empty_queue(slurm_cluster)
 
 
 def test_slurmctld_restarted_while_followed(tmp_path, saturn, slurm_cluster):
@@ -201,7 +206,7 @@ def test_slurmctld_restarted_while_followed(tmp_path, saturn, slurm_cluster):
         _, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr
     assert starts_of(starts) == {"h0": 1, "h1": 1}
-    assert not slurm_cluster.queue()
+    _wait_for_empty_queue(slurm_cluster)
 
 
 def _children_named(pid: int, name: str) -> list[int]:
@@ -257,7 +262,7 @@ def test_requeued_after_node_failure_reruns_only_tasks_without_status(
     status = json.loads(saturn("status", "--name", "lr-sweep", "--json").stdout)
     assert status["succeeded"] == 3, status
     assert len(attempts_in(saturn("logs", f"{root}/h0").stdout)) == 1
-    assert not slurm_cluster.queue()
+    _wait_for_empty_queue(slurm_cluster)
 
 
 def _stored(locations: list[str]) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
 import msgspec
 import yaml
 
@@ -85,14 +86,18 @@ def split_job(
     max_input_size: int | None = None,
     overwrite: bool = False,
     indent: int | None = None,
+    job_data: bytes | None = None,
     slurm: bool = False,
 ) -> SplitReport:
     """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``.
 
     ``indent``: batch files pretty-printed with that many spaces (default: one line).
+    ``job_data``: the job file's content when it is an ``s3://`` URL (read by the caller).
     Existing files in OUTDIR are replaced only if an earlier split wrote them (or with
-    ``overwrite``); see :mod:`saturn_async.split_outdir`. With ``slurm``, an sbatch
-    script ``OUTDIR/slurm.sh`` (a job array) takes the recipe's place.
+    ``overwrite``); see :mod:`saturn_async.split_outdir`. Call it in a worker thread of
+    an event loop: S3 transfers (``--remote-commands-directory``) run back in that loop.
+    With ``slurm``, an sbatch script ``OUTDIR/slurm.sh`` (a job array) takes the
+    recipe's place.
     """
     if slurm:
         _check_slurm_split(recipe_path, syncs, remote_commands_directory)
@@ -112,6 +117,7 @@ def split_job(
         remote_output_path=remote_output_path,
         max_input_size=max_input_size,
         output_flag="--remote-output-path",
+        data=job_data,
     )
     assert job.nprocs is not None
     report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
@@ -137,7 +143,8 @@ def split_job(
         raise InputError("no run is left to include: no job array to write", source=job_path)
     plan = plan_outdir(out, {written, *shipped}, job_path, report.batch_files, overwrite)
     if report.shipped_to is not None:
-        report.shipped_to = check_destination(report.shipped_to, "--remote-commands-directory")
+        flag = "--remote-commands-directory"
+        report.shipped_to = anyio.from_thread.run(check_destination, report.shipped_to, flag)
     try:
         plan.claim()
         _write_batches(job, runs, out, report.batch_size, indent)
@@ -152,7 +159,7 @@ def split_job(
     except OSError as exc:
         raise InputError(f"cannot write: {exc}", source=str(out)) from exc
     if report.shipped_to is not None:
-        upload(out, shipped, report.shipped_to)
+        anyio.from_thread.run(upload, out, shipped, report.shipped_to)
     return report
 
 

@@ -35,7 +35,7 @@ class Pausing(DaemonCore):
 
     def _disk_problem(self) -> str | None:
         need = self.config.min_free_mb * _MB
-        directories = {self.paths.state_dir, self.supervisor.staging_dir}
+        directories = {self.paths.state_dir, self.supervisor.run_storage.staging_dir}
         for batch in list(self.state.batches.values()):
             root = batch.batch.remote_output_path
             if root is not None and not is_remote(root):

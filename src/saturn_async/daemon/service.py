@@ -202,8 +202,8 @@ class Daemon(Spooling):
         storage: Storage = self._local
         if is_remote(location):
             await self.supervisor.open_roots([batch.batch])
-            assert self.supervisor.storage is not None
-            storage = self.supervisor.storage
+            assert self.supervisor.run_storage.storage is not None
+            storage = self.supervisor.run_storage.storage
         return await recorded_status(storage, location, attempt.pid, attempt.attempt)
 
     async def _stop_leftovers(self, batch: BatchState, attempt: Attempt) -> None:

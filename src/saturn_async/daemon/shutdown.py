@@ -67,7 +67,7 @@ class Shutdown(Pausing):
             setattr(new, name, getattr(old, name))
         self.config = new
         self.supervisor.grace = new.grace
-        self.supervisor.log_chunk_seconds = new.log_chunk_minutes * 60
+        self.supervisor.run_storage.log_chunk_seconds = new.log_chunk_minutes * 60
         self.logbook("info", "reloaded", "settings reloaded", **changed)
         if fixed:
             self.logbook(

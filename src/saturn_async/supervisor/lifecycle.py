@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 
 from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.storage.layout import Event, utcnow
-from saturn_async.supervisor.lease import Holder
+from saturn_async.supervisor.cgroups import TreeUsage
+from saturn_async.supervisor.lease import Holder, MetOwners
+from saturn_async.supervisor.memory_caps import OOM_STATUS, MemoryCaps, RunCap, oom_event
 from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers, term_then_kill
-
-if TYPE_CHECKING:
-    from saturn_async.supervisor.supervisor import Supervisor
+from saturn_async.supervisor.run_storage import RunStorage
+from saturn_async.supervisor.usage import measured
 
 # The status recorded when a run could not be started at all (as a shell reports it).
 CANNOT_START = 127
@@ -32,12 +34,38 @@ class Outcome:
     """Why the final status could not be written."""
 
 
+class RunHost(Protocol):
+    """What a run needs of the supervisor that runs it (:class:`Supervisor`)."""
+
+    grace: float
+    skip_finished: bool
+    submitted: str
+    met_owners: MetOwners
+    run_storage: RunStorage
+    memory_caps: MemoryCaps
+    stop_requested: anyio.Event
+    forced: anyio.Event
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def report(self, message: str) -> None: ...
+
+    def environment_for(self, batch: Batch) -> dict[str, str]: ...
+
+    def attempt_ended(self, lifecycle: RunLifecycle) -> None: ...
+
+    def track(self, proc: RunProcess) -> None: ...
+
+    def untrack(self, proc: RunProcess) -> None: ...
+
+
 class RunLifecycle:
     """Executes one run in one slot, retrying as configured, and records its outputs."""
 
     def __init__(
         self,
-        supervisor: Supervisor,
+        supervisor: RunHost,
         batch: Batch,
         run: Run,
         rank: int,
@@ -57,9 +85,9 @@ class RunLifecycle:
         self.run = run
         self.rank = rank
         self.run_dir = run.remote_output_path
-        self.outputs = supervisor.outputs_for(batch, run)
+        self.outputs = supervisor.run_storage.outputs_for(batch, run)
         self.working_dir = batch.working_dir
-        self.lease = supervisor.lease_for(self.run_dir, self.outputs)
+        self.lease = supervisor.run_storage.lease_for(self.run_dir, self.outputs, supervisor.grace)
         self._lease_error: str | None = None
         self.timeout = run.timeout if run.timeout is not None else batch.timeout
         retries = run.retries if run.retries is not None else batch.retries
@@ -68,6 +96,7 @@ class RunLifecycle:
         self.on_launch = on_launch
         self.on_start = on_start
         self.status = CANNOT_START
+        self.memory_limit = supervisor.memory_caps.limit_for(batch, run)
         self.env = supervisor.environment_for(batch)
         if run.env:
             self.env.update(run.env)
@@ -135,16 +164,20 @@ class RunLifecycle:
         for attempt in range(self.first_attempt, self.last_attempt + 1):
             if self.on_launch is not None:
                 self.on_launch(attempt)
-            proc = await self._start(attempt)
-            if proc is None:
+            started = await self._start(attempt)
+            if started is None:
                 self.sup.attempt_ended(self)
                 break
+            proc, cap = started
             if self.on_start is not None:
                 self.on_start(attempt, proc)
             async with self.outputs.shipping():
-                exit, end = await self._supervise(proc)
+                exit, end, tree = await self._supervise(proc, cap)
+            if cap is not None and tree is not None and (oom := oom_event(cap, tree, attempt)):
+                self.events.append(oom)
+                exit, end = dataclasses.replace(exit, status=OOM_STATUS), "failed"
             self.status = exit.status
-            self.events.append(self._end_event(end, exit, attempt))
+            self.events.append(self._end_event(end, exit, attempt, tree))
             self.sup.attempt_ended(self)
             if end != "failed" or attempt == self.last_attempt or self.sup.stopping:
                 break
@@ -160,22 +193,33 @@ class RunLifecycle:
             return Outcome(self.status, recorded=False, error=exc)
         return Outcome(self.status, recorded=True)
 
-    async def _start(self, attempt: int) -> RunProcess | None:
-        """Spawn one attempt; a failure to start it (its directory, its log files, the
-        spawn: no fds, no processes, an environment over ARG_MAX) ends this run only,
-        with CANNOT_START and a ``failed`` event saying why."""
+    async def _start(self, attempt: int) -> tuple[RunProcess, RunCap | None] | None:
+        """Spawn one attempt; a failure to start it (its directory, its log files, its
+        memory cap, the spawn: no fds, no processes, an environment over ARG_MAX) ends
+        this run only, with CANNOT_START and a ``failed`` event saying why."""
         # Inline on the event loop, not in a thread: see docs/architecture.md, "Spawning".
+        cap = None
         try:
+            if self.memory_limit is not None:
+                cap = self.sup.memory_caps.start(self.memory_limit)
             stdout, stderr = self.outputs.prepare()
             try:
                 proc = RunProcess(
-                    self.run.cmd, self.env, stdout, stderr, self.working_dir, self.lease.fd
+                    self.run.cmd,
+                    self.env,
+                    stdout,
+                    stderr,
+                    self.working_dir,
+                    self.lease.fd,
+                    cap.prelude if cap is not None else None,
                 )
             finally:
                 os.close(stdout)
                 if stderr != stdout:
                     os.close(stderr)
         except (OSError, ValueError) as exc:
+            if cap is not None and cap.cgroup is not None:
+                await cap.cgroup.finish(self.sup.report)
             self.status = CANNOT_START
             self.events.append(
                 Event(type="failed", utctimestamp=utcnow(), attempt=attempt, error=str(exc))
@@ -186,12 +230,16 @@ class RunLifecycle:
                 type="started", utctimestamp=utcnow(), attempt=attempt, rank=self.rank, pid=proc.pid
             )
         )
-        return proc
+        return proc, cap
 
-    async def _supervise(self, proc: RunProcess) -> tuple[Exit, str]:
-        """Wait for the run, enforcing the timeout; returns (exit, end event type)."""
+    async def _supervise(
+        self, proc: RunProcess, cap: RunCap | None
+    ) -> tuple[Exit, str, TreeUsage | None]:
+        """Wait for the run, enforcing the timeout; returns (exit, end event type, what
+        its cgroup counted), its cgroup removed."""
         self.sup.track(proc)
         timed_out = False
+        tree = None
         try:
             if self.timeout:
                 with anyio.move_on_after(self.timeout):
@@ -204,14 +252,16 @@ class RunLifecycle:
         finally:
             self.sup.untrack(proc)
             await proc.kill_and_reap()
+            if cap is not None and cap.cgroup is not None:
+                tree = await cap.cgroup.finish(self.sup.report)
         if proc.terminated and exit.status != 0:
-            return exit, "terminated"
+            return exit, "terminated", tree
         if timed_out:
-            return exit, "timeout"
-        return exit, "complete" if exit.status == 0 else "failed"
+            return exit, "timeout", tree
+        return exit, "complete" if exit.status == 0 else "failed", tree
 
-    def _end_event(self, end: str, exit: Exit, attempt: int) -> Event:
-        usage = exit.rusage
+    def _end_event(self, end: str, exit: Exit, attempt: int, tree: TreeUsage | None) -> Event:
+        usage = measured(exit.rusage, tree)
         return Event(
             type=end,
             utctimestamp=utcnow(),
@@ -219,7 +269,8 @@ class RunLifecycle:
             exit_code=exit.status,
             signal=exit.signal,
             wall_seconds=round(exit.wall_seconds, 6),
-            cpu_user_seconds=round(usage.ru_utime, 6),
-            cpu_system_seconds=round(usage.ru_stime, 6),
-            max_rss_kib=usage.ru_maxrss,
+            cpu_user_seconds=round(usage.cpu_user_seconds, 6),
+            cpu_system_seconds=round(usage.cpu_system_seconds, 6),
+            max_rss_kib=usage.max_rss_kib,
+            max_rss_at_most_kib=usage.max_rss_at_most_kib,
         )

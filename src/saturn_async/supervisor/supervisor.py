@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,34 +15,22 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from saturn_async.exceptions import StorageError
 from saturn_async.linux import prompt_scheduling
 from saturn_async.spec.models import Batch, Run
-from saturn_async.spec.paths import is_remote
-from saturn_async.storage import Storage, local, storage_for
-from saturn_async.storage.layout import LAYOUTS, RESULTS, utcnow
-from saturn_async.storage.ledger import LedgerWriter, read_ledger
-from saturn_async.supervisor.finished import recorded_outcome
-from saturn_async.supervisor.lease import MetOwners, RunLease
+from saturn_async.storage import Storage
+from saturn_async.storage.layout import utcnow
+from saturn_async.supervisor.lease import MetOwners
 from saturn_async.supervisor.lifecycle import RunLifecycle
-from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
+from saturn_async.supervisor.memory_caps import MemoryCaps
 from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
+from saturn_async.supervisor.run_storage import RunStorage
 from saturn_async.supervisor.shared_slots import SharedSlots
 from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
 
 T = TypeVar("T")
 # Threads for blocking filesystem work; each slot uses at most one at a time.
 _MAX_IO_THREADS = 16
-
-
-def default_staging_dir() -> str:
-    """Where runs with remote outputs write before shipping: ``$SATURN_STAGING_DIR``, else
-    ``$TMPDIR/saturn_async-staging-UID``. It is used only if it is ours and 0700 (see
-    :func:`saturn_async.storage.local.open_private_directory`)."""
-    return os.environ.get("SATURN_STAGING_DIR") or os.path.join(
-        tempfile.gettempdir(), f"saturn_async-staging-{os.getuid()}"
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +72,7 @@ class Supervisor:
         storage: Storage | None = None,
         shared_slots: SharedSlots | None = None,
         submitted: str | None = None,
+        memory_caps: MemoryCaps | None = None,
     ) -> None:
         """``storage``, when given, receives every run's outputs, local paths included
         (they are then names the storage interprets: a queue to the client, say).
@@ -94,25 +82,28 @@ class Supervisor:
         is skipped, or with ``wait_for_owner`` waited for (see supervisor/lease.py).
         ``skip_finished`` skips the runs that already have a final status of this sweep,
         whatever its code: set when an engine runs a batch again after its worker died
-        (a run still owned, by a dying incarnation, is then waited for, never skipped)."""
+        (a run still owned, by a dying incarnation, is then waited for, never skipped).
+        ``memory_caps``: the default cap and how caps are enforced (default: no default
+        cap, enforced by cgroups, see supervisor/memory_caps.py)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
         self.grace = grace
         self.skip_completed = skip_completed
+        self.report = report or (lambda message: print(message, file=sys.stderr))
+        self.run_storage = RunStorage(
+            skip_completed=skip_completed,
+            staging_dir=staging_dir,
+            storage=storage,
+            log_chunk_seconds=log_chunk_seconds,
+            report=self.report,
+        )
         self.wait_for_owner = wait_for_owner or skip_finished
         self.met_owners = MetOwners()
         self.started_at = time.time()
         self.skip_finished = skip_finished
-        self.log_chunk_seconds = log_chunk_seconds
-        self.staging_dir = staging_dir or default_staging_dir()
-        self._staging_fd: int | None = None
-        self.storage: Storage | None = storage
-        self._ship_everything = storage is not None
         self.shared_slots = shared_slots
-        self.ledger: LedgerWriter | None = None
-        self._ledger_statuses: dict[str, int] = {}
-        self.report = report or (lambda message: print(message, file=sys.stderr))
+        self.memory_caps = memory_caps or MemoryCaps(report=self.report)
         self.progress = SweepProgress(total=0)
         self.submitted = submitted or utcnow()
         self.stop_signal: int | None = None
@@ -122,7 +113,6 @@ class Supervisor:
         self._io = anyio.CapacityLimiter(min(nprocs, _MAX_IO_THREADS))
         self.stop_requested = anyio.Event()
         self.forced = anyio.Event()
-        self._roots: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
         self.on_attempt_end: Callable[[RunLifecycle], None] | None = None
@@ -158,7 +148,8 @@ class Supervisor:
         runs if this process dies) for the runs executed inside."""
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
-            stack.callback(self._close_staging)
+            stack.callback(self.run_storage.close_staging)
+            stack.callback(self.memory_caps.close)
             watchdog = Watchdog(self.grace, self.report)
             stack.callback(watchdog.close)
             self._base_env[ID_VARIABLE] = watchdog.id
@@ -172,44 +163,14 @@ class Supervisor:
                     yield
                 finally:
                     tg.cancel_scope.cancel()
-            if self.ledger is not None:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self.ledger.flush()
-                    except StorageError as exc:
-                        self.report(
-                            f"could not write the ledger: {exc}; --skip-completed will run "
-                            "the runs it misses again (their status_code is stored)"
-                        )
+            with anyio.CancelScope(shield=True):
+                await self.run_storage.flush_ledger()
 
     async def open_roots(self, batches: Sequence[Batch]) -> None:
-        """Open storage for the batches' shipped output roots and check each once.
-
-        Call inside :meth:`serving`; roots already checked are not checked again. The
-        staging directory is opened (and checked to be ours: InputError if not) first.
-        """
-        roots = sorted({self._shipped_root(b) for b in batches} - {"", *self._roots})
-        if not roots:
-            return
+        """Open storage for the batches' shipped output roots, inside :meth:`serving`
+        (see :meth:`RunStorage.open_roots`)."""
         assert self._stack is not None and self._background is not None
-        if self._staging_fd is None:
-            self._staging_fd = local.open_private_directory(self.staging_dir)
-        if self.storage is None:
-            self.storage = await self._stack.enter_async_context(storage_for(roots[0]))
-        for root in roots:
-            await self.storage.check(root)
-        if self.ledger is None:
-            self.ledger = LedgerWriter(self.storage)
-            self._background.start_soon(self.ledger.flush_every)
-        if self.skip_completed:
-            for root in roots:
-                self._ledger_statuses.update(await read_ledger(self.storage, root))
-        self._roots.update(roots)
-
-    def _close_staging(self) -> None:
-        if self._staging_fd is not None:
-            os.close(self._staging_fd)
-            self._staging_fd = None
+        await self.run_storage.open_roots(list(batches), self._stack, self._background)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Start nothing new and TERM every running run.
@@ -219,8 +180,8 @@ class Supervisor:
         """
         if self.stop_signal is not None:
             self.force()
-            if self.storage is not None:
-                self.storage.stop_retrying()
+            if self.run_storage.storage is not None:
+                self.run_storage.storage.stop_retrying()
             return
         self.stop_signal = sig
         self.stop_requested.set()
@@ -285,67 +246,12 @@ class Supervisor:
         lifecycle.outputs.close()
         return False
 
-    def lease_for(self, location: str, outputs: RunOutputs) -> RunLease:
-        """The lease of the run at ``location``: an flock in the directory it writes into
-        and, for s3:// outputs, the lease object (none for queue storage, whose client
-        alone writes the runs' directories)."""
-        remote = None
-        if is_remote(location) and not self._ship_everything:
-            from saturn_async.storage.s3 import S3Storage
-            from saturn_async.supervisor.s3_lease import S3Lease, lease_ttl
-
-            assert isinstance(self.storage, S3Storage)
-            remote = S3Lease(self.storage, location, lease_ttl(self.grace))
-        return RunLease(outputs.directory.open, remote)
-
     async def _skipped(self, batch: Batch, location: str) -> bool:
-        if self.skip_completed and await self._succeeded_before(location):
+        storage = self.run_storage
+        if self.skip_completed and await storage.succeeded_before(location, self.in_thread):
             return True
-        return self.skip_finished and await self._finished_before(batch, location)
-
-    async def _succeeded_before(self, location: str) -> bool:
-        if self._ship_everything or is_remote(location):
-            return self._ledger_statuses.get(location) == 0
-        return await self.in_thread(local.read_status_code, location) == 0
-
-    async def _finished_before(self, batch: Batch, location: str) -> bool:
-        """Whether the run has a final status of this sweep, of any code (a queue's
-        channel remembers the finish markers it carried)."""
-        if not (self._ship_everything or is_remote(location)):
-            return await self.in_thread(local.read_status_code, location) is not None
-        assert self.storage is not None and self.ledger is not None
-        remote = is_remote(location)
-        layout = LAYOUTS[batch.layout]
-        submitted = self.submitted if remote else None
-        code = await recorded_outcome(self.storage, location, layout, submitted)
-        if code is not None and remote and batch.remote_output_path is not None:
-            # The dead worker may have died before flushing it: followers read the ledger.
-            self.ledger.record(batch.remote_output_path, location, code)
-        return code is not None
-
-    def outputs_for(self, batch: Batch, run: Run) -> RunOutputs:
-        """Where ``run`` writes: its own directory, or staging shipped to storage."""
-        location = run.remote_output_path
-        assert location is not None and batch.remote_output_path is not None
-        layout = LAYOUTS[batch.layout]
-        if not (self._ship_everything or is_remote(location)):
-            return LocalOutputs(
-                batch.remote_output_path,
-                location,
-                run.local_results_dir or f"{location}/{RESULTS}",
-                layout,
-            )
-        assert self.storage is not None and self.ledger is not None
-        assert self._staging_fd is not None
-        return ShippedOutputs(
-            self.storage,
-            location,
-            (self.staging_dir, self._staging_fd),
-            run.local_results_dir,
-            self.log_chunk_seconds,
-            self.ledger,
-            batch.remote_output_path,
-            layout,
+        return self.skip_finished and await storage.finished_before(
+            batch, location, self.submitted, self.in_thread
         )
 
     def environment_for(self, batch: Batch) -> dict[str, str]:
@@ -371,11 +277,6 @@ class Supervisor:
 
     async def in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._io)
-
-    def _shipped_root(self, batch: Batch) -> str:
-        """The batch's output root when its outputs are shipped, else an empty string."""
-        root = batch.remote_output_path or ""
-        return root if self._ship_everything or is_remote(root) else ""
 
 
 async def run_batches(

@@ -1,9 +1,9 @@
 """Follow a sweep from the client: poll task statuses until every task has one.
 
 Statuses are read where the results backend puts them: each task's ``status`` file
-(LocalDir, and Dask after the queue is drained into the directory) or the root's ledger
-(S3; it is flushed every 10 s, so S3 progress moves in steps). Finished tasks are not
-polled again.
+(LocalDir, and Dask and Ray once their channel is received into the directory) or the root's ledger
+(S3; it is flushed every 10 s, so S3 progress moves in steps, read through one client
+for the whole follow). Finished tasks are not polled again.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType
@@ -19,10 +19,10 @@ from types import MappingProxyType
 import anyio
 import anyio.to_thread
 
-from saturn_async.executors.base import Drain, Executor
+from saturn_async.executors.abc import Executor
 from saturn_async.spec.paths import is_remote
-from saturn_async.status import status_reader
 from saturn_async.storage import storage_for
+from saturn_async.storage.base import Storage
 from saturn_async.storage.layout import (
     ERROR,
     LAYOUTS,
@@ -32,7 +32,8 @@ from saturn_async.storage.layout import (
     Event,
     utcnow,
 )
-from saturn_async.storage.ledger import LedgerWriter
+from saturn_async.storage.ledger import LedgerWriter, read_ledger
+from saturn_async.storage.local import read_status_code
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
 
@@ -56,35 +57,54 @@ async def follow(
     record: SweepRecord,
     executor: Executor,
     progress: SweepProgress,
-    drain: Callable[[], object] | None = None,
+    receive: Callable[[], Awaitable[object]] | None = None,
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
 ) -> FollowOutcome:
     """Until every task has a status, or no batch is left that could give one.
 
+    ``receive()`` takes what waits on the sweep's results channel before each poll.
     ``commands`` (by task location) label the running and failed tasks.
     ``finished(location)`` is called (in a thread) as each task is seen to have one."""
+    root = record.results_root
+    async with contextlib.AsyncExitStack() as stack:
+        storage = await stack.enter_async_context(storage_for(root)) if is_remote(root) else None
+        return await _follow(record, executor, progress, storage, receive, commands, finished)
+
+
+async def _follow(
+    record: SweepRecord,
+    executor: Executor,
+    progress: SweepProgress,
+    storage: Storage | None,
+    receive: Callable[[], Awaitable[object]] | None,
+    commands: Mapping[str, str],
+    finished: Callable[[str], None] | None,
+) -> FollowOutcome:
     pending = list(record.tasks)
     progress.total = len(pending)
     progress.running_label = "task"
-    interval = REMOTE_POLL if is_remote(record.results_root) else POLL
-    poll = partial(
-        _poll, record.results_root, progress=progress, commands=commands, finished=finished
-    )
+    root = record.results_root
+    interval = REMOTE_POLL if storage is not None else POLL
+
+    async def poll(pending: list[str]) -> list[str]:
+        if receive is not None:
+            await receive()
+        lookup = read_status_code if storage is None else (await read_ledger(storage, root)).get
+        return await anyio.to_thread.run_sync(
+            partial(_poll, root, pending, progress, commands, finished, lookup)
+        )
+
     while True:
         started = time.monotonic()
-        if drain is not None:
-            await anyio.to_thread.run_sync(drain)
-        pending = await anyio.to_thread.run_sync(poll, pending)
+        pending = await poll(pending)
         busy = time.monotonic() - started
         if not pending:
             return FollowOutcome()
-        outstanding = await anyio.to_thread.run_sync(executor.outstanding)
+        outstanding = await executor.outstanding()
         if outstanding.batches == 0:
             # Every batch has ended: what has no status now never will.
-            if drain is not None:
-                await anyio.to_thread.run_sync(drain)
-            pending = await anyio.to_thread.run_sync(poll, pending)
+            pending = await poll(pending)
             return FollowOutcome(pending, outstanding.errors)
         await anyio.sleep(max(interval, busy / BUSY_SHARE))
 
@@ -95,13 +115,14 @@ def _poll(
     progress: SweepProgress,
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
+    lookup: Callable[[str], int | None] = read_status_code,
 ) -> list[str]:
-    """Count the tasks that got a status; note (locally) those that have started.
+    """Count the tasks that got a status (``lookup``: its status code, None for none);
+    note (locally) those that have started.
 
     Runs in a thread while the display reads ``progress``: ``running`` is replaced
     whole, never changed in place.
     """
-    lookup = status_reader(root)
     local = not is_remote(root)
     running = dict(progress.running)
     still = []
@@ -127,18 +148,6 @@ def _poll(
 
 def _task_name(location: str) -> str:
     return location.rsplit("/", 1)[-1]
-
-
-def open_drain(record: SweepRecord, executor: Executor) -> Drain | None:
-    """The drain of a sweep whose results come through a queue, else None."""
-    if "results_actor" in record.handle:
-        return executor.results_drain(record.results_root)
-    if "results_queue" not in record.handle:
-        return None
-    from saturn_async.sweep.drain import QueueDrain
-
-    handle = record.handle
-    return QueueDrain(handle["results_scheduler"], handle["results_queue"], record.results_root)
 
 
 async def prepare_root(root: str, locations: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""``SlurmExecutor``: the executor interface over the Slurm core of this package.
+"""``SlurmExecutor``: the async executor interface (executors/abc.py) over the Slurm core
+of this package, awaited in the caller's loop.
 
 ``saturn run`` writes the batch files under ``batch_files`` and submits one array job
 (sbatch ``--parsable``), whose id goes in the sweep's record. ``collect`` follows the
@@ -14,10 +15,9 @@ import shutil
 import time
 from typing import Any
 
-import anyio
-
 from saturn_async.exceptions import ExecutorError, InputError
-from saturn_async.executors.base import Executor, Outstanding
+from saturn_async.executors.abc import Executor, Outstanding
+from saturn_async.executors.jobs import WorkerJob
 from saturn_async.executors.slurm.array import (
     ArrayFollower,
     BatchOptions,
@@ -27,7 +27,6 @@ from saturn_async.executors.slurm.array import (
 from saturn_async.executors.slurm.batch_files import check_visible
 from saturn_async.executors.slurm.commands import cancel, node_hosts, partition_cpus
 from saturn_async.executors.slurm.config import SlurmConfig
-from saturn_async.executors.worker import WorkerJob
 from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
 from saturn_async.sweep.state import SweepRecord
@@ -44,13 +43,16 @@ array fails; meanwhile the last answer stands."""
 
 class SlurmExecutor(Executor):
     Config = SlurmConfig
-    detaches = True
 
     def __init__(self, config: Any, record: SweepRecord) -> None:
         super().__init__(config, record)
         job_id = record.handle.get(JOB_ID)
         self._follower = ArrayFollower(record, job_id) if job_id else None
         self._status: tuple[float, Outstanding] | None = None
+
+    @property
+    def detaches(self) -> bool:
+        return True
 
     def check(self) -> None:
         source = self.record.source
@@ -75,33 +77,37 @@ class SlurmExecutor(Executor):
                 source=source,
                 field="$.executor.batch_files",
             )
-        hosts = anyio.run(lambda: node_hosts(self.config.partition, source=source))
-        others = hosts - {os.uname().nodename, os.uname().nodename.split(".")[0]}
-        check_visible(files, others, source=source, field="$.executor.batch_files")
-        check_visible(self.record.results_root, others, source=source, field="$.results")
 
-    def slot_groups(self, nprocs: int) -> int:
+    async def slot_groups(self, nprocs: int) -> int:
+        """Also the first call that may ask Slurm, before anything is written: refuses
+        node-local paths when other machines are nodes."""
+        source = self.record.source
+        hosts = await node_hosts(self.config.partition, source=source)
+        others = hosts - {os.uname().nodename, os.uname().nodename.split(".")[0]}
+        check_visible(
+            self.config.batch_files, others, source=source, field="$.executor.batch_files"
+        )
+        check_visible(self.record.results_root, others, source=source, field="$.results")
         if self.config.max_concurrent is not None:
             return self.config.max_concurrent  # type: ignore[no-any-return]
-        source = self.record.source
-        cpus = anyio.run(lambda: partition_cpus(self.config.partition, source=source))
+        cpus = await partition_cpus(self.config.partition, source=source)
         return max(1, cpus // nprocs)
 
     def describe(self, job: WorkerJob, batches: list[Batch]) -> str:
         return sweep_script(self.config, self.record, batches, _options(job))
 
-    def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
-        job_id = anyio.run(submit_sweep, self.config, self.record, batches, _options(job))
+    async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
+        job_id = await submit_sweep(self.config, self.record, batches, _options(job))
         self.record.handle[JOB_ID] = job_id
         self._follower = ArrayFollower(self.record, job_id)
 
-    def outstanding(self) -> Outstanding:
+    async def outstanding(self) -> Outstanding:
         if self._follower is None:
             return Outstanding(0, ["the sweep's record holds no Slurm job id"])
         now = time.monotonic()
         if self._status is None or now - self._status[0] >= _STATUS_INTERVAL:
             try:
-                live, errors = anyio.run(self._follower.poll)
+                live, errors = await self._follower.poll()
             except ExecutorError:
                 if self._status is None or now - self._status[0] > UNREACHABLE:
                     raise
@@ -109,15 +115,11 @@ class SlurmExecutor(Executor):
             self._status = (now, Outstanding(live, errors))
         return self._status[1]
 
-    def terminate(self) -> None:
-        follower = self._follower
-        if follower is not None:
+    async def terminate(self) -> None:
+        if self._follower is not None:
             grace = float(self.record.handle.get("grace", 10.0))
-            anyio.run(lambda: cancel(follower.job_id, grace=grace, source=self.record.source))
+            await cancel(self._follower.job_id, grace=grace, source=self.record.source)
         self._status = None
-
-    def close(self) -> None:
-        return None
 
 
 def _options(job: WorkerJob) -> BatchOptions:
