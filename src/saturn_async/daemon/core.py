@@ -20,6 +20,7 @@ from saturn_async.daemon.log import DaemonLog
 from saturn_async.daemon.notify import sd_notify
 from saturn_async.daemon.paths import DaemonPaths
 from saturn_async.daemon.spool import Spool
+from saturn_async.daemon.start_limits import daemon_gate
 from saturn_async.daemon.state import DaemonState
 from saturn_async.spec.memory import memory_bytes
 from saturn_async.supervisor.memory_caps import MemoryCaps
@@ -59,6 +60,12 @@ class DaemonCore:
             log_chunk_seconds=config.log_chunk_minutes * 60,
             staging_dir=config.staging_dir,
             memory_caps=MemoryCaps(memory, config.memory_cap, report),
+        )
+        self.gate = daemon_gate(
+            config,
+            config_path,
+            self.overrides,
+            lambda message: self.logbook("warning", "waiting", message),
         )
         self.spool = Spool(config.spool) if config.spool else None
         self._journal: Journal | None = None

@@ -49,6 +49,7 @@ from saturn_async.storage.layout import utcnow
 from saturn_async.storage.local import LocalStorage
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.process import RunProcess
+from saturn_async.supervisor.start_gate import Ticket
 
 _COMPACT_AT_LEAST = 8 << 20
 """Compact when the journal has grown past this, and past twice its last compacted size."""
@@ -250,8 +251,13 @@ class Daemon(Spooling):
 
     async def _run(self, rank: int, batch: BatchState, index: int) -> None:
         key = (batch.id, index)
+        ticket = None
         try:
-            await self._execute(rank, batch, index)
+            if self.gate is not None:  # memory, load, GPUs; a stop leaves the run queued
+                ticket = await self.gate.enter(batch.batch, batch.batch.runs[index], self._closed)
+                if ticket is None:
+                    return
+            await self._execute(rank, batch, index, ticket)
         except Exception as exc:  # not the run's failure (that is its status): the start's
             proc = self._procs.get(key)
             if proc is not None:
@@ -262,6 +268,8 @@ class Daemon(Spooling):
             else:
                 self.logbook("error", "run_failed", reason, batch=batch.id)
         finally:
+            if ticket is not None and self.gate is not None:
+                self.gate.leave(ticket)
             self._procs.pop(key, None)
             timer = self._kill_timers.pop(key, None)
             if timer is not None:
@@ -269,7 +277,12 @@ class Daemon(Spooling):
             self._ranks.discard(rank)
             self._notify()
 
-    async def _execute(self, rank: int, batch: BatchState, index: int) -> None:
+    def _closed(self) -> bool:
+        return self.draining or self.supervisor.stopping
+
+    async def _execute(
+        self, rank: int, batch: BatchState, index: int, ticket: Ticket | None
+    ) -> None:
         earlier = batch.lost_events.get(index, [])
         lifecycle = RunLifecycle(
             self.supervisor,
@@ -283,6 +296,8 @@ class Daemon(Spooling):
             on_start=partial(self._started, batch, index, rank),
         )
         lifecycle.env[RUN_ID_VARIABLE] = run_marker(self.paths.state_dir, batch.run_id(index))
+        if ticket is not None:
+            lifecycle.env.update(ticket.gpu_env)
         # A run another supervisor holds is waited for (the daemon is a queue); when
         # the daemon stops meanwhile, the run stays queued for its next start.
         if await lifecycle.take_lease(wait=True) is not None:

@@ -37,6 +37,7 @@ from saturn_async.storage.base import Storage
 from saturn_async.storage.queue import Channel, QueueStorage
 from saturn_async.supervisor import Supervisor
 from saturn_async.supervisor.shared_slots import SharedSlots, process_slots
+from saturn_async.supervisor.start_gate import batches_gate
 
 # How often a worker looks at the terminate file.
 _TERMINATE_POLL = 0.25
@@ -136,6 +137,8 @@ async def _run(
             shared_slots=_shared_slots(job),
             submitted=job.submitted,
             skip_finished=rerun,
+            # The batches' gpus, on this worker (all: its GPUs, or the engine's share).
+            gate=batches_gate([("batch", b) for b in batches], None, None, None, _log.warning),
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:

@@ -21,6 +21,13 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Env = dict[str, str]
 MemorySize = Annotated[int, msgspec.Meta(ge=1)] | str
 """A memory cap: bytes, or a size with K, M, G or T (``4G``); see spec/memory.py."""
+GpuSpec = (
+    Annotated[int, msgspec.Meta(ge=1)]
+    | str
+    | Annotated[list[Annotated[int, msgspec.Meta(ge=0)] | str], msgspec.Meta(min_length=1)]
+)
+"""A GPU pool: ``all``, a count, or a device list (``[0, 1]`` or ``"0,1"``); see
+``supervisor/gpu_devices.py``."""
 
 
 class Run(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -33,6 +40,7 @@ class Run(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_default
     retries: Count | None = None
     env: Env | None = None
     memory: MemorySize | None = None
+    gpus_per_run: Count | None = None
     # Written into batch files by the original client; accepted so its files still run.
     status_code: int | None = None
     status: str | None = None
@@ -54,3 +62,7 @@ class Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     working_dir: str | None = None
     """The directory every run starts in (default: the supervisor's; relative to it); a
     run cannot start where it does not exist."""
+    gpus: GpuSpec | None = None
+    """The machine's GPU pool, like ``nprocs`` its slots (or ``--gpus``)."""
+    gpus_per_run: Count | None = None
+    """Distinct devices of the pool each run holds (default 1 with a pool)."""

@@ -2,8 +2,9 @@
 
 ``name``, ``tasks: [{name, command}]``, ``executor: {class_spec, ...}`` and
 ``results: {class_spec, ...}`` are Saturn Run's; ``nprocs``, ``batch_size``, ``timeout``,
-``retries``, ``env`` and ``memory`` are ours (docs/executors.md). The executor and results sections
-are checked by the backend that ``class_spec`` names, so their errors name the field too.
+``retries``, ``env``, ``memory``, ``gpus`` and ``gpus_per_run`` are ours
+(docs/executors.md). The executor and results sections are checked by the backend that
+``class_spec`` names, so their errors name the field too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import msgspec
 from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document
 from saturn_async.spec.input_file import read_input
-from saturn_async.spec.models import AtLeastOne, Count, Env, MemorySize, PositiveSeconds, Slots
+from saturn_async.spec.models import (
+    AtLeastOne,
+    Count,
+    Env,
+    GpuSpec,
+    MemorySize,
+    PositiveSeconds,
+    Slots,
+)
 from saturn_async.spec.paths import NAME_MAX, RESERVED
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -33,6 +42,7 @@ class Task(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaul
     retries: Count | None = None
     env: Env | None = None
     memory: MemorySize | None = None
+    gpus_per_run: Count | None = None
 
 
 class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -49,6 +59,9 @@ class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     working_dir: str | None = None
     """Where every task starts, on the workers; relative to the client's working directory.
     Default: the executor's (docs/executors.md, "The working directory")."""
+    gpus: GpuSpec | None = None
+    """Each worker's GPU pool (default ``all`` when a task asks for GPUs)."""
+    gpus_per_run: Count | None = None
 
 
 def load_sweep(path: str | Path, max_input_size: int | None = None) -> Sweep:

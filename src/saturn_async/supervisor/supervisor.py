@@ -26,6 +26,7 @@ from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.supervisor.run_storage import RunStorage
 from saturn_async.supervisor.shared_slots import SharedSlots
+from saturn_async.supervisor.start_gate import StartGate, Ticket
 from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ class Supervisor:
         shared_slots: SharedSlots | None = None,
         submitted: str | None = None,
         memory_caps: MemoryCaps | None = None,
+        gate: StartGate | None = None,
     ) -> None:
         """``storage``, when given, receives every run's outputs, local paths included
         (they are then names the storage interprets: a queue to the client, say).
@@ -104,6 +106,7 @@ class Supervisor:
         self.skip_finished = skip_finished
         self.shared_slots = shared_slots
         self.memory_caps = memory_caps or MemoryCaps(report=self.report)
+        self.gate = gate
         self.progress = SweepProgress(total=0)
         self.submitted = submitted or utcnow()
         self.stop_signal: int | None = None
@@ -215,14 +218,25 @@ class Supervisor:
                 if self.stopping:
                     self.shared_slots.release()
                     return
+            ticket: Ticket | None = None
+            if self.gate is not None:
+                try:
+                    ticket = await self.gate.enter(batch, run, lambda: self.stopping)
+                except BaseException:
+                    self._leave(None)
+                    raise
+                if ticket is None or self.stopping:
+                    self._leave(ticket)
+                    return
             self.progress.running[rank] = RunningRun(run.cmd, time.monotonic())
             try:
                 lifecycle = RunLifecycle(self, batch, run, rank)
+                if ticket is not None:
+                    lifecycle.env.update(ticket.gpu_env)
                 outcome = await lifecycle.execute() if await self._own(lifecycle) else None
             finally:
                 del self.progress.running[rank]
-                if self.shared_slots is not None:
-                    self.shared_slots.release()
+                self._leave(ticket)
             if outcome is None:
                 self.progress.skipped += 1
             elif outcome.status_code == 0 and outcome.recorded:
@@ -231,6 +245,14 @@ class Supervisor:
                 self.progress.add_failure(
                     FailedRun(run.remote_output_path, run.cmd, outcome.status_code)
                 )
+
+    def _leave(self, ticket: Ticket | None) -> None:
+        """Give back a run's slot and its pass."""
+        if ticket is not None:
+            assert self.gate is not None
+            self.gate.leave(ticket)
+        if self.shared_slots is not None:
+            self.shared_slots.release()
 
     async def _own(self, lifecycle: RunLifecycle) -> bool:
         """Take the run's lease; False (the run is skipped) when another supervisor owns
