@@ -191,9 +191,13 @@ async def mark_terminated(
     locations: list[str],
     submitted: str,
     commands: Mapping[str, str] = MappingProxyType({}),
+    *,
+    error: str = "not started",
+    status: int = TERMINATED_STATUS,
 ) -> None:
-    """Give tasks that never got a status one: ``failure``, with a ``terminated`` event
-    (and their command, from ``commands``, in the ``submitted`` one)."""
+    """Give tasks that never got a status one: ``failure`` (exit ``status``), with a
+    ``terminated`` event saying ``error`` (and their command, from ``commands``, in the
+    ``submitted`` one)."""
     if not locations:
         return
     layout = LAYOUTS["sweep"]
@@ -202,10 +206,10 @@ async def mark_terminated(
         for location in locations:
             events = [
                 Event(type="submitted", utctimestamp=submitted, cmd=commands.get(location)),
-                Event(type="terminated", utctimestamp=utcnow(), error="not started"),
+                Event(type="terminated", utctimestamp=utcnow(), error=error),
             ]
-            await storage.put_all(location, layout.final_writes(events, TERMINATED_STATUS))
+            await storage.put_all(location, layout.final_writes(events, status))
             if ledger is not None:
-                ledger.record(root, location, TERMINATED_STATUS)
+                ledger.record(root, location, status)
         if ledger is not None:
             await ledger.flush()
