@@ -108,3 +108,28 @@ def test_a_retry_moves_the_failed_attempts_chunks_with_one_message(tmp_path):
     assert (root / "t0" / "log.1").read_text() == "first\n"
     assert (root / "t0" / "log").read_text() == "second\n"
     assert (root / "t0" / "status").read_text() == "success\n"
+
+
+def test_the_collector_moves_chunks_only_between_real_directories(tmp_path):
+    root, outside = tmp_path / "results", tmp_path / "outside"
+    (root / "t0" / "log").mkdir(parents=True)
+    (root / "t0" / "log" / "000000").write_text("chunk\n")
+    outside.mkdir()
+    (outside / "000000").write_text("not saturn's\n")
+    (root / "t1").mkdir()
+    (root / "t1" / "log").symlink_to(outside)
+    (root / "t0" / "log.2").symlink_to(outside)
+    collector = Collector(str(root))
+    for source, target in [("t1/log", "t1/log.1"), ("t0/log", "t0/log.2")]:
+        collector.apply(
+            {"op": "move_below", "location": f"{root}/{target}", "source": f"{root}/{source}"}
+        )
+    assert sorted(p.name for p in outside.iterdir()) == ["000000"]
+    assert (outside / "000000").read_text() == "not saturn's\n"
+    assert not (root / "t1" / "log.1").exists()
+    assert (root / "t0" / "log" / "000000").read_text() == "chunk\n"
+    collector.apply(
+        {"op": "move_below", "location": f"{root}/t0/log.1", "source": f"{root}/t0/log"}
+    )
+    assert (root / "t0" / "log.1" / "000000").read_text() == "chunk\n"
+    assert list((root / "t0" / "log").iterdir()) == []
