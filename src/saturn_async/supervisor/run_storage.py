@@ -59,7 +59,6 @@ class RunStorage:
         self.sink = sink
         self.storage: Storage | None = None
         """The storage of the remote roots (opened for the first), when there is no sink."""
-        self.ship_everything = sink is not None
         self.log_chunk_seconds = log_chunk_seconds
         self.report = report
         self.ledger: LedgerWriter | None = None
@@ -174,8 +173,9 @@ class RunStorage:
 
     def stop_retrying(self) -> None:
         """Let storage failures fail at once from now on (a second stop signal)."""
-        if self.sink is not None or self.storage is not None:
-            self._target().stop_retrying()
+        target = self.sink or self.storage
+        if target is not None:
+            target.stop_retrying()
 
     def _target(self) -> Sink:
         """Where shipped outputs go: the sink, else the storage (opened by then)."""
@@ -185,7 +185,7 @@ class RunStorage:
 
     def ships(self, location: str) -> bool:
         """Whether the outputs at ``location`` are staged and shipped to storage."""
-        return self.ship_everything or is_remote(location)
+        return self.sink is not None or is_remote(location)
 
     def shipped_root(self, batch: Batch) -> str:
         """The batch's output root when its outputs are shipped, else an empty string."""
