@@ -19,7 +19,7 @@ import msgspec
 
 from saturn_async.exceptions import StorageError
 from saturn_async.spec.paths import RESERVED
-from saturn_async.storage.base import Storage
+from saturn_async.storage.base import Sink, Storage
 
 LEDGER = f"{RESERVED}/ledger"
 FLUSH_SECONDS = 10.0
@@ -39,7 +39,7 @@ _encoder = msgspec.json.Encoder()
 class LedgerWriter:
     """Collects finished runs per root and writes them as segments."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Sink) -> None:
         self.storage = storage
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self._name = f"{stamp}-{uuid.uuid4().hex[:12]}"
