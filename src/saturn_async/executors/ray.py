@@ -40,6 +40,7 @@ from saturn_async.sweep.state import SweepRecord
 try:
     import ray
     import ray.exceptions
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 except ImportError as exc:
     raise MissingExtraError("RayExecutor", "ray") from exc
 
@@ -234,8 +235,14 @@ class RayExecutor(Executor):
 
     def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
         self._connect()
+        # On this client's node (with ray://, the head's): placed freely, the actor could
+        # land on a worker node, whose loss would then take the whole sweep with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         actor = SweepActor.options(  # type: ignore[attr-defined]
-            name=actor_name(self.record), namespace=NAMESPACE, lifetime="detached"
+            name=actor_name(self.record),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            scheduling_strategy=here,
         ).remote()
         ray.get(
             actor.submit.remote(
