@@ -236,8 +236,9 @@ class RayExecutor(Executor):
     def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
         self._connect()
         # On this client's node (with ray://, the head's): placed freely, the actor could
-        # land on a worker node, whose loss would then take the whole sweep with it.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        # land on a worker node, whose loss would then take the whole sweep with it. Not
+        # soft: Ray spills a soft one to another node while this one starts a worker.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         actor = SweepActor.options(  # type: ignore[attr-defined]
             name=actor_name(self.record),
             namespace=NAMESPACE,
