@@ -127,7 +127,8 @@ class Host:
         _ip("link", "set", self.outer, "up" if up else "down")
 
     def block(self, address: str, blocked: bool = True) -> None:
-        """Drop (or, ``blocked=False``, pass again) this host's traffic to ``address``."""
+        """Make ``address`` unreachable from this host (or, ``blocked=False``, reachable
+        again): a blackhole route, so what this host sends there is discarded."""
         _ip("route", "add" if blocked else "del", "blackhole", f"{address}/32", netns=self.netns)
 
     def close(self) -> None:

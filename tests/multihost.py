@@ -1,9 +1,10 @@
 """Sweeps across the test hosts of tests/hosts.py, and what must hold after a fault.
 
 S3 is a moto_server on host A (on an address of its own, so it can be cut off without
-cutting host A). Every run appends ``start TASK HOST PID`` to a marks file when it
-starts and ``done TASK HOST PID`` when its command completes, and prints ``attempt PID``
-while it works, so a second completion, or a log holding two attempts, is visible.
+cutting host A). Every run appends ``start TASK HOST PID TIME`` to a marks file when
+it starts and ``done TASK HOST PID TIME`` when its command completes, and prints
+``attempt PID`` while it works, so a second completion, or a log holding two attempts,
+is visible.
 moto_server logs every request with the client's address: who wrote what, in order.
 """
 
@@ -139,7 +140,6 @@ def inject(hosts: Hosts, fault: str) -> None:
             timeout=300,
             what="C's runs started again on B",
         )
-        hosts.figure("C's runs started again on B")
     elif fault == "partition_30s":
         hosts.c.link(up=False)
         time.sleep(OUTAGE)  # the fault's length, not a wait for something to happen
@@ -159,11 +159,16 @@ def finish(hosts: Hosts, run: Any, timeout: float = 400) -> dict[str, Any]:
     """Wait for ``saturn run`` to end, check assert_sweep_outcome; its report."""
     run.wait(timeout=timeout)
     hosts.figure("finished")
+    on_c = started_on(hosts.marks, "hostc")
+    again = [when for what, task, host, when in marks_of(hosts.marks)
+             if what == "start" and task in on_c and host != "hostc"]  # fmt: skip
+    if again:
+        hosts.figures["C's runs started elsewhere"] = round(min(again) - hosts.fault_wall, 1)
     return assert_sweep_outcome(hosts, run.returncode, (hosts.directory / "run.log").read_text())
 
 
 def marked_tasks(marks: Path, count: int = TASKS) -> list[dict[str, Any]]:
-    me = "$SATURN_RUN_REMOTE_OUTPUT_PATH $(hostname) $$"
+    me = "$SATURN_RUN_REMOTE_OUTPUT_PATH $(hostname) $$ $(date +%s.%N)"
     command = (
         f'echo "start {me}" >> {marks}; '
         f"for i in $(seq {TICKS}); do echo attempt $$; sleep 0.5; done; "
@@ -172,23 +177,23 @@ def marked_tasks(marks: Path, count: int = TASKS) -> list[dict[str, Any]]:
     return [{"name": f"t{i:02}", "command": command} for i in range(count)]
 
 
-def marks_of(marks: Path) -> list[tuple[str, str, str]]:
-    """(``start`` or ``done``, task name, host) for each line of the marks file."""
+def marks_of(marks: Path) -> list[tuple[str, str, str, float]]:
+    """(``start`` or ``done``, task name, host, Unix time) for each line of the marks file."""
     found = []
     for line in marks.read_text().splitlines() if marks.exists() else []:
-        what, location, host, _pid = line.split()
-        found.append((what, location.rsplit("/", 1)[-1], host))
+        what, location, host, _pid, when = line.split()
+        found.append((what, location.rsplit("/", 1)[-1], host, float(when)))
     return found
 
 
 def started_on(marks: Path, host: str) -> set[str]:
-    return {task for what, task, on in marks_of(marks) if what == "start" and on == host}
+    return {task for what, task, on, _ in marks_of(marks) if what == "start" and on == host}
 
 
 def done_on(marks: Path) -> dict[str, list[str]]:
     """The hosts each task's command completed on, once per completion."""
     done: dict[str, list[str]] = {}
-    for what, task, host in marks_of(marks):
+    for what, task, host, _ in marks_of(marks):
         if what == "done":
             done.setdefault(task, []).append(host)
     return done

@@ -8,6 +8,7 @@ then injects one of multihost.FAULTS and checks multihost.assert_sweep_outcome.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,6 +39,16 @@ def alive_nodes(hosts: Hosts, address: str) -> int:
     done = hosts.a.run([RAY, "status", "--address", address], timeout=60)
     active = done.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
     return active.count("node_")
+
+
+def actor_host(hosts: Hosts) -> str | None:
+    """The host whose processes include the sweep's actor (titled ``ray::SweepActor``)."""
+    for host in (hosts.a, hosts.b, hosts.c):
+        for pid in host.pids():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::SweepActor"):
+                    return host.name
+    return None
 
 
 @pytest.fixture
@@ -72,6 +83,8 @@ def ray_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
 def test_fault_mid_sweep(ray_hosts, fault):
     hosts, address = ray_hosts
     run = start_sweep(hosts, {"class_spec": "RayExecutor", "address": address})
+    # The sweep's actor, which owns every batch task, runs on saturn run's host.
+    assert actor_host(hosts) == "hosta"
     inject(hosts, fault)
     report = finish(hosts, run)
     print(f"\n{fault}: {hosts.figures}; lost: {report['lost']}; ran twice: {hosts.ran_twice}")
