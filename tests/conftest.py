@@ -294,34 +294,41 @@ def fault_proxy(s3: str, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 class DaskCluster:
-    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, or each on a
+    test host of tests/hosts.py (``host=``)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, host: Any = None) -> None:
         self.directory = directory
+        self.host = host
         self.scheduler_file = directory / "scheduler.json"
         self.workers: list[subprocess.Popen[bytes]] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self.address = ""
 
-    def _spawn(self, *args: str, log: str) -> subprocess.Popen[bytes]:
-        with (self.directory / log).open("ab") as out:
-            proc = subprocess.Popen(
-                [str(Path(sys.executable).with_name("dask")), *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
+    def _spawn(self, *args: str, log: str, host: Any = None) -> subprocess.Popen[bytes]:
+        command = [str(Path(sys.executable).with_name("dask")), *args]
+        if host is not None:
+            proc: subprocess.Popen[bytes] = host.popen(
+                command, self.directory / log, cwd=self.directory
             )
+        else:
+            with (self.directory / log).open("ab") as out:
+                proc = subprocess.Popen(
+                    command, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory
+                )
         self._procs.append(proc)
         return proc
 
     def start_scheduler(self) -> None:
+        ip = self.host.address if self.host is not None else "127.0.0.1"
         self._spawn(
             "scheduler",
-            "--host", "127.0.0.1",
+            "--host", ip,
             "--port", "0",
             "--scheduler-file", str(self.scheduler_file),
-            "--dashboard-address", "127.0.0.1:0",
+            "--dashboard-address", f"{ip}:0",
             log="scheduler.log",
+            host=self.host,
         )  # fmt: skip
         info = wait_for(self._scheduler_info, timeout=60, what="dask scheduler file")
         self.address = info["address"]
@@ -332,20 +339,25 @@ class DaskCluster:
         except (OSError, ValueError):
             return None
 
-    def add_worker(self, slots: int = 2, nanny: bool = True) -> subprocess.Popen[bytes]:
-        """One worker process (behind a nanny unless ``nanny=False``) with ``slots`` threads."""
+    def add_worker(
+        self, slots: int = 2, nanny: bool = True, host: Any = None
+    ) -> subprocess.Popen[bytes]:
+        """One worker process (behind a nanny unless ``nanny=False``) with ``slots`` threads,
+        on ``host`` (of tests/hosts.py) if given."""
         index = len(self.workers)
+        ip = host.address if host is not None else "127.0.0.1"
         proc = self._spawn(
             "worker",
             "--scheduler-file", str(self.scheduler_file),
-            "--host", "127.0.0.1",
+            "--host", ip,
             "--nthreads", str(slots),
             "--resources", f"saturn_slots={slots}",
-            "--dashboard-address", "127.0.0.1:0",
+            "--dashboard-address", f"{ip}:0",
             "--local-directory", str(self.directory / f"worker-{index}"),
             "--name", f"worker-{index}",
             "--nanny" if nanny else "--no-nanny",
             log=f"worker-{index}.log",
+            host=host,
         )  # fmt: skip
         self.workers.append(proc)
         return proc

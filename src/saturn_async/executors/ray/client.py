@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from saturn_async.exceptions import InputError
 from saturn_async.executors.abc import Executor, Outstanding, ResultsReceiver
@@ -150,8 +151,15 @@ class RayExecutor(Executor):
         await anyio.to_thread.run_sync(self._submit, job, batches)
 
     def _submit(self, job: WorkerJob, batches: list[Batch]) -> None:
+        # On this client's node (with ray://, the head's): placed freely, the actor could
+        # land on a worker node, whose loss would then take the whole sweep with it. Not
+        # soft: Ray spills a soft one to another node while this one starts a worker.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         actor = SweepActor.options(  # type: ignore[attr-defined]
-            name=actor_name(self.record), namespace=NAMESPACE, lifetime="detached"
+            name=actor_name(self.record),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            scheduling_strategy=here,
         ).remote()
         ray.get(
             actor.submit.remote(
