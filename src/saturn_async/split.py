@@ -9,6 +9,7 @@ import tarfile
 import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from saturn_async.spec.decode import load_yaml_mapping
 from saturn_async.spec.paths import is_remote
 from saturn_async.split_outdir import plan_outdir
 from saturn_async.split_ship import check_destination, download_lines, upload
-from saturn_async.status import status_reader
 from saturn_async.storage.layout import RESULTS
 from saturn_async.storage.local import write_atomically
 
@@ -83,12 +83,14 @@ def split_job(
     max_input_size: int | None = None,
     overwrite: bool = False,
     indent: int | None = None,
+    status_reader: Callable[[str], Callable[[str], int | None]] | None = None,
 ) -> SplitReport:
     """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``.
 
     ``indent``: batch files pretty-printed with that many spaces (default: one line).
     Existing files in OUTDIR are replaced only if an earlier split wrote them (or with
-    ``overwrite``); see :mod:`saturn_async.split_outdir`.
+    ``overwrite``); see :mod:`saturn_async.split_outdir`. ``status_reader(root)`` is
+    the lookup of recorded status codes that skip_completed and skip_failures use.
     """
     recipe = load_yaml_mapping(recipe_path, max_input_size)
     spec = recipe.setdefault("spec", {})
@@ -109,7 +111,7 @@ def split_job(
     )
     assert job.nprocs is not None
     report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
-    runs = _select(job, report.counts, skip_completed, skip_failures, max_jobs)
+    runs = _select(job, report.counts, skip_completed, skip_failures, max_jobs, status_reader)
     report.batch_files = -(-len(runs) // report.batch_size)
 
     out = Path(outdir).absolute()
@@ -149,6 +151,7 @@ def _select(
     skip_completed: bool,
     skip_failures: bool,
     max_jobs: int | None,
+    status_reader: Callable[[str], Callable[[str], int | None]] | None,
 ) -> list[Run]:
     """The runs to include, counting each run's category in ``counts``."""
     runs = job.runs
@@ -157,7 +160,7 @@ def _select(
         counts["included"] += len(runs)
     else:
         selected = []
-        assert job.remote_output_path is not None
+        assert job.remote_output_path is not None and status_reader is not None
         recorded = status_reader(job.remote_output_path)
         for run in runs:
             assert run.remote_output_path is not None

@@ -86,7 +86,9 @@ async def _follow(
         tg.start_soon(_cancel_on_signal, tg.cancel_scope, received)
         if display is not None:
             tg.start_soon(show_progress, progress, display)
-        outcome = await follow(record, executor, progress, drain, commands, finished)
+        outcome = await follow(
+            record, executor, progress, drain, commands, finished, show_running=display is not None
+        )
         tg.cancel_scope.cancel()
     return (None, received[0]) if received else (outcome, None)
 

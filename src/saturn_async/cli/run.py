@@ -132,7 +132,7 @@ def run(
         elif not dry_run:
             state.check_name_free(sweep_name, replace=replace)
         if skip_completed or resume:
-            lookup = status_reader(results.root)
+            lookup = anyio.run(status_reader, results.root)
             sweep.tasks = [t for t in sweep.tasks if lookup(f"{results.root}/{t.name}") != 0]
             if not resume:
                 record.tasks = [f"{results.root}/{task.name}" for task in sweep.tasks]

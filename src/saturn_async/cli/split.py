@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import anyio
 import click
 
 from saturn_async.cli.options import SLOTS, max_input_size_option
 from saturn_async.split import split_job
+from saturn_async.status import status_reader
 
 
 @click.command()
@@ -85,6 +87,7 @@ def split(
         max_input_size=max_input_size,
         overwrite=overwrite,
         indent=indent,
+        status_reader=lambda root: anyio.run(status_reader, root),
     )
     for category, count in sorted(report.counts.items()):
         click.echo(f"{category}: {count}")

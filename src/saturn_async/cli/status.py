@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import anyio
 import click
 import msgspec
 from rich.console import Console
@@ -13,7 +14,7 @@ from saturn_async.cli.progress import failed_run_line, lost_run_line
 from saturn_async.exceptions import InputError
 from saturn_async.joblog import write_outputs_joblog
 from saturn_async.runs_index import runs_of
-from saturn_async.status import status_of, status_of_tasks
+from saturn_async.status import status_of, status_of_sweep
 from saturn_async.sweep.state import load_record
 
 
@@ -50,10 +51,9 @@ def status(
     if joblog is not None:
         write_outputs_joblog(joblog, runs_of(path, name, max_input_size))
     if path is not None:
-        report = status_of(path, max_input_size)
+        report = anyio.run(status_of, path, max_input_size)
     else:
-        record = load_record(name or "")
-        report = status_of_tasks(record.tasks, record.results_root)
+        report = anyio.run(status_of_sweep, load_record(name or ""))
     if as_json:
         document = {
             "total": report.total,

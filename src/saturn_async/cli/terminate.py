@@ -41,7 +41,7 @@ def terminate(name: str, wait: float | None) -> None:
     if wait is None:
         wait = float(record.handle.get("grace", 10.0)) + _MARGIN
     with open_executor(record) as executor:
-        lookup = status_reader(record.results_root)
+        lookup = anyio.run(status_reader, record.results_root)
         unfinished = [task for task in record.tasks if lookup(task) is None]
         executor.terminate()
         _stop_runs_of_a_dead_client(record, executor)
@@ -57,7 +57,7 @@ def terminate(name: str, wait: float | None) -> None:
         finally:
             if drain is not None:
                 drain.close()
-        lookup = status_reader(record.results_root)
+        lookup = anyio.run(status_reader, record.results_root)
         left = [task for task in unfinished if lookup(task) is None]
         commands = task_commands(name)
         anyio.run(mark_terminated, record.results_root, left, record.created, commands)

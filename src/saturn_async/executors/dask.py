@@ -59,6 +59,8 @@ class DaskExecutor(Executor):
         self._cluster: Any = None
         self._client: distributed.Client | None = None
         self._batch_futures: list[distributed.Future[Any]] | None = None
+        self._returned: set[object] = set()
+        """The keys of the batches whose outcomes ``outstanding`` has returned."""
 
     @property
     def address(self) -> str | None:
@@ -140,7 +142,12 @@ class DaskExecutor(Executor):
                 errors.append(f"batch {future.key}: {future.exception()!r}")
             elif future.status == "cancelled":
                 errors.append(f"batch {future.key}: cancelled")
-        return Outstanding(sum(f.status == "pending" for f in futures), errors)
+        ended = [f for f in futures if f.status == "finished" and f.key not in self._returned]
+        outcomes: dict[str, int] = {}
+        for summary in self.client().gather(ended) if ended else []:
+            outcomes.update(summary.outcomes)
+        self._returned.update(f.key for f in ended)
+        return Outstanding(sum(f.status == "pending" for f in futures), errors, outcomes)
 
     def terminate(self) -> None:
         client = self.client()

@@ -62,6 +62,9 @@ class WorkerSummary(msgspec.Struct, kw_only=True, frozen=True):
     skipped: int
     not_started: int
     terminated: bool
+    outcomes: dict[str, int] = msgspec.field(default_factory=dict)
+    """The final status code of every run this worker recorded, by output location: the
+    client learns its batch's outcomes from this result, without reading them back."""
 
 
 class StopSignal(Protocol):
@@ -144,6 +147,7 @@ async def _run(
             shared_slots=_shared_slots(job),
             submitted=job.submitted,
             skip_finished=rerun,
+            keep_outcomes=True,
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:
@@ -156,6 +160,7 @@ async def _run(
         skipped=summary.skipped,
         not_started=summary.not_started,
         terminated=summary.stop_signal is not None,
+        outcomes=supervisor.summary.kept or {},
     )
 
 

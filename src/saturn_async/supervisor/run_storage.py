@@ -50,9 +50,12 @@ class RunStorage:
         storage: Storage | None,
         log_chunk_seconds: float,
         report: Callable[[str], None],
+        submitted: str | None = None,
     ) -> None:
         """``storage``, when given, receives every run's outputs, local paths included
-        (they are then names the storage interprets: a queue to the client, say)."""
+        (they are then names the storage interprets: a queue to the client, say).
+        ``submitted`` stamps the ledger's segments (the sweep's submission)."""
+        self.submitted = submitted
         self.skip_completed = skip_completed
         self.staging_dir = staging_dir or default_staging_dir()
         self.storage: Storage | None = storage
@@ -89,7 +92,7 @@ class RunStorage:
         for root in roots:
             await self.storage.check(root)
         if self.ledger is None:
-            self.ledger = LedgerWriter(self.storage)
+            self.ledger = LedgerWriter(self.storage, self.submitted)
             background.start_soon(self.ledger.flush_every)
         if self.skip_completed:
             for root in roots:

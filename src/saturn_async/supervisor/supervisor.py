@@ -25,6 +25,7 @@ from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.supervisor.run_storage import RunStorage
 from saturn_async.supervisor.shared_slots import SharedSlots
+from saturn_async.supervisor.summary import OutcomeSummary
 from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
 
 T = TypeVar("T")
@@ -71,6 +72,7 @@ class Supervisor:
         storage: Storage | None = None,
         shared_slots: SharedSlots | None = None,
         submitted: str | None = None,
+        keep_outcomes: bool = False,
     ) -> None:
         """``storage``, when given, receives every run's outputs, local paths included
         (they are then names the storage interprets: a queue to the client, say).
@@ -80,14 +82,18 @@ class Supervisor:
         is skipped, or with ``wait_for_owner`` waited for (see supervisor/lease.py).
         ``skip_finished`` skips the runs that already have a final status of this sweep,
         whatever its code: set when an engine runs a batch again after its worker died
-        (a run still owned, by a dying incarnation, is then waited for, never skipped)."""
+        (a run still owned, by a dying incarnation, is then waited for, never skipped).
+        ``keep_outcomes`` keeps every run's final status in ``summary.kept``."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
         self.grace = grace
         self.skip_completed = skip_completed
         self.report = report or (lambda message: print(message, file=sys.stderr))
+        self.submitted = submitted or utcnow()
+        self.summary = OutcomeSummary(self.submitted, keep=keep_outcomes)
         self.run_storage = RunStorage(
+            submitted=self.submitted,
             skip_completed=skip_completed,
             staging_dir=staging_dir,
             storage=storage,
@@ -100,7 +106,6 @@ class Supervisor:
         self.skip_finished = skip_finished
         self.shared_slots = shared_slots
         self.progress = SweepProgress(total=0)
-        self.submitted = submitted or utcnow()
         self.stop_signal: int | None = None
         self._running: dict[int, RunProcess] = {}
         self._base_env = dict(os.environ)
@@ -153,12 +158,14 @@ class Supervisor:
                 self._background = tg
                 tg.start_soon(self._enforce_grace)
                 tg.start_soon(watchdog.watch)
+                tg.start_soon(self.summary.flush_every)
                 try:
                     yield
                 finally:
                     tg.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await self.run_storage.flush_ledger()
+                await self.summary.flush(self.report)
 
     async def open_roots(self, batches: Sequence[Batch]) -> None:
         """Open storage for the batches' shipped output roots, inside :meth:`serving`
@@ -219,7 +226,12 @@ class Supervisor:
                     self.shared_slots.release()
             if outcome is None:
                 self.progress.skipped += 1
-            elif outcome.status_code == 0 and outcome.recorded:
+                continue
+            if outcome.recorded:
+                location = run.remote_output_path
+                shipped = self.run_storage.ships(location)
+                self.summary.record(batch, location, outcome.status_code, shipped)
+            if outcome.status_code == 0 and outcome.recorded:
                 self.progress.succeeded += 1
             else:
                 self.progress.add_failure(

@@ -1,9 +1,11 @@
-"""Follow a sweep from the client: poll task statuses until every task has one.
+"""Follow a sweep from the client: take in task outcomes until every task has one.
 
-Statuses are read where the results backend puts them: each task's ``status`` file
-(LocalDir, and Dask after the queue is drained into the directory) or the root's ledger
-(S3; it is flushed every 10 s, so S3 progress moves in steps). Finished tasks are not
-polled again.
+Outcomes come pushed, not polled task by task: from the results batches return when they
+end (Dask, Ray: :attr:`Outstanding.outcomes`), and from the sweep's ledger, whose
+segments its supervisors write now and then while they run (supervisor/summary.py for
+local results, the storage's ledger for S3 and results queues) and each is read once.
+Once no batch is left, the tasks neither named are read from their own files (``status``
+locally, the whole ledger on S3), which stay the truth.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from types import MappingProxyType
 
 import anyio
@@ -32,16 +33,16 @@ from saturn_async.storage.layout import (
     Event,
     utcnow,
 )
-from saturn_async.storage.ledger import LedgerWriter
+from saturn_async.storage.ledger import LedgerReader, LedgerWriter
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
 
 POLL = 0.2
 REMOTE_POLL = 2.0
-"""S3 statuses come from the ledger: one GET per segment, so it is read less often."""
+"""S3 outcomes come from the ledger: a listing and a GET per new segment, so less often."""
 BUSY_SHARE = 0.2
-"""Polling may take at most this share of the time: a poll of 100,000 pending tasks
-(one open each) waits longer for the next."""
+"""Polling may take at most this share of the time: a poll that takes long (noting which
+of 100,000 pending tasks started, one access each) waits longer for the next."""
 TERMINATED_STATUS = 143
 """The exit status recorded for a task terminated before it started (128 + SIGTERM)."""
 
@@ -59,70 +60,96 @@ async def follow(
     drain: Callable[[], object] | None = None,
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
+    show_running: bool = True,
 ) -> FollowOutcome:
     """Until every task has a status, or no batch is left that could give one.
 
-    ``commands`` (by task location) label the running and failed tasks.
-    ``finished(location)`` is called (in a thread) as each task is seen to have one."""
-    pending = list(record.tasks)
-    progress.total = len(pending)
+    ``commands`` (by task location) label the running and failed tasks; ``show_running``
+    notes (locally) which tasks have started, for a display. ``finished(location)`` is
+    called (in a thread) as each task is seen to have a status."""
+    root = record.results_root
+    tasks = PendingTasks(record.tasks, progress, commands, finished)
     progress.running_label = "task"
-    interval = REMOTE_POLL if is_remote(record.results_root) else POLL
-    poll = partial(
-        _poll, record.results_root, progress=progress, commands=commands, finished=finished
-    )
-    while True:
-        started = time.monotonic()
-        if drain is not None:
-            await anyio.to_thread.run_sync(drain)
-        pending = await anyio.to_thread.run_sync(poll, pending)
-        busy = time.monotonic() - started
-        if not pending:
-            return FollowOutcome()
-        outstanding = await anyio.to_thread.run_sync(executor.outstanding)
-        if outstanding.batches == 0:
-            # Every batch has ended: what has no status now never will.
+    interval = REMOTE_POLL if is_remote(root) else POLL
+    in_thread = anyio.to_thread.run_sync
+    async with storage_for(root) as storage:
+        ledger = LedgerReader(storage, root, record.created)
+        while True:
+            started = time.monotonic()
             if drain is not None:
-                await anyio.to_thread.run_sync(drain)
-            pending = await anyio.to_thread.run_sync(poll, pending)
-            return FollowOutcome(pending, outstanding.errors)
-        await anyio.sleep(max(interval, busy / BUSY_SHARE))
+                await in_thread(drain)
+            outstanding = await in_thread(executor.outstanding)
+            await in_thread(tasks.settle, outstanding.outcomes)
+            await in_thread(tasks.settle, await ledger.new_outcomes())
+            if not tasks.pending:
+                return FollowOutcome()
+            if outstanding.batches == 0:
+                # Every batch has ended: what has no status now never will.
+                if drain is not None:
+                    await in_thread(drain)
+                await in_thread(tasks.settle, await ledger.new_outcomes())
+                await in_thread(tasks.settle_from, await status_reader(root))
+                return FollowOutcome(list(tasks.pending), outstanding.errors)
+            if show_running and not is_remote(root):
+                await in_thread(tasks.note_running)
+            busy = time.monotonic() - started
+            await anyio.sleep(max(interval, busy / BUSY_SHARE))
 
 
-def _poll(
-    root: str,
-    pending: list[str],
-    progress: SweepProgress,
-    commands: Mapping[str, str] = MappingProxyType({}),
-    finished: Callable[[str], None] | None = None,
-) -> list[str]:
-    """Count the tasks that got a status; note (locally) those that have started.
+class PendingTasks:
+    """The tasks without a known outcome yet, and the progress of those with one.
 
-    Runs in a thread while the display reads ``progress``: ``running`` is replaced
-    whole, never changed in place.
+    Its methods run in a thread while the display reads ``progress``: ``running`` is
+    replaced whole, never changed in place.
     """
-    lookup = status_reader(root)
-    local = not is_remote(root)
-    running = dict(progress.running)
-    still = []
-    for location in pending:
-        code = lookup(location)
-        if code is None:
-            still.append(location)
-            if local and location not in running and os.access(f"{location}/{LOG}", os.F_OK):
-                label = commands.get(location, location)
+
+    def __init__(
+        self,
+        locations: list[str],
+        progress: SweepProgress,
+        commands: Mapping[str, str],
+        finished: Callable[[str], None] | None,
+    ) -> None:
+        self.pending = dict.fromkeys(locations)
+        """In the sweep's order (a dict as an ordered set)."""
+        self.progress = progress
+        self.commands = commands
+        self.finished = finished
+        progress.total = len(self.pending)
+
+    def settle(self, outcomes: Mapping[str, int]) -> None:
+        """Count the pending tasks that ``outcomes`` (location -> status code) name."""
+        if not outcomes:
+            return
+        running = dict(self.progress.running)
+        for location, code in outcomes.items():
+            if location in self.pending:
+                del self.pending[location]
+                running.pop(location, None)
+                self._count(location, code)
+        self.progress.running = running
+
+    def settle_from(self, lookup: Callable[[str], int | None]) -> None:
+        """Look every pending task up (its own files, locally) and count those done."""
+        self.settle({t: c for t in self.pending if (c := lookup(t)) is not None})
+
+    def note_running(self) -> None:
+        """Note the pending tasks that have started (their log exists)."""
+        running = dict(self.progress.running)
+        for location in self.pending:
+            if location not in running and os.access(f"{location}/{LOG}", os.F_OK):
+                label = self.commands.get(location, location)
                 running[location] = RunningRun(label, time.monotonic())
-            continue
-        running.pop(location, None)
-        if finished is not None:
-            finished(location)
+        self.progress.running = running
+
+    def _count(self, location: str, code: int) -> None:
+        if self.finished is not None:
+            self.finished(location)
         if code == 0:
-            progress.succeeded += 1
+            self.progress.succeeded += 1
         else:
-            cmd = commands.get(location) or _task_name(location)
-            progress.add_failure(FailedRun(location, cmd, code))
-    progress.running = running
-    return still
+            cmd = self.commands.get(location) or _task_name(location)
+            self.progress.add_failure(FailedRun(location, cmd, code))
 
 
 def _task_name(location: str) -> str:
