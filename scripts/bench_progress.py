@@ -111,7 +111,8 @@ def dask_million(root: Path, tasks: int, saturn: list[str]) -> list[Row]:
     sched_file = root / "scheduler.json"
     module = [sys.executable, "-m"]
     scheduler = [*module, "distributed.cli.dask_scheduler", "--scheduler-file", str(sched_file)]
-    procs = [subprocess.Popen([*scheduler, "--no-dashboard"], stderr=subprocess.DEVNULL)]
+    scheduler += ["--no-dashboard", "--port", "0"]
+    procs = [subprocess.Popen(scheduler, stderr=subprocess.DEVNULL)]
     try:
         while not sched_file.exists():
             time.sleep(0.1)

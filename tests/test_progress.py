@@ -130,3 +130,16 @@ def test_a_dask_sweep_returns_its_outcomes_with_its_batches(tmp_path, saturn, da
         (task / "status").unlink()
     collected = saturn("collect", "--name", "lr-sweep")
     assert "4 succeeded, 2 failed, 0 unfinished" in collected.stdout, collected.stderr
+
+
+def test_batches_on_one_dask_worker_share_its_watchdog(tmp_path, saturn, dask_cluster):
+    """A batch does not start an interpreter of its own to watch its runs: the batches
+    run by one worker process share one watchdog (the id in their runs' environment)."""
+    tasks = [{"name": f"t{i}", "command": "echo $SATURN_WATCHDOG_ID"} for i in range(8)]
+    executor = {"class_spec": "DaskExecutor", "scheduler_address": dask_cluster.address}
+    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=1, batch_size=1)
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 0, done.stderr
+    ids = {(tmp_path / "results" / f"t{i}" / "log").read_text().strip() for i in range(8)}
+    assert "" not in ids
+    assert len(ids) <= 2  # the cluster's two worker processes

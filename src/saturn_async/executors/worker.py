@@ -21,6 +21,7 @@ from saturn_async.spec.models import Batch
 from saturn_async.storage.base import Storage
 from saturn_async.supervisor import Supervisor
 from saturn_async.supervisor.shared_slots import SharedSlots, process_slots
+from saturn_async.supervisor.watchdog import process_watchdog
 
 # How often a worker looks at the terminate file.
 _TERMINATE_POLL = 0.25
@@ -148,6 +149,7 @@ async def _run(
             submitted=job.submitted,
             skip_finished=rerun,
             keep_outcomes=True,
+            watchdog=process_watchdog(job.grace, _log.warning),
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:

@@ -73,6 +73,7 @@ class Supervisor:
         shared_slots: SharedSlots | None = None,
         submitted: str | None = None,
         keep_outcomes: bool = False,
+        watchdog: Watchdog | None = None,
     ) -> None:
         """``storage``, when given, receives every run's outputs, local paths included
         (they are then names the storage interprets: a queue to the client, say).
@@ -83,7 +84,8 @@ class Supervisor:
         ``skip_finished`` skips the runs that already have a final status of this sweep,
         whatever its code: set when an engine runs a batch again after its worker died
         (a run still owned, by a dying incarnation, is then waited for, never skipped).
-        ``keep_outcomes`` keeps every run's final status in ``summary.kept``."""
+        ``keep_outcomes`` keeps every run's final status in ``summary.kept``.
+        ``watchdog``, when given, is shared with other supervisors (not closed here)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
@@ -115,6 +117,7 @@ class Supervisor:
         self.forced = anyio.Event()
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
+        self._watchdog = watchdog
         self.on_attempt_end: Callable[[RunLifecycle], None] | None = None
         """Called when an attempt ends (its end event is the run's last), before a
         retry; the joblog's hook. It runs on the event loop: keep it to microseconds."""
@@ -149,8 +152,9 @@ class Supervisor:
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
             stack.callback(self.run_storage.close_staging)
-            watchdog = Watchdog(self.grace, self.report)
-            stack.callback(watchdog.close)
+            watchdog = self._watchdog or Watchdog(self.grace, self.report)
+            if self._watchdog is None:
+                stack.callback(watchdog.close)
             self._base_env[ID_VARIABLE] = watchdog.id
             self._env_cache.clear()
             stack.enter_context(prompt_scheduling())
