@@ -47,7 +47,7 @@ def test_output_layout_and_environment(tmp_path: Path, write_job, saturn) -> Non
     first, end = events(run0)[0], events(run0)[-1]
     assert first.cmd.startswith('echo "out')
     assert end.exit_code == 0 and end.wall_seconds is not None and end.wall_seconds >= 0
-    assert end.cpu_user_seconds is not None and end.max_rss_kib and end.max_rss_kib > 0
+    assert end.cpu_user_seconds is not None and end.peak_kib and end.peak_kib > 0
     assert [e.type for e in events(run1)][-1] == "failed"
     leftovers = [p.name for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
     assert leftovers == []

@@ -8,11 +8,11 @@ import json
 import shutil
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 
-from conftest import wait_for
-from saturn_async.executors import open_executor
+from saturn_async.executors.registry import open_executor
 from saturn_async.storage.ledger import LEDGER, LedgerSegment
 from saturn_async.supervisor.summary import FIRST_FLUSH, LAST_FLUSH, flush_interval
 from saturn_async.sweep.state import load_record
@@ -117,13 +117,17 @@ def test_a_dask_sweep_returns_its_outcomes_with_its_batches(tmp_path, saturn, da
 
     returned: dict[str, int] = {}
 
-    def batches_ended() -> bool:
-        outstanding = dask.outstanding()
-        returned.update(outstanding.outcomes)
-        return outstanding.batches == 0
+    async def until_the_batches_end() -> None:
+        async with open_executor(record) as dask:
+            with anyio.fail_after(60):
+                while True:
+                    outstanding = await dask.outstanding()
+                    returned.update(outstanding.outcomes)
+                    if outstanding.batches == 0:
+                        return
+                    await anyio.sleep(0.05)
 
-    with open_executor(record) as dask:
-        wait_for(batches_ended, timeout=60, what="the batches' end")
+    anyio.run(until_the_batches_end)
     assert returned == {f"{results}/t{i}": 3 if i in (1, 4) else 0 for i in range(6)}
     shutil.rmtree(results / LEDGER, ignore_errors=True)
     for task in results.glob("t*"):

@@ -338,3 +338,29 @@ def test_bad_setups_are_one_line(tmp_path, saturn, s3, monkeypatch):
         missing.stderr
     )
     assert SEED_TASKS  # the sweep above is the seed's
+
+
+def test_collect_reads_the_kubeconfig_once(tmp_path, saturn, s3, fake_kube):
+    # One ApiClient for the executor's life: following polls the Job with the
+    # configuration read at the start (before, every poll read the kubeconfig again and
+    # opened a new client, so a kubeconfig rotated meanwhile broke collect).
+    path = write_sweep(
+        tmp_path, executor=kube_executor(), results=s3_results(s3), nprocs=2, batch_size=2
+    )
+    assert saturn("run", str(path), "-q", "--detach").returncode == 0
+    job = fake_kube.only_job()
+    read_job = ("GET", f"{JOBS}/{job['metadata']['name']}")
+    with saturn_in_background("collect", "--name", "lr-sweep", "-q") as collect:
+        wait_for(lambda: read_job in fake_kube.calls() or collect.poll() is not None)
+        Path(os.environ["KUBECONFIG"]).unlink()
+        job["status"] = {
+            "failed": 2,
+            "failedIndexes": "0-1",
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                            "message": "Job has reached the specified backoff limit"}],
+        }  # fmt: skip
+        _, stderr = collect.communicate(timeout=120)
+    assert collect.returncode == 1, stderr
+    assert "Kubernetes configuration" not in stderr
+    assert "BackoffLimitExceeded" in stderr
+    assert fake_kube.calls().count(read_job) >= 2

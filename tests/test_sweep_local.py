@@ -239,12 +239,14 @@ def test_third_party_executor_from_an_entry_point(tmp_path, saturn):
         "import sys\n"
         "from saturn_async.executors.local import LocalExecutor\n"
         "class LoudExecutor(LocalExecutor):\n"
-        "    def dispatch(self, job, batches):\n"
+        "    async def run(self, job, batches):\n"
         "        print(f'loud: {len(batches)} batches', file=sys.stderr)\n"
-        "        super().dispatch(job, batches)\n"
+        "        await super().run(job, batches)\n"
     )
     path = write_sweep(tmp_path, [{"command": "true"}], executor={"class_spec": "LoudExecutor"})
-    done = saturn("run", str(path), "-q", env={**os.environ, "PYTHONPATH": str(site)})
+    # The tree under test stays first on the path (when PYTHONPATH points at one).
+    pythonpath = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(site)]))
+    done = saturn("run", str(path), "-q", env={**os.environ, "PYTHONPATH": pythonpath})
     assert done.returncode == 0, done.stderr
     assert "loud: 1 batches" in done.stderr
     assert (tmp_path / "results/0/status").read_text() == "success\n"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import msgspec
 
-from saturn_async.executors.worker import WorkerJob, run_batches
+from saturn_async.executors.jobs import WorkerJob
+from saturn_async.executors.worker import run_batches
 from saturn_async.spec.models import Batch, Run
 from sweeps import events_of, write_sweep
 

@@ -18,16 +18,12 @@ Outside that tree, each kept here so that every error has one home:
   where a regular file is read (a run's results).
 - ``IdleConnection``: a daemon control connection sent or read nothing for
   ``idle_timeout``; that connection is closed.
-- ``StopRequested`` (a KeyboardInterrupt): a stop signal (INT, TERM, HUP, QUIT) arrived
-  outside an event loop's signal receiver, so code that handles Ctrl-C handles them all.
 
 Foreign errors (OSError from the filesystem, YAML parser errors, msgspec validation
 errors) are translated where they enter and chained with ``from exc``.
 """
 
 from __future__ import annotations
-
-import signal
 
 
 class SaturnError(Exception):
@@ -79,12 +75,3 @@ class NotRegularFile(OSError):
 
 class IdleConnection(Exception):
     """The peer sent or read nothing for ``idle_timeout`` seconds."""
-
-
-class StopRequested(KeyboardInterrupt):
-    """One of the stop signals arrived outside an event loop's signal receiver; a
-    KeyboardInterrupt, so code that handles Ctrl-C there handles every one of them."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum

@@ -9,11 +9,11 @@ import tarfile
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
 import msgspec
 import yaml
 
@@ -23,6 +23,7 @@ from saturn_async.spec.decode import load_yaml_mapping
 from saturn_async.spec.paths import is_remote
 from saturn_async.split_outdir import plan_outdir
 from saturn_async.split_ship import check_destination, download_lines, upload
+from saturn_async.status import status_reader
 from saturn_async.storage.layout import RESULTS
 from saturn_async.storage.local import write_atomically
 
@@ -83,14 +84,15 @@ def split_job(
     max_input_size: int | None = None,
     overwrite: bool = False,
     indent: int | None = None,
-    status_reader: Callable[[str], Callable[[str], int | None]] | None = None,
+    job_data: bytes | None = None,
 ) -> SplitReport:
     """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``.
 
     ``indent``: batch files pretty-printed with that many spaces (default: one line).
+    ``job_data``: the job file's content when it is an ``s3://`` URL (read by the caller).
     Existing files in OUTDIR are replaced only if an earlier split wrote them (or with
-    ``overwrite``); see :mod:`saturn_async.split_outdir`. ``status_reader(root)`` is
-    the lookup of recorded status codes that skip_completed and skip_failures use.
+    ``overwrite``); see :mod:`saturn_async.split_outdir`. Call it in a worker thread of
+    an event loop: S3 transfers (``--remote-commands-directory``) run back in that loop.
     """
     recipe = load_yaml_mapping(recipe_path, max_input_size)
     spec = recipe.setdefault("spec", {})
@@ -108,10 +110,11 @@ def split_job(
         remote_output_path=remote_output_path,
         max_input_size=max_input_size,
         output_flag="--remote-output-path",
+        data=job_data,
     )
     assert job.nprocs is not None
     report = SplitReport(nprocs=job.nprocs, batch_size=batch_size or 3 * job.nprocs)
-    runs = _select(job, report.counts, skip_completed, skip_failures, max_jobs, status_reader)
+    runs = _select(job, report.counts, skip_completed, skip_failures, max_jobs)
     report.batch_files = -(-len(runs) // report.batch_size)
 
     out = Path(outdir).absolute()
@@ -130,7 +133,8 @@ def split_job(
     shipped += [sync.tarball for sync in sync_specs]
     plan = plan_outdir(out, {RECIPE, *shipped}, job_path, report.batch_files, overwrite)
     if report.shipped_to is not None:
-        report.shipped_to = check_destination(report.shipped_to, "--remote-commands-directory")
+        flag = "--remote-commands-directory"
+        report.shipped_to = anyio.from_thread.run(check_destination, report.shipped_to, flag)
     try:
         plan.claim()
         _write_batches(job, runs, out, report.batch_size, indent)
@@ -141,7 +145,7 @@ def split_job(
     except OSError as exc:
         raise InputError(f"cannot write: {exc}", source=str(out)) from exc
     if report.shipped_to is not None:
-        upload(out, shipped, report.shipped_to)
+        anyio.from_thread.run(upload, out, shipped, report.shipped_to)
     return report
 
 
@@ -151,7 +155,6 @@ def _select(
     skip_completed: bool,
     skip_failures: bool,
     max_jobs: int | None,
-    status_reader: Callable[[str], Callable[[str], int | None]] | None,
 ) -> list[Run]:
     """The runs to include, counting each run's category in ``counts``."""
     runs = job.runs
@@ -160,8 +163,8 @@ def _select(
         counts["included"] += len(runs)
     else:
         selected = []
-        assert job.remote_output_path is not None and status_reader is not None
-        recorded = status_reader(job.remote_output_path)
+        assert job.remote_output_path is not None
+        recorded = anyio.from_thread.run(status_reader, job.remote_output_path)
         for run in runs:
             assert run.remote_output_path is not None
             code = recorded(run.remote_output_path)

@@ -5,6 +5,8 @@ URL; the recipe's start script downloads them again on the machine that runs the
 batches, into OUTDIR's absolute path, with the aws CLI when it is there and with
 ``python -m saturn_async fetch`` (:func:`fetch`) otherwise. Only the names ``split``
 writes travel: ``N.json`` and ``sync-NAME.tar.gz``, directly under the URL.
+
+Every transfer is a coroutine, run in the calling command's event loop.
 """
 
 from __future__ import annotations
@@ -32,20 +34,16 @@ _TRANSFERS = 16
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def check_destination(url: str, flag: str) -> str:
+async def check_destination(url: str, flag: str) -> str:
     """``url`` normalized, once S3 says it can be written (before split writes anything);
     InputError, MissingExtraError or StorageError otherwise."""
     location = normalize_location(url, source=flag, field="")
-
-    async def check() -> None:
-        async with storage_for(location) as storage:
-            await storage.check(location)
-
-    anyio.run(check)
+    async with storage_for(location) as storage:
+        await storage.check(location)
     return location
 
 
-def upload(out: Path, names: list[str], url: str) -> None:
+async def upload(out: Path, names: list[str], url: str) -> None:
     """Upload ``out/NAME`` to ``url/NAME`` for each name, a few at a time."""
     limiter = anyio.CapacityLimiter(_TRANSFERS)
 
@@ -53,12 +51,9 @@ def upload(out: Path, names: list[str], url: str) -> None:
         async with limiter:
             await storage.put_file(f"{url}/{name}", str(out / name))
 
-    async def main() -> None:
-        async with storage_for(url) as storage, anyio.create_task_group() as tg:
-            for name in names:
-                tg.start_soon(one, storage, name)
-
-    anyio.run(main)
+    async with storage_for(url) as storage, anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(one, storage, name)
 
 
 def download_lines(url: str, directory: str) -> list[str]:
@@ -73,31 +68,27 @@ def download_lines(url: str, directory: str) -> list[str]:
     ]
 
 
-def fetch(url: str, directory: str) -> list[str]:
+async def fetch(url: str, directory: str) -> list[str]:
     """Download every batch file and ``--sync`` tarball directly under ``url`` into
-    ``directory`` (created if missing); return their names.
+    ``directory`` (absolute; created if missing); return their names.
 
     A file of one of those names that is already in ``directory`` is replaced only if
     saturn wrote it (the directory's split manifest lists it), else refused before
     anything is fetched; the manifest then lists what was fetched.
     """
     location = normalize_location(url, source=url, field="")
-    out = Path(directory).absolute()
-
-    async def main() -> list[str]:
-        async with storage_for(location) as storage:
-            objects = [o for o in await storage.list(location) if SHIPPED.match(o.name)]
-            if not objects:
-                raise InputError("holds no batch files (N.json) or sync tarballs", source=url)
-            names = [o.name for o in objects]
-            await anyio.to_thread.run_sync(_claim, out, names)
-            limiter = anyio.CapacityLimiter(_TRANSFERS)
-            async with anyio.create_task_group() as tg:
-                for item in objects:
-                    tg.start_soon(_download, storage, limiter, location, item.name, out, item.size)
-            return names
-
-    return anyio.run(main)
+    out = Path(directory)
+    async with storage_for(location) as storage:
+        objects = [o for o in await storage.list(location) if SHIPPED.match(o.name)]
+        if not objects:
+            raise InputError("holds no batch files (N.json) or sync tarballs", source=url)
+        names = [o.name for o in objects]
+        await anyio.to_thread.run_sync(_claim, out, names)
+        limiter = anyio.CapacityLimiter(_TRANSFERS)
+        async with anyio.create_task_group() as tg:
+            for item in objects:
+                tg.start_soon(_download, storage, limiter, location, item.name, out, item.size)
+        return names
 
 
 def _claim(out: Path, names: list[str]) -> None:

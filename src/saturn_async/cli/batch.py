@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import click
 
+from saturn_async.cli.memory_options import memory_caps, memory_options
 from saturn_async.cli.options import (
     SLOTS,
     grace_option,
@@ -18,6 +19,7 @@ from saturn_async.cli.options import (
     max_input_size_option,
 )
 from saturn_async.cli.progress import failure_lines, pace, show_progress
+from saturn_async.cli.remote_inputs import remote_inputs
 from saturn_async.cli.stop_signals import forward_stop_signals
 from saturn_async.exceptions import InputError
 from saturn_async.joblog import AttemptLogger, open_attempt_logger
@@ -72,6 +74,7 @@ from saturn_async.supervisor.progress import SweepProgress
     help="Exit 0 when runs failed (their failures are in their outputs), so a job system "
     "does not retry the batch for them (KubernetesExecutor's pods use this).",
 )
+@memory_options
 @joblog_option
 @max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
@@ -86,6 +89,8 @@ def batch(
     log_chunk_minutes: float,
     staging_dir: str | None,
     failed_runs_exit_zero: bool,
+    memory: str | None,
+    memory_cap: str | None,
     joblog: str | None,
     max_input_size: int | None,
     quiet: bool,
@@ -107,6 +112,9 @@ def batch(
     """
     batches = _load(files, commands, output, nprocs, max_input_size)
     slots = slot_count(batches, nprocs)
+    caps = memory_caps(memory, memory_cap)
+    if caps.capped(batches):
+        caps.require()
     display = None if quiet else sys.stdout.isatty()
     supervisor_options = {
         "grace": grace,
@@ -114,6 +122,7 @@ def batch(
         "wait_for_owner": wait_for_owner,
         "log_chunk_seconds": log_chunk_minutes * 60,
         "staging_dir": staging_dir,
+        "memory_caps": caps,
     }
     logger = open_attempt_logger(joblog, batches)
     try:
@@ -149,7 +158,10 @@ def _load(
             raise InputError("goes with --commands FILE", source="--output")
         if not files:
             raise InputError("give batch FILEs, or --commands FILE -o DIR", source="batch")
-        return load_batch_files(list(files), nprocs=nprocs, max_input_size=max_input_size)
+        data = remote_inputs(list(files), max_input_size)
+        return load_batch_files(
+            list(files), nprocs=nprocs, max_input_size=max_input_size, data=data
+        )
     if files:
         raise InputError("give batch FILEs or --commands, not both", source="--commands")
     if output is None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import anyio
 import click
 
+from saturn_async.cli.memory_options import memory_options
 from saturn_async.cli.options import SLOTS, FiniteRange, daemon_options
 from saturn_async.daemon.config import DaemonConfig, load_config
 from saturn_async.daemon.paths import DaemonPaths, daemon_paths
 from saturn_async.daemon.service import Daemon
+from saturn_async.supervisor.memory_caps import MemoryCaps
 
 
 @click.command()
@@ -68,6 +70,7 @@ from saturn_async.daemon.service import Daemon
     type=FiniteRange(min=0, min_open=True),
     help="The largest request accepted on the control socket, in MB [256].",
 )
+@memory_options
 def daemon(
     nprocs: int | None,
     config_path: str | None,
@@ -84,6 +87,8 @@ def daemon(
     max_connections: int | None,
     idle_timeout: float | None,
     max_frame_mb: float | None,
+    memory: str | None,
+    memory_cap: str | None,
 ) -> None:
     """Run submitted batches on this machine's slots until drained or stopped.
 
@@ -106,8 +111,12 @@ def daemon(
         "max_connections": max_connections,
         "idle_timeout": idle_timeout,
         "max_frame_mb": max_frame_mb,
+        "memory": memory,
+        "memory_cap": memory_cap,
     }
     config = load_config(config_path, overrides)
+    if config.memory is not None:
+        MemoryCaps(mode=config.memory_cap).require()
     paths = daemon_paths(name, state_dir, socket)
     try:
         anyio.run(_serve, paths, config, config_path, overrides)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import math
 
 import anyio
 import click
@@ -28,19 +28,22 @@ def drain(name: str, socket: str | None, wait: bool, timeout: float | None) -> N
     """Running runs finish; no queued run starts and no batch is accepted; then the
     daemon exits. Queued runs stay in its journal and run when it starts again."""
     paths = daemon_paths(name, socket=socket)
-    reply = anyio.run(request, paths.socket, protocol.Drain())
+    anyio.run(_drain, paths.socket, wait, timeout)
+
+
+async def _drain(socket: str, wait: bool, give_up_after: float | None) -> None:
+    reply = await request(socket, protocol.Drain())
     assert isinstance(reply, protocol.Draining)
     click.echo(f"draining: {reply.running} running, {reply.queued} queued stay queued")
     if not wait:
         return
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        try:
-            anyio.run(request, paths.socket, protocol.Ps())
-        except DaemonError:
-            click.echo("the daemon has exited")
-            return
-        if deadline is not None and time.monotonic() > deadline:
-            click.echo(f"the daemon is still draining after {timeout:g} s", err=True)
-            raise SystemExit(1)
-        time.sleep(_POLL)
+    with anyio.move_on_after(math.inf if give_up_after is None else give_up_after):
+        while True:
+            try:
+                await request(socket, protocol.Ps())
+            except DaemonError:
+                click.echo("the daemon has exited")
+                return
+            await anyio.sleep(_POLL)
+    click.echo(f"the daemon is still draining after {give_up_after:g} s", err=True)
+    raise SystemExit(1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import anyio
 import click
 
 from saturn_async.split_ship import fetch as fetch_shipped
@@ -18,5 +21,5 @@ def fetch(url: str, directory: str) -> None:
     A file of one of those names already in DIR is replaced only if saturn wrote it (DIR's
     .saturn-split lists it), else refused (exit 2) before anything is downloaded.
     """
-    names = fetch_shipped(url, directory)
+    names = anyio.run(fetch_shipped, url, os.path.abspath(directory))
     click.echo(f"fetched {len(names)} {'file' if len(names) == 1 else 'files'} to {directory}")

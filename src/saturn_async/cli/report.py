@@ -6,6 +6,7 @@ import os
 import stat
 import sys
 import time
+from collections.abc import Callable
 
 import anyio
 import click
@@ -49,19 +50,20 @@ def report(path: str | None, name: str | None, output: str, max_input_size: int 
     runs = runs_of(path, name, max_input_size)
     refuse_remote(runs, "report")
     prefix = f"<!DOCTYPE html>\n{MARKER}\n".encode()
+
+    def page() -> bytes:
+        return render(gather(path or f"sweep {name}", runs)).encode()
+
     if is_remote(output):
         output = normalize_location(output, source="--output", field="")
-        anyio.run(_check_remote, output, prefix)
+        data = anyio.run(_write_remote, output, prefix, page)
     else:
         check_outside_runs(output, (location for location, _, _ in runs), "--output")
         _check_local(output, prefix)
-    page = render(gather(path or f"sweep {name}", runs)).encode()
-    if is_remote(output):
-        anyio.run(_put, output, page)
-    else:
-        write_atomically(output, page)
+        data = page()
+        write_atomically(output, data)
     print(
-        f"wrote {output}: {len(runs):,} runs, {len(page) / 1024:,.0f} KiB, "
+        f"wrote {output}: {len(runs):,} runs, {len(data) / 1024:,.0f} KiB, "
         f"in {time.monotonic() - started:.1f} s",
         file=sys.stderr,
     )
@@ -85,17 +87,17 @@ def _check_local(output: str, prefix: bytes) -> None:
         )
 
 
-async def _check_remote(output: str, prefix: bytes) -> None:
+async def _write_remote(output: str, prefix: bytes, page: Callable[[], bytes]) -> bytes:
+    """Refuse an object that is not a saturn report, then replace it with ``page()``
+    (one client for both); returns what was written."""
     async with storage_for(output) as storage:
         await storage.check(output)
         existing = await storage.get_range(output, 0, len(prefix))
-    if existing is not None and existing != prefix:
-        raise InputError(
-            f"{output} exists and is not a saturn report; saturn replaces only its own",
-            source="--output",
-        )
-
-
-async def _put(output: str, page: bytes) -> None:
-    async with storage_for(output) as storage:
-        await storage.put(output, page)
+        if existing is not None and existing != prefix:
+            raise InputError(
+                f"{output} exists and is not a saturn report; saturn replaces only its own",
+                source="--output",
+            )
+        data = page()
+        await storage.put(output, data)
+    return data

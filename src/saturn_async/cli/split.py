@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import anyio
+import anyio.to_thread
 import click
 
 from saturn_async.cli.options import SLOTS, max_input_size_option
-from saturn_async.split import split_job
-from saturn_async.status import status_reader
+from saturn_async.split import SplitReport, split_job
+from saturn_async.storage.inputs import read_remote_inputs
 
 
 @click.command()
@@ -72,7 +76,8 @@ def split(
     are replaced, and its batch files beyond K removed; any other existing file that
     would be replaced is refused (exit 2) unless --overwrite, and nothing else is removed.
     """
-    report = split_job(
+    split = functools.partial(
+        split_job,
         recipe,
         job,
         outdir,
@@ -87,8 +92,8 @@ def split(
         max_input_size=max_input_size,
         overwrite=overwrite,
         indent=indent,
-        status_reader=lambda root: anyio.run(status_reader, root),
     )
+    report = anyio.run(_split, split, job, max_input_size)
     for category, count in sorted(report.counts.items()):
         click.echo(f"{category}: {count}")
     files = "batch file" if report.batch_files == 1 else "batch files"
@@ -104,3 +109,12 @@ def split(
             f"{prog}: warning: no run is left to include, so recipe.yaml's spec.command is empty",
             err=True,
         )
+
+
+async def _split(
+    split: Callable[..., SplitReport], job: str, max_input_size: int | None
+) -> SplitReport:
+    """Split in a worker thread of this loop, which also reads an ``s3://`` JOB and
+    ships the batch files (--remote-commands-directory)."""
+    data = await read_remote_inputs([job], max_input_size)
+    return await anyio.to_thread.run_sync(functools.partial(split, job_data=data.get(job)))

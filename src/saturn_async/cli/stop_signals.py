@@ -5,7 +5,8 @@ starts, running runs get TERM, then KILL after the grace, and the exit code is 1
 first signal. QUIT (Ctrl-\\) stops at once: ``saturn batch`` treats it as a second
 signal (KILL the runs now, stop retrying storage). A second signal of any kind skips
 what is left of the grace (``saturn run`` stopping local runs ignores further signals: they
-stop within the grace). No signal ends saturn with runs left running.
+stop within the grace). No signal ends saturn with runs left running: ``saturn run``
+receives them from the start of its one event loop, before anything is dispatched.
 
 After a HUP the terminal is gone: writing to it fails (EIO), so stdout and stderr are
 pointed at /dev/null when they are a terminal, and the stop goes on quietly.
@@ -17,42 +18,61 @@ import contextlib
 import os
 import signal
 import stat
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
+import anyio.abc
 
-from saturn_async.exceptions import StopRequested
 from saturn_async.supervisor import Supervisor
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
-def raise_on_stop_signals() -> None:
-    """From now on, outside a signal receiver, each of STOP_SIGNALS raises StopRequested
-    (instead of ending the process with runs left behind)."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _raise)
+class StopSignals:
+    """The stop signals of a command that runs in one event loop (``saturn run``,
+    ``collect``): the first cancels the scopes made by :meth:`scope` and is kept in
+    ``signum``; later ones do nothing (a stop is under way), except a HUP's leaving the
+    terminal. Made by :func:`receive_stop_signals`."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._scopes: list[anyio.CancelScope] = []
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[anyio.CancelScope]:
+        """A cancel scope the first stop signal cancels (at once if one came already)."""
+        with anyio.CancelScope() as scope:
+            if self.signum is not None:
+                scope.cancel()
+            self._scopes.append(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.remove(scope)
+
+    async def _receive(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            task_status.started()
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    leave_terminal()
+                if self.signum is None:
+                    self.signum = signum
+                    for scope in self._scopes:
+                        scope.cancel()
 
 
-def ignore_stop_signals() -> None:
-    """From now on STOP_SIGNALS do nothing (a stop is under way), except a HUP's
-    leaving the terminal."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _ignore)
-
-
-def signal_of(interrupt: KeyboardInterrupt) -> int:
-    return interrupt.signum if isinstance(interrupt, StopRequested) else signal.SIGINT
-
-
-def _raise(signum: int, frame: object) -> None:
-    if signum == signal.SIGHUP:
-        leave_terminal()
-    raise StopRequested(signum)
-
-
-def _ignore(signum: int, frame: object) -> None:
-    if signum == signal.SIGHUP:
-        leave_terminal()
+@contextlib.asynccontextmanager
+async def receive_stop_signals() -> AsyncIterator[StopSignals]:
+    """Receive STOP_SIGNALS until the block ends; the receiver is in place on entry, so
+    nothing the block starts can be left behind by a signal that ends the process."""
+    stops = StopSignals()
+    async with anyio.create_task_group() as tg:
+        await tg.start(stops._receive)
+        try:
+            yield stops
+        finally:
+            tg.cancel_scope.cancel()
 
 
 async def forward_stop_signals(supervisor: Supervisor) -> None:

@@ -8,6 +8,7 @@ import anyio
 import click
 
 from saturn_async.cli.options import daemon_options, max_input_size_option
+from saturn_async.cli.remote_inputs import remote_inputs
 from saturn_async.daemon import protocol
 from saturn_async.daemon.client import request
 from saturn_async.daemon.paths import daemon_paths
@@ -30,7 +31,8 @@ def submit(
     running is refused (cancel it first).
     """
     paths = daemon_paths(name, socket=socket)
-    batches = load_batch_files(list(files), max_input_size=max_input_size)
+    data = remote_inputs(list(files), max_input_size)
+    batches = load_batch_files(list(files), max_input_size=max_input_size, data=data)
     message = protocol.Submit(
         batches=[
             protocol.SubmittedBatch(source=_source(path), batch=batch)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 import anyio
+import anyio.to_thread
 import click
 
 from saturn_async.cli.options import FiniteRange
-from saturn_async.executors import open_executor
-from saturn_async.executors.base import Executor
+from saturn_async.executors.abc import Executor
 from saturn_async.executors.local import OnClientMachine
+from saturn_async.executors.registry import open_executor
 from saturn_async.status import status_reader
 from saturn_async.supervisor.watchdog import groups_marked, stop_groups
-from saturn_async.sweep.follow import POLL, mark_terminated, open_drain
+from saturn_async.sweep.follow import POLL, mark_terminated
+from saturn_async.sweep.receivers import results_receiver
 from saturn_async.sweep.state import SweepRecord, load_record, task_commands
 
 # How long to wait for batches to stop beyond the runs' grace period.
@@ -37,50 +37,55 @@ def terminate(name: str, wait: float | None) -> None:
     terminated event, so the sweep is complete and `saturn status` counts it. Prints how
     many tasks had not finished: stopped while running, and never started.
     """
+    anyio.run(_terminate, name, wait)
+
+
+async def _terminate(name: str, wait: float | None) -> None:
     record = load_record(name)
     if wait is None:
         wait = float(record.handle.get("grace", 10.0)) + _MARGIN
-    with open_executor(record) as executor:
-        lookup = anyio.run(status_reader, record.results_root)
-        unfinished = [task for task in record.tasks if lookup(task) is None]
-        executor.terminate()
-        _stop_runs_of_a_dead_client(record, executor)
-        drain = open_drain(record, executor)
-        try:
-            deadline = time.monotonic() + wait
-            while executor.outstanding().batches and time.monotonic() < deadline:
-                if drain is not None:
-                    drain.drain()
-                time.sleep(POLL)
-            if drain is not None:
-                drain.drain()
-        finally:
-            if drain is not None:
-                drain.close()
-        lookup = anyio.run(status_reader, record.results_root)
-        left = [task for task in unfinished if lookup(task) is None]
+    async with open_executor(record) as executor:
+        unfinished = await _unfinished(record, record.tasks)
+        await executor.terminate()
+        await _stop_runs_of_a_dead_client(record, executor)
+        async with results_receiver(record, executor) as receiver:
+            with anyio.move_on_after(wait):
+                while (await executor.outstanding()).batches:
+                    if receiver is not None:
+                        await receiver.receive()
+                    await anyio.sleep(POLL)
+            if receiver is not None:
+                await receiver.receive()
+        left = await _unfinished(record, unfinished)
         commands = task_commands(name)
-        anyio.run(mark_terminated, record.results_root, left, record.created, commands)
-        executor.forget()
+        await mark_terminated(record.results_root, left, record.created, commands)
+        await executor.forget()
     click.echo(
         f"terminated {name}: {len(unfinished)} tasks had not finished "
         f"({len(unfinished) - len(left)} were stopped or ended, {len(left)} never started)"
     )
 
 
-def _stop_runs_of_a_dead_client(record: SweepRecord, executor: Executor) -> None:
+async def _unfinished(record: SweepRecord, tasks: list[str]) -> list[str]:
+    """Those of ``tasks`` without a status (in a thread: one read per task)."""
+    lookup = await status_reader(record.results_root)
+    return await anyio.to_thread.run_sync(lambda: [task for task in tasks if lookup(task) is None])
+
+
+async def _stop_runs_of_a_dead_client(record: SweepRecord, executor: Executor) -> None:
     """When the sweep's runs lived in a ``saturn run`` process that is gone, stop what is
     left of them here (its watchdog normally did), and say which it was."""
     if not isinstance(executor, OnClientMachine) or executor.client_alive():
         return
     gone = f"the client of sweep {record.name} (pid {record.client_pid}) is gone"
     locations = {task.encode() for task in record.tasks}
-    groups = groups_marked(b"SATURN_RUN_REMOTE_OUTPUT_PATH", locations)
+    marker = b"SATURN_RUN_REMOTE_OUTPUT_PATH"
+    groups = await anyio.to_thread.run_sync(groups_marked, marker, locations)
     if not groups:
         click.echo(f"{gone}; none of its runs is running")
         return
     grace = float(record.handle.get("grace", 10.0))
-    survivors = anyio.run(stop_groups, sorted(groups), grace)
+    survivors = await stop_groups(sorted(groups), grace)
     if survivors:
         listed = " ".join(map(str, survivors))
         click.echo(f"terminate: error: {gone}; could not stop process groups {listed}", err=True)

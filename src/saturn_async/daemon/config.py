@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 import msgspec
 
 from saturn_async.spec.decode import convert_section, load_yaml_mapping
-from saturn_async.spec.models import AtLeastOne, NonNegative, Slots
+from saturn_async.spec.memory import memory_bytes
+from saturn_async.spec.models import AtLeastOne, MemorySize, NonNegative, Slots
+from saturn_async.supervisor.memory_caps import CapMode
 
 
 class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -32,6 +34,10 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     read the reply) before it is closed."""
     max_frame_mb: Annotated[float, msgspec.Meta(gt=0)] = 256.0
     """The largest request (a submit of a million runs is about 100 MB)."""
+    memory: MemorySize | None = None
+    """The memory cap of runs whose batch sets none (docs/job-format.md)."""
+    memory_cap: CapMode = "enforce"
+    """Without cgroup access: refuse capped runs, or cap their address space."""
 
 
 RELOADABLE = (
@@ -51,4 +57,7 @@ def load_config(path: str | None, overrides: dict[str, object]) -> DaemonConfig:
     """The file's settings (when given) with ``overrides`` (the flags given) on top."""
     values: dict[str, object] = dict(load_yaml_mapping(path)) if path else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return convert_section(values, DaemonConfig, source=path or "flags", field="$")
+    config = convert_section(values, DaemonConfig, source=path or "flags", field="$")
+    if config.memory is not None:
+        memory_bytes(config.memory, source=path or "flags", field="$.memory")
+    return config

@@ -9,6 +9,8 @@ A layer calls only into the layers below it.
 
 from __future__ import annotations
 
+from functools import partial
+
 import anyio
 import anyio.abc
 
@@ -19,6 +21,8 @@ from saturn_async.daemon.notify import sd_notify
 from saturn_async.daemon.paths import DaemonPaths
 from saturn_async.daemon.spool import Spool
 from saturn_async.daemon.state import DaemonState
+from saturn_async.spec.memory import memory_bytes
+from saturn_async.supervisor.memory_caps import MemoryCaps
 from saturn_async.supervisor.process import RunProcess
 from saturn_async.supervisor.supervisor import Supervisor
 
@@ -46,12 +50,15 @@ class DaemonCore:
         self._procs: dict[tuple[str, int], RunProcess] = {}
         self._kill_timers: dict[tuple[str, int], anyio.CancelScope] = {}
         self._sync_wanted = anyio.Event()
+        report = partial(self.logbook, "warning", "run_outputs")
+        memory = None if config.memory is None else memory_bytes(config.memory, source="memory")
         self.supervisor = Supervisor(
             config.nprocs,
             grace=config.grace,
-            report=lambda message: self.logbook("warning", "run_outputs", message),
+            report=report,
             log_chunk_seconds=config.log_chunk_minutes * 60,
             staging_dir=config.staging_dir,
+            memory_caps=MemoryCaps(memory, config.memory_cap, report),
         )
         self.spool = Spool(config.spool) if config.spool else None
         self._journal: Journal | None = None

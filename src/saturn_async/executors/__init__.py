@@ -1,42 +1,8 @@
-"""Executors: how batches reach workers. Chosen by ``executor.class_spec`` (docs/executors.md)."""
+"""Executors: how batches reach workers. Chosen by ``executor.class_spec`` (docs/executors.md).
 
-from __future__ import annotations
-
-from typing import Any
-
-from saturn_async.exceptions import InputError
-from saturn_async.executors.base import Executor, Outstanding
-from saturn_async.executors.worker import WorkerJob, run_batches
-from saturn_async.plugins import load_class
-from saturn_async.spec.decode import convert_section
-from saturn_async.spec.sweep import class_spec_of
-from saturn_async.sweep.state import SweepRecord
-
-__all__ = ["Executor", "Outstanding", "WorkerJob", "executor_class", "open_executor", "run_batches"]
-
-ENTRY_POINTS = "saturn_async.executors"
-DEFAULT = {"class_spec": "LocalExecutor"}
-_BUILTINS = {
-    "LocalExecutor": "saturn_async.executors.local:LocalExecutor",
-    "MultiprocessingExecutor": "saturn_async.executors.futures:MultiprocessingExecutor",
-    "FuturesExecutor": "saturn_async.executors.futures:FuturesExecutor",
-    "DaskExecutor": "saturn_async.executors.dask:DaskExecutor",
-    "RayExecutor": "saturn_async.executors.ray:RayExecutor",
-    "KubernetesExecutor": "saturn_async.executors.kubernetes:KubernetesExecutor",
-}
-
-
-def executor_class(section: dict[str, Any], *, source: str) -> tuple[type[Executor], Any]:
-    """The executor class a sweep's ``executor`` section names, and its checked config."""
-    field = "$.executor"
-    spec = class_spec_of(section, source=source, field=field)
-    cls = load_class(spec, _BUILTINS, ENTRY_POINTS, source=source, field=f"{field}.class_spec")
-    if not issubclass(cls, Executor):
-        raise InputError(f"{spec!r} is not an executor", source=source, field=f"{field}.class_spec")
-    return cls, convert_section(section, cls.Config, source=source, field=field)
-
-
-def open_executor(record: SweepRecord) -> Executor:
-    """The sweep's executor, built again from its record (for collect and terminate)."""
-    cls, config = executor_class(record.executor, source=record.source)
-    return cls(config, record)
+``abc`` is the interface, ``jobs`` what workers are sent, ``worker`` what they run,
+``registry`` finds an executor by name; each built-in is a module or package of its own
+(``local``, ``futures``, ``dask/``, ``ray/``, ``kubernetes/``), imported only when a sweep
+names it. This package imports nothing, so importing ``executors.jobs`` on a worker runs
+nothing else.
+"""

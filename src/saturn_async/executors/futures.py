@@ -1,12 +1,14 @@
 """``FuturesExecutor`` (any ``concurrent.futures.Executor``) and ``MultiprocessingExecutor``.
 
 One batch per future. ``MultiprocessingExecutor`` is the futures executor over a
-``ProcessPoolExecutor`` of ``processes`` workers started by forkserver.
+``ProcessPoolExecutor`` of ``processes`` workers started by forkserver. Starting the pool
+and waiting for it block, so they run in a worker thread.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import multiprocessing
 import os
 import select
@@ -14,12 +16,14 @@ import signal
 import threading
 from typing import Annotated, Any, ClassVar
 
+import anyio.to_thread
 import msgspec
 
 from saturn_async.exceptions import InputError
-from saturn_async.executors.base import Outstanding
+from saturn_async.executors.abc import Outstanding
+from saturn_async.executors.jobs import WorkerJob
 from saturn_async.executors.local import OnClientMachine
-from saturn_async.executors.worker import WorkerJob, run_batches
+from saturn_async.executors.worker import run_batches
 from saturn_async.plugins import load_object
 from saturn_async.spec.models import Batch
 from saturn_async.supervisor.process import start_ticks
@@ -103,13 +107,16 @@ class FuturesExecutor(OnClientMachine):
             )
         return pool
 
-    def slot_groups(self, nprocs: int) -> int:
+    async def slot_groups(self, nprocs: int) -> int:
         return int(self.config.kwargs.get("max_workers") or os.cpu_count() or 1)
 
-    def dispatch(self, job: WorkerJob, batches: list[Batch]) -> None:
+    async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
+        await anyio.to_thread.run_sync(self._start, job, batches)
+
+    def _start(self, job: WorkerJob, batches: list[Batch]) -> None:
         # The pool's processes (workers, forkserver, resource tracker) start with the
-        # signals a terminal sends blocked, so they never die of them; here they wait
-        # until the pool is up.
+        # signals a terminal sends blocked, so they never die of them; on this thread
+        # they wait until the pool is up (the process's other threads take them).
         held = {signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
@@ -120,7 +127,7 @@ class FuturesExecutor(OnClientMachine):
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
-    def outstanding(self) -> Outstanding:
+    async def outstanding(self) -> Outstanding:
         if self._pool is None:
             return Outstanding(1 if self.client_alive() else 0, [])
         running = sum(not f.done() for f in self._futures)
@@ -131,14 +138,16 @@ class FuturesExecutor(OnClientMachine):
         ]
         return Outstanding(running, errors)
 
-    def terminate(self) -> None:
-        super().terminate()
+    async def terminate(self) -> None:
+        await super().terminate()
         for future in self._futures:
             future.cancel()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            await anyio.to_thread.run_sync(
+                functools.partial(self._pool.shutdown, wait=True, cancel_futures=True)
+            )
 
 
 class MultiprocessingExecutor(FuturesExecutor):
@@ -151,5 +160,5 @@ class MultiprocessingExecutor(FuturesExecutor):
             **pool_initializer(),
         )
 
-    def slot_groups(self, nprocs: int) -> int:
+    async def slot_groups(self, nprocs: int) -> int:
         return int(self.config.processes)

@@ -1,7 +1,14 @@
 """What runs on a worker: the supervisor over batches, stopped when the sweep is terminated.
 
-Executors send :class:`WorkerJob` and batches (JSON bytes, so workers need no shared
-filesystem) to :func:`run_batches`, a plain blocking function any pool can call.
+Executors send a :class:`~saturn_async.executors.jobs.WorkerJob` and batches (JSON bytes,
+so workers need no shared filesystem) to :func:`run_batches`, a plain blocking function
+any pool or remote engine can call: it is the one place on the worker side that starts
+an event loop. Executors that run batches in the client's own loop await
+:func:`run_job`.
+
+The job's stop, results and slots variants are turned into the objects that implement
+them here, each imported only when the job names it (``executors/dask/worker.py``,
+``executors/ray/worker.py``); those modules import only the job types.
 """
 
 from __future__ import annotations
@@ -14,11 +21,20 @@ import socket
 from typing import Protocol
 
 import anyio
-import anyio.to_thread
 import msgspec
 
+from saturn_async.executors.jobs import (
+    DaskEvent,
+    DaskQueue,
+    RayActor,
+    StopVia,
+    TerminateFile,
+    WorkerJob,
+    WorkerSummary,
+)
 from saturn_async.spec.models import Batch
 from saturn_async.storage.base import Storage
+from saturn_async.storage.queue import Channel, QueueStorage
 from saturn_async.supervisor import Supervisor
 from saturn_async.supervisor.shared_slots import SharedSlots, process_slots
 from saturn_async.supervisor.watchdog import process_watchdog
@@ -27,45 +43,6 @@ from saturn_async.supervisor.watchdog import process_watchdog
 _TERMINATE_POLL = 0.25
 _batch_decoder = msgspec.json.Decoder(Batch)
 _log = logging.getLogger(__name__)
-
-
-class WorkerJob(msgspec.Struct, kw_only=True, frozen=True):
-    """How a worker runs a sweep's batches; the same for every batch of the sweep."""
-
-    sweep: str
-    submitted: str | None = None
-    """When ``saturn run`` dispatched the sweep: the time of every run's submitted event."""
-    grace: float = 10.0
-    log_chunk_seconds: float = 60.0
-    terminate_file: str | None = None
-    """Stop when this file exists (executors on the client's machine)."""
-    terminate_event: str | None = None
-    """Stop when this distributed Event is set (Dask)."""
-    terminate_actor: str | None = None
-    """Stop when this Ray actor says the sweep was terminated (Ray)."""
-    results_queue: str | None = None
-    """Ship every output through this distributed Queue (results backend Dask)..."""
-    results_scheduler: str | None = None
-    """... on this scheduler."""
-    results_actor: str | None = None
-    """Ship every output to this Ray actor (results backend Ray)."""
-    slots_resource: str | None = None
-    """Share run slots among the batches on one Dask worker: as many as the worker's
-    resource of this name."""
-    client_cwd: str | None = None
-    """The working directory of ``saturn run``: batches without ``working_dir`` start
-    their runs there when this worker has it, else in the worker's own (with a warning)."""
-
-
-class WorkerSummary(msgspec.Struct, kw_only=True, frozen=True):
-    succeeded: int
-    failed: int
-    skipped: int
-    not_started: int
-    terminated: bool
-    outcomes: dict[str, int] = msgspec.field(default_factory=dict)
-    """The final status code of every run this worker recorded, by output location: the
-    client learns its batch's outcomes from this result, without reading them back."""
 
 
 class StopSignal(Protocol):
@@ -80,7 +57,7 @@ class StopSignal(Protocol):
     async def wait(self) -> None: ...
 
 
-class TerminateFile:
+class FileStop:
     """Set when a file exists (executors on the client's machine)."""
 
     def __init__(self, path: str) -> None:
@@ -102,19 +79,29 @@ def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
     """Run ``batches`` under one supervisor (slots shared); blocks until all are done.
 
     A sweep terminated before this starts runs nothing. Run again by its engine after
-    its worker died, it skips the runs that have a final status.
+    its worker died, it skips the runs that have a final status. Call it on a thread
+    that runs no event loop (a pool worker, a Dask or Ray task).
     """
     decoded = [_batch_decoder.decode(b) for b in batches]
-    if job.client_cwd is not None:
-        _start_in(job.client_cwd, decoded)
-    stop = _stop_signal(job)
+    stop = _stop_signal(job.stop)
     if stop is not None and stop.is_set():
-        not_started = sum(len(b.runs) for b in decoded)
-        return WorkerSummary(
-            succeeded=0, failed=0, skipped=0, not_started=not_started, terminated=True
-        )
+        return _not_started(decoded)
     rerun = stop is not None and stop.started_before()
     return anyio.run(_run, job, decoded, stop, rerun)
+
+
+async def run_job(job: WorkerJob, batches: list[Batch]) -> WorkerSummary:
+    """:func:`run_batches` in the caller's event loop (executors on the client's machine,
+    whose stop signals never block)."""
+    stop = _stop_signal(job.stop)
+    if stop is not None and stop.is_set():
+        return _not_started(batches)
+    return await _run(job, batches, stop, rerun=False)
+
+
+def _not_started(batches: list[Batch]) -> WorkerSummary:
+    not_started = sum(len(b.runs) for b in batches)
+    return WorkerSummary(succeeded=0, failed=0, skipped=0, not_started=not_started, terminated=True)
 
 
 def _start_in(directory: str, batches: list[Batch]) -> None:
@@ -138,6 +125,8 @@ async def _run(
 ) -> WorkerSummary:
     """``rerun``: the engine runs these batches again, so runs with a final status are
     skipped (they finished before the worker died)."""
+    if job.client_cwd is not None:
+        _start_in(job.client_cwd, batches)
     async with contextlib.AsyncExitStack() as stack:
         storage = await _queue_storage(stack, job)
         supervisor = Supervisor(
@@ -171,41 +160,41 @@ async def _stop_when(stop: StopSignal, supervisor: Supervisor) -> None:
     supervisor.stop(signal.SIGTERM)
 
 
-def _stop_signal(job: WorkerJob) -> StopSignal | None:
-    if job.terminate_file is not None:
-        return TerminateFile(job.terminate_file)
-    if job.terminate_event is not None:
-        from saturn_async.executors.dask import TerminateEvent
+def _stop_signal(via: StopVia | None) -> StopSignal | None:
+    match via:
+        case TerminateFile(path=path):
+            return FileStop(path)
+        case DaskEvent(name=name):
+            from saturn_async.executors.dask.worker import TerminateEvent
 
-        return TerminateEvent(job.terminate_event)
-    if job.terminate_actor is not None:
-        from saturn_async.executors.ray import TerminateActor
+            return TerminateEvent(name)
+        case RayActor(name=name):
+            from saturn_async.executors.ray.worker import TerminateActor
 
-        return TerminateActor(job.terminate_actor)
+            return TerminateActor(name)
     return None
 
 
 def _shared_slots(job: WorkerJob) -> SharedSlots | None:
-    if job.slots_resource is None:
+    if job.slots is None:
         return None
-    from saturn_async.executors.dask import worker_resource
+    from saturn_async.executors.dask.worker import worker_resource
 
-    count = worker_resource(job.slots_resource)
-    return process_slots(job.slots_resource, count) if count else None
+    count = worker_resource(job.slots.name)
+    return process_slots(job.slots.name, count) if count else None
 
 
 async def _queue_storage(stack: contextlib.AsyncExitStack, job: WorkerJob) -> Storage | None:
-    from saturn_async.storage.queue import Channel, QueueStorage
-
     channel: Channel
-    if job.results_actor is not None:
-        from saturn_async.executors.ray import ActorChannel
+    match job.results:
+        case RayActor(name=name):
+            from saturn_async.executors.ray.worker import ActorChannel
 
-        channel = ActorChannel(job.results_actor)
-    elif job.results_queue is not None and job.results_scheduler is not None:
-        from saturn_async.storage.dask_queue import DaskChannel
+            channel = ActorChannel(name)
+        case DaskQueue(name=name, scheduler=scheduler):
+            from saturn_async.executors.dask.queue import DaskChannel
 
-        channel = DaskChannel(job.results_queue, job.results_scheduler)
-    else:
-        return None
+            channel = DaskChannel(name, scheduler)
+        case _:
+            return None
     return await stack.enter_async_context(QueueStorage(channel))

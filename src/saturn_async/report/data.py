@@ -45,6 +45,10 @@ class Usage:
     cpu_seconds: float
     location: str
     cmd: str
+    wall_seconds: float = 0.0
+    """All attempts'."""
+    bounded: bool = False
+    """True when ``max_rss_kib`` is only a bound on the peak (``max_rss_at_most_kib``)."""
 
 
 @dataclass(slots=True)
@@ -105,7 +109,7 @@ def gather(title: str, runs: Sequence[RunRef]) -> ReportData:
 
 def _add_attempts(data: ReportData, events: list[Event], location: str, cmd: str) -> None:
     started: dict[int, Event] = {}
-    rss, cpu, measured = 0, 0.0, False
+    rss, cpu, wall, measured, bounded = 0, 0.0, 0.0, False, False
     for event in events:
         if event.type == "started" and event.attempt is not None:
             started[event.attempt] = event
@@ -117,14 +121,16 @@ def _add_attempts(data: ReportData, events: list[Event], location: str, cmd: str
             )
             slot = begin.rank if begin and begin.rank is not None else 0
             data.attempts.append(Attempt(slot, start, seconds, event.type))
-            if event.max_rss_kib is not None:
+            if event.peak_kib is not None:
                 measured = True
-                rss = max(rss, event.max_rss_kib)
+                bounded = bounded or event.max_rss_kib is None
+                rss = max(rss, event.peak_kib)
                 cpu += (event.cpu_user_seconds or 0.0) + (event.cpu_system_seconds or 0.0)
+                wall += seconds
         elif event.type == "failed" and event.attempt is not None:  # could not start
             data.attempts.append(Attempt(0, epoch_of(event.utctimestamp), 0.0, "not started"))
     if measured:
-        data.usage.append(Usage(rss, cpu, location, cmd))
+        data.usage.append(Usage(rss, cpu, location, cmd, wall, bounded))
 
 
 def _events(location: str) -> list[Event]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-
-import anyio
+from types import MappingProxyType
 
 from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document
@@ -35,15 +35,17 @@ def load_batch_file(
     remote_output_path: str | None = None,
     max_input_size: int | None = None,
     output_flag: str | None = None,
+    data: bytes | None = None,
 ) -> Batch:
-    """Read, decode and resolve one job or batch file (JSON or YAML; path or s3:// URL).
+    """Read, decode and resolve one job or batch file (JSON or YAML).
 
     ``max_input_size``: the file's size limit (default: ``spec.input_file.max_input_size``);
-    ``output_flag``: see :func:`resolve_batch`.
+    ``output_flag``: see :func:`resolve_batch`. ``data``: the file's content, read by the
+    caller (an ``s3://`` URL's: ``storage.inputs.read_remote_input``, in its event loop).
     """
     # The file's bytes are not kept while the runs are resolved: they are as large again.
     try:
-        batch = decode_document(path, _read(str(path), max_input_size), Batch)
+        batch = decode_document(path, _read(str(path), max_input_size, data), Batch)
     except InputError as exc:
         if exc.field != "$" or not exc.message.startswith("expected `object`"):
             raise
@@ -58,34 +60,31 @@ def load_batch_file(
     )
 
 
-def _read(path: str, max_size: int | None) -> bytes:
+def _read(path: str, max_size: int | None, data: bytes | None) -> bytes:
+    if data is not None:
+        return check_input_size(data, path, max_size)
     if is_remote(path):
-        return check_input_size(_read_remote(path), path, max_size)
+        raise InputError(
+            "pass an s3:// file's content as data= (storage.inputs.read_remote_input)",
+            source=path,
+        )
     return read_input(path, max_size)
 
 
-def _read_remote(url: str) -> bytes:
-    from saturn_async.storage import storage_for
-
-    async def get() -> bytes | None:
-        async with storage_for(url) as storage:
-            return await storage.get(url)
-
-    data = anyio.run(get)
-    if data is None:
-        raise InputError("cannot read: no such object", source=url)
-    return data
-
-
 def load_batch_files(
-    paths: list[str], *, nprocs: int | None = None, max_input_size: int | None = None
+    paths: list[str],
+    *,
+    nprocs: int | None = None,
+    max_input_size: int | None = None,
+    data: Mapping[str, bytes] = MappingProxyType({}),
 ) -> list[Batch]:
     """Load several batch files, each named once; no two runs of any of them may share an
     output path, and each ``local_results_dir`` must be one saturn can create
-    (``spec.results_dirs``)."""
+    (``spec.results_dirs``). ``data``: the content of the ``s3://`` ones, by path."""
     check_named_once(paths)
     batches = [
-        load_batch_file(path, nprocs=nprocs, max_input_size=max_input_size) for path in paths
+        load_batch_file(path, nprocs=nprocs, max_input_size=max_input_size, data=data.get(path))
+        for path in paths
     ]
     check_distinct_outputs(list(zip(paths, batches, strict=True)))
     check_local_results_dirs(batches, paths)

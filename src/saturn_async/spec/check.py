@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 
 from saturn_async.exceptions import InputError
+from saturn_async.spec.memory import memory_bytes
 from saturn_async.spec.models import Batch, Env, Run
 
 MAX_ARG_BYTES = 131_072 - 1
@@ -34,6 +35,8 @@ def check_runnable(batch: Batch, source: str) -> None:
     """Raise InputError naming ``source`` and the field when a run could not be spawned."""
     if batch.env:
         _check_env(batch.env, source, "$.env")
+    if batch.memory is not None:
+        memory_bytes(batch.memory, source=source, field="$.memory")
     inherited = _env_bytes(os.environb) + _env_bytes(batch.env or {})
     # What one run's cmd and env may take: ARG_MAX less `sh -c`, the inherited
     # environment and the supervisor's variables.
@@ -42,7 +45,7 @@ def check_runnable(batch: Batch, source: str) -> None:
     # most runs need no more than the NUL test.
     short = min(MAX_ARG_BYTES, budget) // 4
     for index, run in enumerate(batch.runs):
-        if run.env or len(run.cmd) > short or "\0" in run.cmd:
+        if run.env or len(run.cmd) > short or "\0" in run.cmd or run.memory is not None:
             _check_run(run, f"$.runs[{index}]", source, budget, inherited)
 
 
@@ -62,6 +65,8 @@ def _check_run(run: Run, field: str, source: str, budget: int, inherited: int) -
         )
     if run.env:
         _check_env(run.env, source, f"{field}.env")
+    if run.memory is not None:
+        memory_bytes(run.memory, source=source, field=f"{field}.memory")
     size = cmd_bytes + 1 + _POINTER + _env_bytes(run.env or {})
     if size > budget:
         raise InputError(

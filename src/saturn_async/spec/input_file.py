@@ -35,6 +35,15 @@ def parse_size(text: str, *, source: str) -> int:
     return int(match["number"]) * _UNITS[match["unit"].upper()]
 
 
+def format_size(count: float) -> str:
+    """A number of bytes for people, in the units :func:`parse_size` reads (``1.5G``)."""
+    for unit in ("T", "G", "M", "K"):
+        scale = _UNITS[unit]
+        if count >= scale:
+            return f"{count / scale:.3g}{unit}"
+    return f"{count:.0f} bytes"
+
+
 def max_input_size(max_size: int | None = None) -> int:
     """``max_size`` when given, else ``$SATURN_MAX_INPUT_SIZE``, else the default."""
     if max_size is not None:

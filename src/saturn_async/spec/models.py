@@ -2,7 +2,7 @@
 
 A *job file* (the input of ``split``) and a *batch file* (the input of ``batch``) share one
 format; ``split`` writes batch files in it. Fields beyond the original's (``timeout``,
-``retries``, ``env``) are documented in docs/job-format.md.
+``retries``, ``env``, ``memory``) are documented in docs/job-format.md.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ MAX_NPROCS = 4_194_304
 Slots = Annotated[int, msgspec.Meta(ge=1, le=MAX_NPROCS)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Env = dict[str, str]
+MemorySize = Annotated[int, msgspec.Meta(ge=1)] | str
+"""A memory cap: bytes, or a size with K, M, G or T (``4G``); see spec/memory.py."""
 
 
 class Run(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -30,6 +32,7 @@ class Run(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_default
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
     env: Env | None = None
+    memory: MemorySize | None = None
     # Written into batch files by the original client; accepted so its files still run.
     status_code: int | None = None
     status: str | None = None
@@ -44,6 +47,8 @@ class Batch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
     env: Env | None = None
+    memory: MemorySize | None = None
+    """The memory cap of each run that sets none (docs/job-format.md, "Memory caps")."""
     layout: Literal["batch", "sweep"] = "batch"
     """Output file names: ``batch`` (``sc batch``) or ``sweep`` (Saturn Run's, ``saturn run``)."""
     working_dir: str | None = None

@@ -2,7 +2,7 @@
 
 ``name``, ``tasks: [{name, command}]``, ``executor: {class_spec, ...}`` and
 ``results: {class_spec, ...}`` are Saturn Run's; ``nprocs``, ``batch_size``, ``timeout``,
-``retries`` and ``env`` are ours (docs/executors.md). The executor and results sections
+``retries``, ``env`` and ``memory`` are ours (docs/executors.md). The executor and results sections
 are checked by the backend that ``class_spec`` names, so their errors name the field too.
 """
 
@@ -17,7 +17,7 @@ import msgspec
 from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document
 from saturn_async.spec.input_file import read_input
-from saturn_async.spec.models import AtLeastOne, Count, Env, PositiveSeconds, Slots
+from saturn_async.spec.models import AtLeastOne, Count, Env, MemorySize, PositiveSeconds, Slots
 from saturn_async.spec.paths import NAME_MAX, RESERVED
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -32,6 +32,7 @@ class Task(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaul
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
     env: Env | None = None
+    memory: MemorySize | None = None
 
 
 class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -44,6 +45,7 @@ class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
     env: Env | None = None
+    memory: MemorySize | None = None
     working_dir: str | None = None
     """Where every task starts, on the workers; relative to the client's working directory.
     Default: the executor's (docs/executors.md, "The working directory")."""

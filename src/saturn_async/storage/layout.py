@@ -118,9 +118,20 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     cpu_user_seconds: float | None = None
     cpu_system_seconds: float | None = None
     max_rss_kib: int | None = None
+    """Peak memory: the cgroup's (whole tree) of a capped run, else the largest peak RSS
+    of its processes; left out when not known (see supervisor/usage.py)."""
+    max_rss_at_most_kib: int | None = None
+    """Where ``max_rss_kib`` is not known: the bound rusage gives on it."""
+    memory_limit_kib: int | None = None
+    """The cap of a run an ``oom`` event says its cap killed."""
     error: str | None = None
     path: str | None = None
     """The entry of ``results/`` a ``skipped`` or ``not_saved`` event is about."""
+
+    @property
+    def peak_kib(self) -> int | None:
+        """The peak memory an end event records, or the bound on it where it is unknown."""
+        return self.max_rss_kib if self.max_rss_kib is not None else self.max_rss_at_most_kib
 
 
 _encoder = msgspec.json.Encoder()

@@ -1,7 +1,7 @@
 """Storage as messages on a queue: the worker side of the ``Dask`` and ``Ray`` results backends.
 
 Every write becomes a message on the sweep's queue (a :class:`Channel`); the client
-drains it into its own directory (:mod:`saturn_async.sweep.collector`). Locations are the
+receives it into its own directory (:mod:`saturn_async.sweep.collector`). Locations are the
 client's paths. Files go in parts of ``PART_SIZE`` so no message is large. Only finish
 markers can be read back: the channel remembers those it carried, so a batch run again
 after its worker died sees which runs finished (:meth:`QueueStorage.get` finds nothing
@@ -29,7 +29,7 @@ def puts_finish_marker(message: dict[str, Any]) -> bool:
 
 
 class Channel(Protocol):
-    """Carries messages, in order, to the client that drains them."""
+    """Carries messages, in order, to the client that receives them."""
 
     async def open(self) -> None: ...
 

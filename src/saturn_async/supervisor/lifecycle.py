@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,9 +14,12 @@ import anyio
 from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.storage.layout import Event, utcnow
+from saturn_async.supervisor.cgroups import TreeUsage
 from saturn_async.supervisor.lease import Holder, MetOwners
+from saturn_async.supervisor.memory_caps import OOM_STATUS, MemoryCaps, RunCap, oom_event
 from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers, term_then_kill
 from saturn_async.supervisor.run_storage import RunStorage
+from saturn_async.supervisor.usage import measured
 
 # The status recorded when a run could not be started at all (as a shell reports it).
 CANNOT_START = 127
@@ -38,6 +42,7 @@ class RunHost(Protocol):
     submitted: str
     met_owners: MetOwners
     run_storage: RunStorage
+    memory_caps: MemoryCaps
     stop_requested: anyio.Event
     forced: anyio.Event
 
@@ -91,6 +96,7 @@ class RunLifecycle:
         self.on_launch = on_launch
         self.on_start = on_start
         self.status = CANNOT_START
+        self.memory_limit = supervisor.memory_caps.limit_for(batch, run)
         self.env = supervisor.environment_for(batch)
         if run.env:
             self.env.update(run.env)
@@ -158,16 +164,20 @@ class RunLifecycle:
         for attempt in range(self.first_attempt, self.last_attempt + 1):
             if self.on_launch is not None:
                 self.on_launch(attempt)
-            proc = await self._start(attempt)
-            if proc is None:
+            started = await self._start(attempt)
+            if started is None:
                 self.sup.attempt_ended(self)
                 break
+            proc, cap = started
             if self.on_start is not None:
                 self.on_start(attempt, proc)
             async with self.outputs.shipping():
-                exit, end = await self._supervise(proc)
+                exit, end, tree = await self._supervise(proc, cap)
+            if cap is not None and tree is not None and (oom := oom_event(cap, tree, attempt)):
+                self.events.append(oom)
+                exit, end = dataclasses.replace(exit, status=OOM_STATUS), "failed"
             self.status = exit.status
-            self.events.append(self._end_event(end, exit, attempt))
+            self.events.append(self._end_event(end, exit, attempt, tree))
             self.sup.attempt_ended(self)
             if end != "failed" or attempt == self.last_attempt or self.sup.stopping:
                 break
@@ -183,22 +193,33 @@ class RunLifecycle:
             return Outcome(self.status, recorded=False, error=exc)
         return Outcome(self.status, recorded=True)
 
-    async def _start(self, attempt: int) -> RunProcess | None:
-        """Spawn one attempt; a failure to start it (its directory, its log files, the
-        spawn: no fds, no processes, an environment over ARG_MAX) ends this run only,
-        with CANNOT_START and a ``failed`` event saying why."""
+    async def _start(self, attempt: int) -> tuple[RunProcess, RunCap | None] | None:
+        """Spawn one attempt; a failure to start it (its directory, its log files, its
+        memory cap, the spawn: no fds, no processes, an environment over ARG_MAX) ends
+        this run only, with CANNOT_START and a ``failed`` event saying why."""
         # Inline on the event loop, not in a thread: see docs/architecture.md, "Spawning".
+        cap = None
         try:
+            if self.memory_limit is not None:
+                cap = self.sup.memory_caps.start(self.memory_limit)
             stdout, stderr = self.outputs.prepare()
             try:
                 proc = RunProcess(
-                    self.run.cmd, self.env, stdout, stderr, self.working_dir, self.lease.fd
+                    self.run.cmd,
+                    self.env,
+                    stdout,
+                    stderr,
+                    self.working_dir,
+                    self.lease.fd,
+                    cap.prelude if cap is not None else None,
                 )
             finally:
                 os.close(stdout)
                 if stderr != stdout:
                     os.close(stderr)
         except (OSError, ValueError) as exc:
+            if cap is not None and cap.cgroup is not None:
+                await cap.cgroup.finish(self.sup.report)
             self.status = CANNOT_START
             self.events.append(
                 Event(type="failed", utctimestamp=utcnow(), attempt=attempt, error=str(exc))
@@ -209,12 +230,16 @@ class RunLifecycle:
                 type="started", utctimestamp=utcnow(), attempt=attempt, rank=self.rank, pid=proc.pid
             )
         )
-        return proc
+        return proc, cap
 
-    async def _supervise(self, proc: RunProcess) -> tuple[Exit, str]:
-        """Wait for the run, enforcing the timeout; returns (exit, end event type)."""
+    async def _supervise(
+        self, proc: RunProcess, cap: RunCap | None
+    ) -> tuple[Exit, str, TreeUsage | None]:
+        """Wait for the run, enforcing the timeout; returns (exit, end event type, what
+        its cgroup counted), its cgroup removed."""
         self.sup.track(proc)
         timed_out = False
+        tree = None
         try:
             if self.timeout:
                 with anyio.move_on_after(self.timeout):
@@ -227,14 +252,16 @@ class RunLifecycle:
         finally:
             self.sup.untrack(proc)
             await proc.kill_and_reap()
+            if cap is not None and cap.cgroup is not None:
+                tree = await cap.cgroup.finish(self.sup.report)
         if proc.terminated and exit.status != 0:
-            return exit, "terminated"
+            return exit, "terminated", tree
         if timed_out:
-            return exit, "timeout"
-        return exit, "complete" if exit.status == 0 else "failed"
+            return exit, "timeout", tree
+        return exit, "complete" if exit.status == 0 else "failed", tree
 
-    def _end_event(self, end: str, exit: Exit, attempt: int) -> Event:
-        usage = exit.rusage
+    def _end_event(self, end: str, exit: Exit, attempt: int, tree: TreeUsage | None) -> Event:
+        usage = measured(exit.rusage, tree)
         return Event(
             type=end,
             utctimestamp=utcnow(),
@@ -242,7 +269,8 @@ class RunLifecycle:
             exit_code=exit.status,
             signal=exit.signal,
             wall_seconds=round(exit.wall_seconds, 6),
-            cpu_user_seconds=round(usage.ru_utime, 6),
-            cpu_system_seconds=round(usage.ru_stime, 6),
-            max_rss_kib=usage.ru_maxrss,
+            cpu_user_seconds=round(usage.cpu_user_seconds, 6),
+            cpu_system_seconds=round(usage.cpu_system_seconds, 6),
+            max_rss_kib=usage.max_rss_kib,
+            max_rss_at_most_kib=usage.max_rss_at_most_kib,
         )

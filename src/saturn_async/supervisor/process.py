@@ -50,17 +50,21 @@ class RunProcess:
         stderr: int,
         cwd: str | None = None,
         lease: int | None = None,
+        prelude: str | None = None,
     ) -> None:
         """``stdout`` and ``stderr`` are fds (3 or above) the child gets as 1 and 2; the
         caller opened them and closes them. ``cwd``: the directory the command starts in
         (posix_spawn cannot change it, so the shell does, before the command). ``lease``,
         an fd holding the run's lease, is inherited by the child under the same number
-        (see supervisor/lease.py). Raises OSError or ValueError when the run cannot be
-        started; then no process of it is left."""
+        (see supervisor/lease.py). ``prelude``: shell text run first, in the run's own
+        shell (joining its cgroup, see supervisor/memory_caps.py). Raises OSError or
+        ValueError when the run cannot be started; then no process of it is left."""
         if cwd is not None:
             if not os.path.isdir(cwd):
                 raise FileNotFoundError(errno.ENOENT, "working_dir: no such directory", cwd)
             cmd = f"cd -- {shlex.quote(cwd)} || exit 1; {cmd}"
+        if prelude is not None:
+            cmd = prelude + cmd
         self.started = time.monotonic()
         file_actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),

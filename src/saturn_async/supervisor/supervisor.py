@@ -21,6 +21,7 @@ from saturn_async.storage import Storage
 from saturn_async.storage.layout import utcnow
 from saturn_async.supervisor.lease import MetOwners
 from saturn_async.supervisor.lifecycle import RunLifecycle
+from saturn_async.supervisor.memory_caps import MemoryCaps
 from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.supervisor.run_storage import RunStorage
@@ -72,6 +73,7 @@ class Supervisor:
         storage: Storage | None = None,
         shared_slots: SharedSlots | None = None,
         submitted: str | None = None,
+        memory_caps: MemoryCaps | None = None,
         keep_outcomes: bool = False,
         watchdog: Watchdog | None = None,
     ) -> None:
@@ -84,6 +86,8 @@ class Supervisor:
         ``skip_finished`` skips the runs that already have a final status of this sweep,
         whatever its code: set when an engine runs a batch again after its worker died
         (a run still owned, by a dying incarnation, is then waited for, never skipped).
+        ``memory_caps``: the default cap and how caps are enforced (default: no default
+        cap, enforced by cgroups, see supervisor/memory_caps.py).
         ``keep_outcomes`` keeps every run's final status in ``summary.kept``.
         ``watchdog``, when given, is shared with other supervisors (not closed here)."""
         if nprocs < 1:
@@ -107,6 +111,7 @@ class Supervisor:
         self.started_at = time.time()
         self.skip_finished = skip_finished
         self.shared_slots = shared_slots
+        self.memory_caps = memory_caps or MemoryCaps(report=self.report)
         self.progress = SweepProgress(total=0)
         self.stop_signal: int | None = None
         self._running: dict[int, RunProcess] = {}
@@ -152,6 +157,7 @@ class Supervisor:
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
             stack.callback(self.run_storage.close_staging)
+            stack.callback(self.memory_caps.close)
             watchdog = self._watchdog or Watchdog(self.grace, self.report)
             if self._watchdog is None:
                 stack.callback(watchdog.close)

@@ -29,7 +29,6 @@ from collections.abc import Callable, Collection, Iterable
 
 import anyio
 
-import saturn_async
 from saturn_async.supervisor.process import group_has_live_members, stop_leftovers
 
 ID_VARIABLE = "SATURN_WATCHDOG_ID"
@@ -129,7 +128,9 @@ def _environment() -> dict[str, str]:
 
 def _package_path() -> str:
     """PYTHONPATH for the watchdog: the directory holding this package, then the rest."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(saturn_async.__file__)))
+    # This file is <root>/saturn_async/supervisor/watchdog.py (no import of the package
+    # itself: it imports the supervisor back).
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     rest = os.environ.get("PYTHONPATH")
     return f"{root}{os.pathsep}{rest}" if rest else root
 

@@ -1,4 +1,5 @@
-"""The client side of the ``Dask`` results backend: drain the queue into a directory.
+"""The client side of the ``Dask`` and ``Ray`` results backends: apply what a channel
+carried to the results directory (``executors/*/receiver.py`` take it off the channel).
 
 Messages come from :class:`saturn_async.storage.queue.QueueStorage`, in order per
 worker. Log chunks land as numbered files (``log/000000``, ...), as on S3; when a run's

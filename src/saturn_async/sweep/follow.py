@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import anyio
 import anyio.to_thread
 
-from saturn_async.executors.base import Drain, Executor
+from saturn_async.executors.abc import Executor
 from saturn_async.spec.paths import is_remote
 from saturn_async.status import status_reader
 from saturn_async.storage import storage_for
@@ -57,13 +57,14 @@ async def follow(
     record: SweepRecord,
     executor: Executor,
     progress: SweepProgress,
-    drain: Callable[[], object] | None = None,
+    receive: Callable[[], Awaitable[object]] | None = None,
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
     show_running: bool = True,
 ) -> FollowOutcome:
     """Until every task has a status, or no batch is left that could give one.
 
+    ``receive()`` takes what waits on the sweep's results channel before each poll.
     ``commands`` (by task location) label the running and failed tasks; ``show_running``
     notes (locally) which tasks have started, for a display. ``finished(location)`` is
     called (in a thread) as each task is seen to have a status."""
@@ -76,17 +77,17 @@ async def follow(
         ledger = LedgerReader(storage, root, record.created)
         while True:
             started = time.monotonic()
-            if drain is not None:
-                await in_thread(drain)
-            outstanding = await in_thread(executor.outstanding)
+            if receive is not None:
+                await receive()
+            outstanding = await executor.outstanding()
             await in_thread(tasks.settle, outstanding.outcomes)
             await in_thread(tasks.settle, await ledger.new_outcomes())
             if not tasks.pending:
                 return FollowOutcome()
             if outstanding.batches == 0:
                 # Every batch has ended: what has no status now never will.
-                if drain is not None:
-                    await in_thread(drain)
+                if receive is not None:
+                    await receive()
                 await in_thread(tasks.settle, await ledger.new_outcomes())
                 await in_thread(tasks.settle_from, await status_reader(root))
                 return FollowOutcome(list(tasks.pending), outstanding.errors)
@@ -154,18 +155,6 @@ class PendingTasks:
 
 def _task_name(location: str) -> str:
     return location.rsplit("/", 1)[-1]
-
-
-def open_drain(record: SweepRecord, executor: Executor) -> Drain | None:
-    """The drain of a sweep whose results come through a queue, else None."""
-    if "results_actor" in record.handle:
-        return executor.results_drain(record.results_root)
-    if "results_queue" not in record.handle:
-        return None
-    from saturn_async.sweep.drain import QueueDrain
-
-    handle = record.handle
-    return QueueDrain(handle["results_scheduler"], handle["results_queue"], record.results_root)
 
 
 async def prepare_root(root: str, locations: list[str]) -> None:

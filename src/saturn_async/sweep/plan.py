@@ -47,6 +47,7 @@ def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str)
                 timeout=task.timeout,
                 retries=task.retries,
                 env=task.env,
+                memory=task.memory,
             )
             for task in sweep.tasks[start : start + size]
         ]
@@ -57,6 +58,7 @@ def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str)
             timeout=sweep.timeout,
             retries=sweep.retries,
             env=sweep.env,
+            memory=sweep.memory,
             layout="sweep",
             working_dir=sweep.working_dir,
         )

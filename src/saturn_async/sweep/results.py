@@ -5,7 +5,7 @@
 * ``S3`` (``url: s3://...``): workers write it to S3, logs as chunks (docs/storage.md).
 * ``Dask`` (``directory:``, ``scheduler_address:``): workers send every object through a
   distributed Queue named after the sweep; the client (``saturn run`` while attached, or
-  ``saturn collect``) drains it into the directory. Works with every executor. See
+  ``saturn collect``) receives it into the directory. Works with every executor. See
   docs/executors.md for the bound on what waits.
 * ``Ray`` (``directory:``): the same through the RayExecutor's sweep actor.
 """

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from saturn_async.exceptions import InputError
+from saturn_async.executors.jobs import ResultsVia
 from saturn_async.spec.models import Batch
 from saturn_async.storage.local import write_atomically
 
@@ -49,6 +50,8 @@ class SweepRecord(msgspec.Struct, kw_only=True):
     not mistaken for it)."""
     handle: dict[str, Any] = msgspec.field(default_factory=dict)
     """What the executor needs to find its batches again (Dask keys, for instance)."""
+    results_via: ResultsVia | None = None
+    """The channel carrying the outputs to the client (results backends Dask and Ray)."""
 
 
 def store_root() -> Path:

@@ -8,24 +8,27 @@ Job's status (completed and failed indexes) and the failed pods' exit codes, and
 outputs from S3. ``terminate`` deletes the Job with foreground propagation: Kubernetes
 sends the pods SIGTERM, and ``saturn batch`` stops its runs (TERM, then KILL after the
 grace) before the pod's termination grace period ends.
+
+One ApiClient serves the executor's life: the kubeconfig is read when it is first
+needed, and the client closes with the executor.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import anyio
 import yaml
 
 from saturn_async.exceptions import ExecutorError, InputError, MissingExtraError
-from saturn_async.executors.base import Executor, Outstanding
-from saturn_async.executors.kubernetes_manifests import (
+from saturn_async.executors.abc import Executor, Outstanding
+from saturn_async.executors.jobs import WorkerJob
+from saturn_async.executors.kubernetes.manifests import (
     KubernetesConfig,
     PodCommand,
     encoded_batches,
@@ -34,7 +37,6 @@ from saturn_async.executors.kubernetes_manifests import (
     job_name,
     secrets,
 )
-from saturn_async.executors.worker import WorkerJob
 from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
 from saturn_async.storage import storage_for
@@ -59,12 +61,16 @@ _UPLOADS = 16
 
 class KubernetesExecutor(Executor):
     Config = KubernetesConfig
-    detaches = True
 
     def __init__(self, config: Any, record: SweepRecord) -> None:
         super().__init__(config, record)
         self.job_name = job_name(record.name, record.created)
         self._status: tuple[float, Outstanding] | None = None
+        self._api_client: Any = None
+
+    @property
+    def detaches(self) -> bool:
+        return True
 
     def check(self) -> None:
         if not is_remote(self.record.results_root):
@@ -74,7 +80,7 @@ class KubernetesExecutor(Executor):
                 field="$.results.class_spec",
             )
 
-    def slot_groups(self, nprocs: int) -> int:
+    async def slot_groups(self, nprocs: int) -> int:
         return self.config.max_pods  # type: ignore[no-any-return]
 
     def _batches_url(self, files: dict[str, str]) -> str | None:
@@ -114,77 +120,76 @@ class KubernetesExecutor(Executor):
         note = f"# batch files go to {url}/ (not uploaded by --dry-run)\n" if url else ""
         return note + yaml.safe_dump_all(objects, sort_keys=False)
 
-    def dispatch(self, job_: WorkerJob, batches: list[Batch]) -> None:
+    async def run(self, job_: WorkerJob, batches: list[Batch]) -> None:
         files = encoded_batches(batches)
         url = self._batches_url(files)
         objects = self.manifests(job_, batches, files, url)
         if url is not None:
-            anyio.run(_upload, url, files)
-        anyio.run(self._create, objects)
+            await _upload(url, files)
+        await self._create(objects)
 
     async def _create(self, objects: list[dict[str, Any]]) -> None:
         namespace = self.config.namespace
-        async with self._api() as api:
-            # Any: the typed API wants model objects; plain manifests serialize the same.
-            core: Any = client.CoreV1Api(api)
-            batch: Any = client.BatchV1Api(api)
-            *owned, manifest = objects
-            for item in owned:
-                await self._call(
-                    f"create Secret {item['metadata']['name']}",
-                    core.create_namespaced_secret(namespace, item),
-                )
-            created = await self._call(
-                f"create Job {self.job_name}", batch.create_namespaced_job(namespace, manifest)
+        api = await self._api()
+        # Any: the typed API wants model objects; plain manifests serialize the same.
+        core: Any = client.CoreV1Api(api)
+        batch: Any = client.BatchV1Api(api)
+        *owned, manifest = objects
+        for item in owned:
+            await self._call(
+                f"create Secret {item['metadata']['name']}",
+                core.create_namespaced_secret(namespace, item),
             )
-            owner = {
-                "apiVersion": "batch/v1",
-                "kind": "Job",
-                "name": self.job_name,
-                "uid": created.metadata.uid,
-            }
-            for item in owned:
-                name = item["metadata"]["name"]
-                patch = {"metadata": {"ownerReferences": [owner]}}
-                await self._call(
-                    f"make Job {self.job_name} the owner of Secret {name}",
-                    core.patch_namespaced_secret(name, namespace, patch),
-                )
+        created = await self._call(
+            f"create Job {self.job_name}", batch.create_namespaced_job(namespace, manifest)
+        )
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": self.job_name,
+            "uid": created.metadata.uid,
+        }
+        for item in owned:
+            name = item["metadata"]["name"]
+            patch = {"metadata": {"ownerReferences": [owner]}}
+            await self._call(
+                f"make Job {self.job_name} the owner of Secret {name}",
+                core.patch_namespaced_secret(name, namespace, patch),
+            )
 
-    def outstanding(self) -> Outstanding:
+    async def outstanding(self) -> Outstanding:
         now = time.monotonic()
         if self._status is None or now - self._status[0] >= _STATUS_INTERVAL:
-            self._status = (now, anyio.run(self._read_status))
+            self._status = (now, await self._read_status())
         return self._status[1]
 
     async def _read_status(self) -> Outstanding:
         namespace = self.config.namespace
-        async with self._api() as api:
-            batch = client.BatchV1Api(api)
-            try:
-                found = await batch.read_namespaced_job(self.job_name, namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return Outstanding(0, [f"the Job {namespace}/{self.job_name} is gone"])
-                raise self._error(f"read Job {self.job_name}", exc) from exc
-            except aiohttp.ClientError as exc:
-                raise self._error(f"read Job {self.job_name}", exc) from exc
-            status = found.status
-            failed = index_set(status.failed_indexes)
-            done = len(index_set(status.completed_indexes) | failed)
-            finished = any(
-                c.type in ("Complete", "Failed") and c.status == "True"
-                for c in status.conditions or []
-            )
-            errors = [
-                f"Job {self.job_name} failed: {c.reason}: {c.message}"
-                for c in status.conditions or []
-                if c.type == "Failed" and c.status == "True"
-            ]
-            if failed or errors:
-                errors += await self._pod_failures(client.CoreV1Api(api))
-            left = 0 if finished else max(0, found.spec.completions - done)
-            return Outstanding(left, errors)
+        api = await self._api()
+        batch = client.BatchV1Api(api)
+        try:
+            found = await batch.read_namespaced_job(self.job_name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return Outstanding(0, [f"the Job {namespace}/{self.job_name} is gone"])
+            raise self._error(f"read Job {self.job_name}", exc) from exc
+        except aiohttp.ClientError as exc:
+            raise self._error(f"read Job {self.job_name}", exc) from exc
+        status = found.status
+        failed = index_set(status.failed_indexes)
+        done = len(index_set(status.completed_indexes) | failed)
+        finished = any(
+            c.type in ("Complete", "Failed") and c.status == "True" for c in status.conditions or []
+        )
+        errors = [
+            f"Job {self.job_name} failed: {c.reason}: {c.message}"
+            for c in status.conditions or []
+            if c.type == "Failed" and c.status == "True"
+        ]
+        if failed or errors:
+            errors += await self._pod_failures(client.CoreV1Api(api))
+        left = 0 if finished else max(0, found.spec.completions - done)
+        return Outstanding(left, errors)
 
     async def _pod_failures(self, core: Any) -> list[str]:
         """One line per failed pod: its batch index, and how its container ended."""
@@ -211,30 +216,34 @@ class KubernetesExecutor(Executor):
             )
         return lines
 
-    def terminate(self) -> None:
-        anyio.run(self._delete)
-
-    async def _delete(self) -> None:
-        async with self._api() as api:
-            batch = client.BatchV1Api(api)
-            try:
-                await batch.delete_namespaced_job(
-                    self.job_name,
-                    self.config.namespace,
-                    body=client.V1DeleteOptions(propagation_policy="Foreground"),
-                )
-            except ApiException as exc:
-                if exc.status != 404:  # already gone: nothing left to stop
-                    raise self._error(f"delete Job {self.job_name}", exc) from exc
-            except aiohttp.ClientError as exc:
+    async def terminate(self) -> None:
+        batch = client.BatchV1Api(await self._api())
+        try:
+            await batch.delete_namespaced_job(
+                self.job_name,
+                self.config.namespace,
+                body=client.V1DeleteOptions(propagation_policy="Foreground"),
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # already gone: nothing left to stop
                 raise self._error(f"delete Job {self.job_name}", exc) from exc
+        except aiohttp.ClientError as exc:
+            raise self._error(f"delete Job {self.job_name}", exc) from exc
         self._status = None
 
-    def close(self) -> None:
-        return None
+    async def aclose(self) -> None:
+        if self._api_client is not None:
+            api, self._api_client = self._api_client, None
+            await api.close()
 
-    @contextlib.asynccontextmanager
-    async def _api(self) -> AsyncIterator[Any]:
+    async def _api(self) -> Any:
+        """The executor's ApiClient, made on first use from the kubeconfig (or the
+        service account, in a pod)."""
+        if self._api_client is None:
+            self._api_client = client.ApiClient(await self._configuration())
+        return self._api_client
+
+    async def _configuration(self) -> Any:
         configuration = client.Configuration()
         try:
             if self.config.kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
@@ -257,8 +266,7 @@ class KubernetesExecutor(Executor):
                 source=self.record.source,
                 field="$.executor.kubeconfig",
             ) from exc
-        async with client.ApiClient(configuration) as api:
-            yield api
+        return configuration
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         try:

@@ -47,6 +47,10 @@ def connect(address: str, *, set_as_default: bool = False) -> distributed.Client
         raise OSError(f"the handshake failed {_HANDSHAKES} times ({exc!r})") from exc
 
 
+def results_queue(name: str, client: distributed.Client) -> distributed.Queue:
+    return distributed.Queue(name, client=client)
+
+
 def current_task() -> Any:
     """The key of the Dask task this thread runs, or None when it runs none."""
     try:
@@ -74,7 +78,7 @@ class DaskChannel:
         else:
             self._task_key = current_task()
         self._client = client
-        self._queue = distributed.Queue(self.queue_name, client=client)
+        self._queue = results_queue(self.queue_name, client)
 
     def _connect(self) -> distributed.Client:
         return connect(self.scheduler_address)

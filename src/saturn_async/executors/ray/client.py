@@ -1,0 +1,208 @@
+"""``RayExecutor``: one Ray task per batch, owned by a detached actor (``actor.py``) that
+outlives ``saturn run``. Each batch task reserves the batch's slots: ``nprocs`` CPUs, or
+``nprocs`` of ``slots_resource``, plus ``num_gpus``.
+
+Termination: ``terminate`` sets the actor's flag and cancels the batches that have not
+started; running supervisors see the flag within a second and stop their runs (TERM,
+then KILL after the grace).
+
+Without ``address``, ``saturn run`` starts a local Ray instance that ends with it, so the
+sweep does not detach (``aclose`` waits for running batches before shutting Ray down).
+
+Ray's client blocks: every call to it runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import msgspec
+import ray
+
+from saturn_async.exceptions import InputError
+from saturn_async.executors.abc import Executor, Outstanding, ResultsReceiver
+from saturn_async.executors.jobs import RayActor, ResultsVia, WorkerJob
+from saturn_async.executors.ray.actor import SweepActor, actor_name
+from saturn_async.executors.ray.worker import NAMESPACE
+from saturn_async.spec.models import AtLeastOne, Batch, Count, NonNegative
+from saturn_async.sweep.state import SweepRecord
+
+# How long a Ray address may take to accept a connection before ray.init is tried (which
+# would otherwise retry for minutes).
+_CONNECT_TIMEOUT = 5.0
+_HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>[^:/]+):(?P<port>\d+)$")
+# How long aclose() waits, beyond the grace, for a local Ray's batches to stop.
+_CLOSE_MARGIN = 30.0
+_CLOSE_POLL = 0.2
+
+
+class RayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    class_spec: str
+    address: str | None = None
+    """``auto``, ``host:port`` or ``ray://host:port``; absent: a local Ray for this run."""
+    num_cpus: AtLeastOne | None = None
+    """CPUs of the local Ray started without ``address`` (default: all)."""
+    runtime_env: dict[str, Any] | None = None
+    """Passed to ``ray.init`` as the job's runtime environment."""
+    num_gpus: NonNegative = 0
+    """GPUs each batch reserves."""
+    slots_resource: str | None = None
+    """Reserve a batch's ``nprocs`` slots as this custom resource instead of CPUs."""
+    resources: dict[str, NonNegative] = msgspec.field(default_factory=dict)
+    """Further custom resources each batch reserves."""
+    max_retries: Count = 3
+    """How many times Ray runs a batch again whose worker died (as Dask's
+    ``allowed-failures``, 3 by default); the rerun skips the tasks that have a status."""
+
+
+class RayExecutor(Executor):
+    Config = RayConfig
+    starts_in_client_cwd = True
+
+    def __init__(self, config: Any, record: SweepRecord) -> None:
+        super().__init__(config, record)
+        self._connected = False
+
+    @property
+    def detaches(self) -> bool:
+        """A local Ray started by ``saturn run`` ends with it, so nothing detaches."""
+        return self.config.address is not None
+
+    async def _connect(self) -> None:
+        if not self._connected:
+            await anyio.to_thread.run_sync(self._init)
+            self._connected = True
+
+    def _init(self) -> None:
+        local = self.config.address is None
+        try:
+            self._check_reachable()
+            ray.init(
+                address=self.config.address,
+                num_cpus=self.config.num_cpus if local else None,
+                namespace=NAMESPACE,
+                runtime_env=self.config.runtime_env,
+                include_dashboard=False if local else None,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            reason = (str(exc) or repr(exc)).splitlines()[0]
+            raise InputError(
+                f"cannot start or reach Ray at {self.config.address or 'a local instance'}: "
+                f"{reason}",
+                source=self.record.source,
+                field="$.executor.address",
+            ) from exc
+
+    def _check_reachable(self) -> None:
+        """Fail fast when a ``host:port`` address does not answer (OSError)."""
+        match = _HOST_PORT.match(self.config.address or "")
+        if match is not None:
+            address = (match["host"], int(match["port"]))
+            socket.create_connection(address, timeout=_CONNECT_TIMEOUT).close()
+
+    async def actor(self) -> Any | None:
+        """The sweep's actor, or None when it is gone (forgotten by another command, or its
+        Ray ended). Looked up each time: a cached handle would outlive a kill elsewhere."""
+        if self.config.address is None and not self._connected:
+            return None  # the local Ray of the saturn run that dispatched has ended
+        await self._connect()
+        return await anyio.to_thread.run_sync(self._lookup)
+
+    def _lookup(self) -> Any | None:
+        try:
+            return ray.get_actor(actor_name(self.record), namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    async def slot_groups(self, nprocs: int) -> int:
+        """Batches the cluster can run at once, by the resource a batch reserves."""
+        await self._connect()
+        total = await anyio.to_thread.run_sync(ray.cluster_resources)
+        resource = self.config.slots_resource or "CPU"
+        groups = int(total.get(resource, 0) // nprocs)
+        if self.config.num_gpus:
+            groups = min(groups, int(total.get("GPU", 0) // self.config.num_gpus))
+        return max(1, groups)
+
+    def _options(self, batch: Batch) -> dict[str, Any]:
+        slots = batch.nprocs or 1
+        resources = dict(self.config.resources)
+        if self.config.slots_resource is not None:
+            resources[self.config.slots_resource] = slots
+        return {
+            "num_cpus": 0 if self.config.slots_resource is not None else slots,
+            "num_gpus": self.config.num_gpus,
+            "resources": resources,
+            "max_retries": self.config.max_retries,
+        }
+
+    async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
+        await self._connect()
+        await anyio.to_thread.run_sync(self._submit, job, batches)
+
+    def _submit(self, job: WorkerJob, batches: list[Batch]) -> None:
+        actor = SweepActor.options(  # type: ignore[attr-defined]
+            name=actor_name(self.record), namespace=NAMESPACE, lifetime="detached"
+        ).remote()
+        ray.get(
+            actor.submit.remote(
+                job,
+                [msgspec.json.encode(b) for b in batches],
+                [self._options(b) for b in batches],
+            )
+        )
+
+    def stop_via(self) -> RayActor:
+        return RayActor(actor_name(self.record))
+
+    async def results_via(self, queue: Literal["dask", "ray"], name: str) -> ResultsVia | None:
+        return RayActor(actor_name(self.record)) if queue == "ray" else None
+
+    def receiver(self, channel: ResultsVia, directory: str) -> ResultsReceiver | None:
+        if not isinstance(channel, RayActor):
+            return None
+        from saturn_async.executors.ray.receiver import ActorReceiver
+
+        return ActorReceiver(self.actor, directory)
+
+    async def outstanding(self) -> Outstanding:
+        actor = await self.actor()
+        if actor is None:
+            return Outstanding(0, [self._gone()])
+        found = await anyio.to_thread.run_sync(ray.get, actor.outstanding.remote())
+        batches, errors, outcomes = found
+        return Outstanding(batches, errors, outcomes)
+
+    def _gone(self) -> str:
+        if self.config.address is None:
+            return "the sweep ran on a local Ray that ended with its saturn run"
+        return f"the sweep's Ray actor {actor_name(self.record)} is gone"
+
+    async def terminate(self) -> None:
+        actor = await self.actor()
+        if actor is not None:
+            await anyio.to_thread.run_sync(ray.get, actor.terminate.remote())
+
+    async def forget(self) -> None:
+        actor = await self.actor()
+        if actor is not None:
+            await anyio.to_thread.run_sync(ray.kill, actor)
+
+    async def aclose(self) -> None:
+        if not self._connected:
+            return
+        if self.config.address is None:  # the local Ray this process started
+            # Shutting down kills the workers: let running batches stop their runs first.
+            wait = float(self.record.handle.get("grace", 10.0)) + _CLOSE_MARGIN
+            with anyio.move_on_after(wait):
+                while (await self.outstanding()).batches:  # noqa: ASYNC110 - remote
+                    await anyio.sleep(_CLOSE_POLL)
+        await anyio.to_thread.run_sync(ray.shutdown)
+        self._connected = False

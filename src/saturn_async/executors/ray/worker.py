@@ -1,0 +1,73 @@
+"""A batch task's view of the sweep's Ray actor: its stop signal and its results channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import ray
+
+NAMESPACE = "saturn_async"
+# How often a supervisor asks the actor whether the sweep was terminated.
+_ACTOR_POLL = 1.0
+
+
+def result(ref: Any) -> Any:
+    """The value of ``ref``, waited for on a batch task without yielding its CPUs.
+
+    ``ray.get`` in a task tells the raylet that the task is blocked, and Ray then lends
+    its CPUs to other tasks: a queued batch would start beside the running one, and the
+    node would run more runs than the batches reserved. Waiting on the ref's future
+    does not tell the raylet.
+    """
+    return ref.future().result()
+
+
+class TerminateActor:
+    """The sweep's actor seen from a batch task: the stop signal of ``run_batches``."""
+
+    def __init__(self, name: str) -> None:
+        self._actor = ray.get_actor(name, namespace=NAMESPACE)
+        self._started_before = False
+
+    def is_set(self) -> bool:
+        """Called once as the batch starts; registers it with the actor."""
+        task_id = ray.get_runtime_context().get_task_id()
+        terminated, self._started_before = result(self._actor.start.remote(task_id))
+        return bool(terminated)
+
+    def started_before(self) -> bool:
+        return self._started_before
+
+    def _poll(self) -> bool:
+        return bool(result(self._actor.is_terminated.remote()))
+
+    async def wait(self) -> None:
+        while not await anyio.to_thread.run_sync(self._poll):  # noqa: ASYNC110 - remote
+            await anyio.sleep(_ACTOR_POLL)
+
+
+class ActorChannel:
+    """The sweep's actor as the channel of the ``Ray`` results backend (on a batch task)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._actor: Any = None
+
+    async def open(self) -> None:
+        self._actor = await anyio.to_thread.run_sync(self._lookup)
+
+    def _lookup(self) -> Any:
+        return ray.get_actor(self.name, namespace=NAMESPACE)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        # One call at a time: a worker's messages reach the actor in order.
+        await anyio.to_thread.run_sync(result, self._actor.put.remote(message))
+
+    async def final(self, location: str) -> bytes | None:
+        found = await anyio.to_thread.run_sync(result, self._actor.final.remote(location))
+        return found if isinstance(found, bytes) else None
+
+    async def close(self) -> None:
+        return None
