@@ -742,7 +742,7 @@ def main() -> None:
             joblog_and_report(root, args.runs, args.report_runs, args.repeats)
         if "progress" in sections:
             small = max(1, args.status_tasks // 10)
-            ROWS.extend(bench_progress.status_speed(root, args.status_tasks, small, timed, SATURN))
+            ROWS.extend(bench_progress.status_speed(root, args.status_tasks, small, SATURN))
         if "million" in sections:
             ROWS.extend(bench_progress.dask_million(root, args.million_tasks, SATURN))
     finally:

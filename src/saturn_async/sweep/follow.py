@@ -77,18 +77,16 @@ async def follow(
         ledger = LedgerReader(storage, root, record.created)
         while True:
             started = time.monotonic()
-            if receive is not None:
-                await receive()
             outstanding = await executor.outstanding()
+            if receive is not None:
+                # After: what the batches that ended sent is on the channel by now.
+                await receive()
             await in_thread(tasks.settle, outstanding.outcomes)
             await in_thread(tasks.settle, await ledger.new_outcomes())
             if not tasks.pending:
                 return FollowOutcome()
             if outstanding.batches == 0:
                 # Every batch has ended: what has no status now never will.
-                if receive is not None:
-                    await receive()
-                await in_thread(tasks.settle, await ledger.new_outcomes())
                 await in_thread(tasks.settle_from, await status_reader(root))
                 return FollowOutcome(list(tasks.pending), outstanding.errors)
             if show_running and not is_remote(root):
