@@ -147,3 +147,19 @@ def test_batches_on_one_dask_worker_share_its_watchdog(tmp_path, saturn, dask_cl
     ids = {(tmp_path / "results" / f"t{i}" / "log").read_text().strip() for i in range(8)}
     assert "" not in ids
     assert len(ids) <= 2  # the cluster's two worker processes
+
+
+def test_a_summary_is_not_written_through_a_link_a_task_left(tmp_path, saturn):
+    """A task that puts a link at ROOT/.saturn does not redirect the summary: it is not
+    written (said once), and the tasks' own files are read instead."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    results = tmp_path / "results"
+    plant = {"name": "t0", "command": f"ln -s {outside} {results}/.saturn"}
+    path = write_sweep(tmp_path, [plant, *TASKS[1:]], nprocs=1)
+    done = saturn("run", str(path), "-q")
+    assert done.returncode == 1, done.stderr
+    assert list(outside.iterdir()) == []
+    assert "could not write the outcome summary" in done.stderr
+    document = status_json(saturn, "lr-sweep")
+    assert (document["succeeded"], failed_of(document)) == (4, [("t1", 3), ("t4", 3)])

@@ -17,6 +17,7 @@ batch on an engine to return them to the client as its task's result.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 
@@ -24,7 +25,8 @@ import anyio
 
 from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
-from saturn_async.storage.ledger import LedgerWriter
+from saturn_async.storage import local
+from saturn_async.storage.ledger import LEDGER, LedgerWriter
 from saturn_async.storage.local import LocalStorage
 
 FIRST_FLUSH = 1.0
@@ -36,6 +38,27 @@ _AGE_SHARE = 20
 segments per tenfold of its age, then one a minute."""
 
 
+class _BelowRoot(LocalStorage):
+    """Local storage whose segments are written below their root without following a
+    link (a run may have left one at ``ROOT/.saturn``)."""
+
+    async def put(self, location: str, data: bytes) -> None:
+        await anyio.to_thread.run_sync(_put_below_root, location, data)
+
+
+def _put_below_root(location: str, data: bytes) -> None:
+    root, _, below = location.partition(f"/{LEDGER}/")
+    root_fd = local.open_directory(root)
+    try:
+        ledger_fd = local.open_below(root_fd, LEDGER)
+        try:
+            local.write_atomically(below, data, dir_fd=ledger_fd)
+        finally:
+            os.close(ledger_fd)
+    finally:
+        os.close(root_fd)
+
+
 def flush_interval(age: float) -> float:
     """Seconds until the next segment of a supervisor that started ``age`` seconds ago."""
     return min(LAST_FLUSH, max(FIRST_FLUSH, age / _AGE_SHARE))
@@ -45,7 +68,7 @@ class OutcomeSummary:
     """Final status codes of a supervisor's local sweep runs, written as ledger segments."""
 
     def __init__(self, submitted: str, *, keep: bool = False) -> None:
-        self.ledger = LedgerWriter(LocalStorage(), submitted)
+        self.ledger = LedgerWriter(_BelowRoot(), submitted)
         self.started = time.monotonic()
         self.kept: dict[str, int] | None = {} if keep else None
         """Every recorded outcome, run location -> status code (shipped runs' included),
