@@ -389,7 +389,9 @@ def own_dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
 
 @pytest.fixture(scope="session")
 def ray_address() -> Iterator[str]:
-    """A real local Ray (2 CPUs, no dashboard) that ``saturn`` subprocesses connect to."""
+    """A real local Ray (2 CPUs, 2 GPUs declared: Ray hands their ids out in
+    CUDA_VISIBLE_DEVICES without any being there; no dashboard) that ``saturn``
+    subprocesses connect to."""
     import tempfile
 
     import ray
@@ -397,7 +399,9 @@ def ray_address() -> Iterator[str]:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     # Short: Ray puts Unix sockets under it, and their paths are limited to 107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    context = ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
+    context = ray.init(
+        num_cpus=2, num_gpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False
+    )
     try:
         yield str(context.address_info["gcs_address"])
     finally:

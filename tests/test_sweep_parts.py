@@ -152,3 +152,33 @@ def test_following_a_sweep_shows_its_running_tasks(tmp_path):
     console.print(render(progress))
     text = console.export_text()
     assert "task" in text and "busy" in text and "1 running" in text and "1 pending of 3" in text
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        {"stop": "TerminateFile"},
+        {"stop": "DaskEvent", "results": "DaskQueue", "slots": "DaskResource"},
+        {"stop": "RayActor", "results": "RayActor"},
+    ],
+)
+def test_worker_jobs_carry_their_backend_parts_typed(parts):
+    import msgspec
+
+    from saturn_async.executors import jobs
+
+    made = {
+        "TerminateFile": lambda: jobs.TerminateFile("/state/terminate"),
+        "DaskEvent": lambda: jobs.DaskEvent("saturn-terminate-s"),
+        "DaskQueue": lambda: jobs.DaskQueue("saturn-results-s", "tcp://10.0.0.1:8786"),
+        "DaskResource": lambda: jobs.DaskResource("slots"),
+        "RayActor": lambda: jobs.RayActor("saturn-s"),
+    }
+    job = jobs.WorkerJob(sweep="s", **{field: made[kind]() for field, kind in parts.items()})
+    wire = msgspec.json.encode(job)
+    assert msgspec.json.decode(wire, type=jobs.WorkerJob) == job
+    for field, kind in parts.items():
+        assert type(getattr(msgspec.json.decode(wire, type=jobs.WorkerJob), field)).__name__ == kind
+    # A variant a worker does not know is refused with its field, not taken as another.
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.stop"):
+        msgspec.json.decode(b'{"sweep": "s", "stop": {"type": "slurm-x"}}', type=jobs.WorkerJob)

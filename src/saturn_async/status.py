@@ -20,17 +20,23 @@ import msgspec
 from saturn_async.spec import load_batch_file
 from saturn_async.spec.paths import is_remote, normalize_location
 from saturn_async.storage import storage_for
-from saturn_async.storage.layout import EVENTS, RUN_FILES, decode_events
+from saturn_async.storage.layout import EVENTS, RUN_FILES, Event, decode_events
 from saturn_async.storage.ledger import LedgerReader, read_ledger
 from saturn_async.storage.local import read_regular, read_status_code
 from saturn_async.supervisor.lease import Holder, lost_holder
 from saturn_async.sweep.state import SweepRecord
 
 
-class FailedRunReport(msgspec.Struct):
+class FailedRunReport(msgspec.Struct, omit_defaults=True):
     path: str
     status_code: int
     cmd: str | None
+    halted_by: str | None = None
+    """The run whose failure set off the halt that stopped this one (local outputs)."""
+
+
+_STOPPED = frozenset((143, 137))
+"""Statuses of runs stopped by TERM or KILL: a halt's among them."""
 
 
 class LostRunReport(msgspec.Struct):
@@ -48,6 +54,8 @@ class StatusReport:
     """Never started, or running with a live owner."""
     failed: list[FailedRunReport] = field(default_factory=list)
     lost: list[LostRunReport] = field(default_factory=list)
+    halted_by: list[str] = field(default_factory=list)
+    """The runs that set off the halts that stopped some of these (or the sweep), each once."""
 
     @property
     def total(self) -> int:
@@ -63,9 +71,18 @@ class StatusReport:
             else:
                 self.lost.append(LostRunReport(path, holder.host, holder.pid))
         else:
-            if cmd is None and not is_remote(path):
-                cmd = _command_from_events(path)
-            self.failed.append(FailedRunReport(path, code, cmd))
+            halted_by = None
+            # Only a run stopped by a signal can have been halted: read its events.
+            if not is_remote(path) and (cmd is None or code in _STOPPED):
+                events = _events_of(path)
+                cmd = cmd or next((e.cmd for e in events if e.cmd), None)
+                halted_by = next((e.halted_by for e in events if e.type == "halted"), None)
+            self.failed.append(FailedRunReport(path, code, cmd, halted_by))
+            self.add_halt(halted_by)
+
+    def add_halt(self, trigger: str | None) -> None:
+        if trigger is not None and trigger not in self.halted_by:
+            self.halted_by.append(trigger)
 
     async def find_lost_remotely(self, root: str) -> None:
         """For runs under an s3:// ``root``: move the not finished runs whose lease
@@ -185,9 +202,8 @@ def run_dirs(root: str) -> Iterator[str]:
             yield from run_dirs(entry.path)
 
 
-def _command_from_events(run_dir: str) -> str | None:
+def _events_of(run_dir: str) -> list[Event]:
     try:
-        events = decode_events(read_regular(os.path.join(run_dir, EVENTS)))
+        return decode_events(read_regular(os.path.join(run_dir, EVENTS)))
     except (OSError, ValueError):
-        return None
-    return next((e.cmd for e in events if e.cmd), None)
+        return []

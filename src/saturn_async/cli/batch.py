@@ -14,17 +14,20 @@ from saturn_async.cli.memory_options import memory_caps, memory_options
 from saturn_async.cli.options import (
     SLOTS,
     grace_option,
+    halt_option,
     joblog_option,
     log_chunk_minutes_option,
     max_input_size_option,
 )
 from saturn_async.cli.progress import failure_lines, pace, show_progress
 from saturn_async.cli.remote_inputs import remote_inputs
+from saturn_async.cli.start_options import batch_gate, start_options
 from saturn_async.cli.stop_signals import forward_stop_signals
 from saturn_async.exceptions import InputError
 from saturn_async.joblog import AttemptLogger, open_attempt_logger
 from saturn_async.spec import Batch, load_batch_files
 from saturn_async.spec.command_list import load_command_list
+from saturn_async.spec.halt import HaltPolicy
 from saturn_async.supervisor import BatchSummary, Supervisor, slot_count
 from saturn_async.supervisor.progress import SweepProgress
 
@@ -75,7 +78,9 @@ from saturn_async.supervisor.progress import SweepProgress
     "does not retry the batch for them (KubernetesExecutor's pods use this).",
 )
 @memory_options
+@halt_option("every run of every FILE together (it replaces the files' halt:)")
 @joblog_option
+@start_options
 @max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def batch(
@@ -91,7 +96,11 @@ def batch(
     failed_runs_exit_zero: bool,
     memory: str | None,
     memory_cap: str | None,
+    halt: HaltPolicy | None,
     joblog: str | None,
+    gpus: str | None,
+    memfree: str | None,
+    load: float | None,
     max_input_size: int | None,
     quiet: bool,
 ) -> None:
@@ -108,13 +117,17 @@ def batch(
     terminal stops the runs like TERM). A second signal, or a first SIGQUIT (131), skips
     the grace period and stops retrying S3 (an outcome not uploaded is kept in the
     staging dir). A run another live supervisor is running is skipped (one line says
-    how many), or waited for with --wait-for-owner; never run twice at once.
+    how many), or waited for with --wait-for-owner; never run twice at once. With
+    --gpus (or the files' gpus), each run holds its own GPUs while it runs; --memfree
+    and --load hold starts back while the machine is short (see docs/cli.md).
     """
     batches = _load(files, commands, output, nprocs, max_input_size)
     slots = slot_count(batches, nprocs)
     caps = memory_caps(memory, memory_cap)
     if caps.capped(batches):
         caps.require()
+    sources = files or (str(commands),)
+    gate = batch_gate(list(zip(sources, batches, strict=True)), gpus, memfree, load, _stderr)
     display = None if quiet else sys.stdout.isatty()
     supervisor_options = {
         "grace": grace,
@@ -123,6 +136,8 @@ def batch(
         "log_chunk_seconds": log_chunk_minutes * 60,
         "staging_dir": staging_dir,
         "memory_caps": caps,
+        "gate": gate,
+        "halt": halt,
     }
     logger = open_attempt_logger(joblog, batches)
     try:
@@ -142,8 +157,14 @@ def batch(
         )
         for line in failure_lines(progress, every):
             print(line)
+        for trigger in summary.halted_by:
+            print(f"halted: {trigger} failed; the runs not started record nothing")
     code = summary.exit_code
     sys.exit(0 if code == 1 and failed_runs_exit_zero else code)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _load(

@@ -7,6 +7,7 @@ import click
 
 from saturn_async.cli.memory_options import memory_options
 from saturn_async.cli.options import SLOTS, FiniteRange, daemon_options
+from saturn_async.cli.start_options import start_options
 from saturn_async.daemon.config import DaemonConfig, load_config
 from saturn_async.daemon.paths import DaemonPaths, daemon_paths
 from saturn_async.daemon.service import Daemon
@@ -71,6 +72,7 @@ from saturn_async.supervisor.memory_caps import MemoryCaps
     help="The largest request accepted on the control socket, in MB [256].",
 )
 @memory_options
+@start_options
 def daemon(
     nprocs: int | None,
     config_path: str | None,
@@ -89,6 +91,9 @@ def daemon(
     max_frame_mb: float | None,
     memory: str | None,
     memory_cap: str | None,
+    gpus: str | None,
+    memfree: str | None,
+    load: float | None,
 ) -> None:
     """Run submitted batches on this machine's slots until drained or stopped.
 
@@ -113,6 +118,9 @@ def daemon(
         "max_frame_mb": max_frame_mb,
         "memory": memory,
         "memory_cap": memory_cap,
+        "gpus": gpus,
+        "memfree": memfree,
+        "load": load,
     }
     config = load_config(config_path, overrides)
     if config.memory is not None:

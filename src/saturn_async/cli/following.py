@@ -11,10 +11,11 @@ import click
 from saturn_async.cli.progress import failure_lines, pace, show_progress
 from saturn_async.cli.stop_signals import StopSignals
 from saturn_async.executors.abc import Executor
+from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.progress import SweepProgress
 from saturn_async.sweep.follow import FollowOutcome, follow
 from saturn_async.sweep.receivers import results_receiver
-from saturn_async.sweep.state import SweepRecord, task_commands
+from saturn_async.sweep.state import SweepRecord, save_record, task_commands
 
 
 async def follow_sweep(
@@ -23,9 +24,11 @@ async def follow_sweep(
     quiet: bool,
     stops: StopSignals,
     finished: Callable[[str], None] | None = None,
+    halt: Halt | None = None,
 ) -> int:
     """Follow until every task has a status; exit code 0 all succeeded, else 1.
-    ``finished(location)`` is called as each task is seen to have one.
+    ``finished(location)`` is called as each task is seen to have one. When ``halt``
+    goes off, the sweep is terminated and its tasks not started stay without a status.
 
     SIGINT, SIGTERM, SIGHUP, SIGQUIT (``stops``): a detaching executor leaves the sweep
     running; others stop its runs (TERM, then KILL after the grace).
@@ -41,7 +44,14 @@ async def follow_sweep(
                 if display is not None:
                     tg.start_soon(show_progress, progress, display)
                 outcome = await follow(
-                    record, executor, progress, receive, commands, finished, display is not None
+                    record,
+                    executor,
+                    progress,
+                    receive,
+                    commands,
+                    finished,
+                    halt,
+                    show_running=display is not None,
                 )
                 tg.cancel_scope.cancel()
     if outcome is None:
@@ -49,7 +59,11 @@ async def follow_sweep(
         return await interrupted(record, executor, stops.signum)
     for error in outcome.errors:
         click.echo(f"saturn: {error}", err=True)
-    if outcome.unfinished:
+    if halt is not None and halt.halted:
+        click.echo(f"saturn: {halt.describe()}", err=True)
+        record.halted_by = halt.trigger
+        await anyio.to_thread.run_sync(save_record, record)
+    elif outcome.unfinished:
         click.echo(
             f"saturn: {len(outcome.unfinished)} tasks have no status and no batch is left to "
             f"give them one (first: {outcome.unfinished[0]})",
@@ -63,6 +77,8 @@ async def follow_sweep(
         )
         for line in failure_lines(progress, f"saturn status --name {record.name}"):
             print(line)
+        if halt is not None and halt.halted:
+            print(f"halted: {halt.trigger} failed; the tasks not started record nothing")
     return 0 if progress.failed == 0 and not outcome.unfinished else 1
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from saturn_async.exceptions import InputError
+from saturn_async.spec.halt import HaltPolicy, parse_halt
 from saturn_async.spec.input_file import DEFAULT_MAX_INPUT_SIZE, MAX_INPUT_SIZE_ENV, parse_size
 from saturn_async.spec.models import MAX_NPROCS
 
@@ -88,3 +89,22 @@ joblog_option = click.option(
     help="Append one line per finished attempt to FILE, in GNU parallel's --joblog format "
     "(created with its header; an existing file must be a joblog). See docs/cli.md.",
 )
+
+
+def _halt_policy(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> HaltPolicy | None:
+    return None if value is None else parse_halt(value, source="--halt")
+
+
+def halt_option(scope: str, help: str | None = None) -> Callable[[Any], Any]:
+    """``--halt now|soon,fail=N|P%`` (GNU parallel's), over ``scope``."""
+    return click.option(
+        "--halt",
+        metavar="WHEN,fail=N|P%",
+        callback=_halt_policy,
+        help=help
+        or f"Stop early once N runs (or P% of all) have failed, over {scope}: soon starts "
+        "no new run, now also stops the running ones (TERM, then KILL after the grace; "
+        "they record a halted event). never (default) runs all. See docs/cli.md.",
+    )

@@ -15,6 +15,7 @@ from saturn_async.cli.following import follow_sweep, interrupted
 from saturn_async.cli.options import (
     SLOTS,
     grace_option,
+    halt_option,
     joblog_option,
     log_chunk_minutes_option,
     max_input_size_option,
@@ -22,6 +23,8 @@ from saturn_async.cli.options import (
 from saturn_async.cli.stop_signals import receive_stop_signals
 from saturn_async.exceptions import InputError
 from saturn_async.joblog import open_task_logger
+from saturn_async.spec.halt import HaltPolicy
+from saturn_async.supervisor.halt import Halt, sweep_halt_policy
 from saturn_async.sweep import launch
 
 
@@ -54,6 +57,12 @@ from saturn_async.sweep import launch
     help="Print what would be dispatched and exit: the batch files as JSON lines, or "
     "KubernetesExecutor's manifests (for kubectl apply -f -). Records and starts nothing.",
 )
+@halt_option(
+    "the sweep",
+    help="now,fail=N|P%: once N tasks (or P% of all) have failed, terminate the whole sweep "
+    "on its executor (replaces the file's halt:); tasks not started record nothing. Not "
+    "soon, not with --detach. See docs/executors.md.",
+)
 @joblog_option
 @max_input_size_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
@@ -69,6 +78,7 @@ def run(
     skip_completed: bool,
     detach: bool,
     dry_run: bool,
+    halt: HaltPolicy | None,
     joblog: str | None,
     max_input_size: int | None,
     quiet: bool,
@@ -103,15 +113,20 @@ def run(
         dry_run=dry_run,
         max_input_size=max_input_size,
     )
-    code = anyio.run(_run, options, joblog, quiet)
+    code = anyio.run(_run, options, halt, joblog, quiet)
     if code is not None:
         sys.exit(code)
 
 
-async def _run(options: launch.LaunchOptions, joblog: str | None, quiet: bool) -> int | None:
+async def _run(
+    options: launch.LaunchOptions, halt: HaltPolicy | None, joblog: str | None, quiet: bool
+) -> int | None:
     """The exit code, or None when there was nothing to do."""
     async with receive_stop_signals() as stops:
         launching = launch.prepare(options)
+        policy = sweep_halt_policy(
+            halt, launching.sweep.halt, launching.record.source, detach=options.detach
+        )
         record = launching.record
         async with launching.executor as executor:
             with stops.scope():
@@ -138,7 +153,8 @@ async def _run(options: launch.LaunchOptions, joblog: str | None, quiet: bool) -
             if options.detach:
                 print(f"detached; follow with: saturn collect --name {record.name}")
                 return None
-            code = await follow_sweep(record, executor, quiet, stops, task_logger)
+            halting = Halt(policy, len(launching.locations)) if policy is not None else None
+            code = await follow_sweep(record, executor, quiet, stops, task_logger, halting)
             if code in (0, 1):
                 await executor.forget()
             return code

@@ -79,7 +79,9 @@ def status(
     if path is not None:
         report = anyio.run(status_of, path, max_input_size)
     else:
-        report = anyio.run(status_of_sweep, load_record(name or ""))
+        record = load_record(name or "")
+        report = anyio.run(status_of_sweep, record)
+        report.add_halt(record.halted_by)
     if as_json:
         document = {
             "total": report.total,
@@ -90,6 +92,7 @@ def status(
             "failed_runs": report.failed,
             "lost_runs": report.lost,
             "not_finished_runs": report.not_finished,
+            "halted_by": report.halted_by,
         }
         if summary is not None:
             document["usage"] = summary
@@ -105,6 +108,7 @@ def status(
         # Plain lines, not a table: at any width, or piped, paths are never cut.
         lines = ["failed runs (exit code, path, command):"]
         lines += [failed_run_line(f.status_code, f.path, f.cmd) for f in report.failed]
+        lines += [f"halted by the failure of {trigger}" for trigger in report.halted_by]
         sys.stdout.write("\n".join(lines) + "\n")
     if report.lost:
         lines = ["lost runs (their supervisor died; host, pid, path):"]

@@ -9,7 +9,7 @@ import msgspec
 
 from saturn_async.spec.decode import convert_section, load_yaml_mapping
 from saturn_async.spec.memory import memory_bytes
-from saturn_async.spec.models import AtLeastOne, MemorySize, NonNegative, Slots
+from saturn_async.spec.models import AtLeastOne, GpuSpec, MemorySize, NonNegative, Slots
 from saturn_async.supervisor.memory_caps import CapMode
 
 
@@ -38,6 +38,11 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The memory cap of runs whose batch sets none (docs/job-format.md)."""
     memory_cap: CapMode = "enforce"
     """Without cgroup access: refuse capped runs, or cap their address space."""
+    gpus: GpuSpec | None = None
+    """GPUs handed to runs, as ``saturn batch --gpus``; with ``memfree`` and ``load``, see
+    ``daemon/start_limits.py``."""
+    memfree: AtLeastOne | str | None = None
+    load: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 RELOADABLE = (

@@ -2,8 +2,9 @@
 
 The daemon is built in layers, each a class over the one before it and each of one
 purpose: this core; pausing on a full disk (``pausing``); drain, signals and reload
-(``shutdown``); the control requests (``requests``); the spool (``spooling``); and
-scheduling and recovery (``service``, the :class:`~saturn_async.daemon.service.Daemon`).
+(``shutdown``); the control requests (``requests``); the spool (``spooling``); per-batch
+halts (``halting``); and scheduling and recovery (``service``, the
+:class:`~saturn_async.daemon.service.Daemon`).
 A layer calls only into the layers below it.
 """
 
@@ -20,8 +21,10 @@ from saturn_async.daemon.log import DaemonLog
 from saturn_async.daemon.notify import sd_notify
 from saturn_async.daemon.paths import DaemonPaths
 from saturn_async.daemon.spool import Spool
+from saturn_async.daemon.start_limits import daemon_gate
 from saturn_async.daemon.state import DaemonState
 from saturn_async.spec.memory import memory_bytes
+from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.memory_caps import MemoryCaps
 from saturn_async.supervisor.process import RunProcess
 from saturn_async.supervisor.supervisor import Supervisor
@@ -49,6 +52,8 @@ class DaemonCore:
         self._ranks: set[int] = set()
         self._procs: dict[tuple[str, int], RunProcess] = {}
         self._kill_timers: dict[tuple[str, int], anyio.CancelScope] = {}
+        self._halts: dict[str, Halt] = {}
+        """The halts of live batches submitted with one, by batch id."""
         self._sync_wanted = anyio.Event()
         report = partial(self.logbook, "warning", "run_outputs")
         memory = None if config.memory is None else memory_bytes(config.memory, source="memory")
@@ -59,6 +64,12 @@ class DaemonCore:
             log_chunk_seconds=config.log_chunk_minutes * 60,
             staging_dir=config.staging_dir,
             memory_caps=MemoryCaps(memory, config.memory_cap, report),
+        )
+        self.gate = daemon_gate(
+            config,
+            config_path,
+            self.overrides,
+            lambda message: self.logbook("warning", "waiting", message),
         )
         self.spool = Spool(config.spool) if config.spool else None
         self._journal: Journal | None = None

@@ -14,6 +14,7 @@ from saturn_async.daemon import protocol
 from saturn_async.daemon.admission import check_apart, check_submitted
 from saturn_async.daemon.journal import Accept, Cancel
 from saturn_async.daemon.shutdown import Shutdown
+from saturn_async.daemon.start_limits import check_fit
 from saturn_async.daemon.state import BatchState
 from saturn_async.exceptions import InputError, SaturnError
 from saturn_async.spec.models import Batch
@@ -57,6 +58,7 @@ class Requests(Shutdown):
         # did, but any client may connect): a batch that could not run is never journaled.
         # Nor one whose outputs meet those of a live batch (queued or running).
         await anyio.to_thread.run_sync(check_submitted, submitted, [b.batch for b in batches])
+        await anyio.to_thread.run_sync(check_fit, self.gate, submitted)
         await self.supervisor.open_roots([item.batch for item in submitted])
         # A batch accepted while this one was checked (usually none) is checked here.
         seen = set(live.values())

@@ -18,6 +18,7 @@ import anyio
 from saturn_async.daemon.admission import admit
 from saturn_async.daemon.config import DaemonConfig
 from saturn_async.daemon.disk import is_disk_full
+from saturn_async.daemon.halting import Halting
 from saturn_async.daemon.journal import (
     Accept,
     AnyRecord,
@@ -40,7 +41,6 @@ from saturn_async.daemon.recovery import (
     stop_previous_attempt,
 )
 from saturn_async.daemon.server import ControlServer, bind_control_socket
-from saturn_async.daemon.spooling import Spooling
 from saturn_async.daemon.state import Attempt, BatchState
 from saturn_async.exceptions import InputError
 from saturn_async.spec.paths import is_remote
@@ -49,6 +49,7 @@ from saturn_async.storage.layout import utcnow
 from saturn_async.storage.local import LocalStorage
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.process import RunProcess
+from saturn_async.supervisor.start_gate import Ticket
 
 _COMPACT_AT_LEAST = 8 << 20
 """Compact when the journal has grown past this, and past twice its last compacted size."""
@@ -58,7 +59,7 @@ run ended meanwhile: a power cut may forget the last 50 ms of ends, whose status
 are not fsynced either. Syncing after every end cost 7% of the daemon's throughput."""
 
 
-class Daemon(Spooling):
+class Daemon(Halting):
     """The whole daemon (see ``daemon.core`` for its layers): life, recovery, scheduling."""
 
     _compact_at = _COMPACT_AT_LEAST
@@ -250,8 +251,13 @@ class Daemon(Spooling):
 
     async def _run(self, rank: int, batch: BatchState, index: int) -> None:
         key = (batch.id, index)
+        ticket = None
         try:
-            await self._execute(rank, batch, index)
+            if self.gate is not None:  # memory, load, GPUs; a stop leaves the run queued
+                ticket = await self.gate.enter(batch.batch, batch.batch.runs[index], self._closed)
+                if ticket is None:
+                    return
+            await self._execute(rank, batch, index, ticket)
         except Exception as exc:  # not the run's failure (that is its status): the start's
             proc = self._procs.get(key)
             if proc is not None:
@@ -262,6 +268,8 @@ class Daemon(Spooling):
             else:
                 self.logbook("error", "run_failed", reason, batch=batch.id)
         finally:
+            if ticket is not None and self.gate is not None:
+                self.gate.leave(ticket)
             self._procs.pop(key, None)
             timer = self._kill_timers.pop(key, None)
             if timer is not None:
@@ -269,8 +277,14 @@ class Daemon(Spooling):
             self._ranks.discard(rank)
             self._notify()
 
-    async def _execute(self, rank: int, batch: BatchState, index: int) -> None:
+    def _closed(self) -> bool:
+        return self.draining or self.supervisor.stopping
+
+    async def _execute(
+        self, rank: int, batch: BatchState, index: int, ticket: Ticket | None
+    ) -> None:
         earlier = batch.lost_events.get(index, [])
+        halt = self._halt_of(batch)
         lifecycle = RunLifecycle(
             self.supervisor,
             batch.batch,
@@ -281,12 +295,18 @@ class Daemon(Spooling):
             earlier_events=earlier,
             on_launch=partial(self._launching, batch, index, rank),
             on_start=partial(self._started, batch, index, rank),
+            halt=halt,
         )
         lifecycle.env[RUN_ID_VARIABLE] = run_marker(self.paths.state_dir, batch.run_id(index))
+        if ticket is not None:
+            lifecycle.env.update(ticket.gpu_env)
         # A run another supervisor holds is waited for (the daemon is a queue); when
         # the daemon stops meanwhile, the run stays queued for its next start.
         if await lifecycle.take_lease(wait=True) is not None:
             lifecycle.outputs.close()
+            return
+        if halt is not None and halt.halted:  # meanwhile: the halt cancelled this run
+            await lifecycle.let_go()
             return
         try:
             if earlier and earlier[-1].attempt is not None:
@@ -310,7 +330,12 @@ class Daemon(Spooling):
                 recorded=outcome.recorded,
             )
         )
+        if halt is not None and halt.run_ended(
+            lifecycle.run_dir, outcome.status_code, lifecycle.halted_by is not None
+        ):
+            self._halted(batch, halt)
         if batch.id not in self.state.batches:
+            self._halts.pop(batch.id, None)
             info = batch.info()
             self.logbook(
                 "info",

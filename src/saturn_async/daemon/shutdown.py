@@ -17,6 +17,7 @@ class Shutdown(Pausing):
     def _drain(self, why: str) -> None:
         if not self.draining:
             self.draining = True
+            self.supervisor.retries_cut.set()  # a run waiting to retry ends now
             self.logbook(
                 "info",
                 "draining",

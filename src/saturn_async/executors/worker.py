@@ -37,6 +37,7 @@ from saturn_async.storage.base import Storage
 from saturn_async.storage.queue import Channel, QueueStorage
 from saturn_async.supervisor import Supervisor
 from saturn_async.supervisor.shared_slots import SharedSlots, process_slots
+from saturn_async.supervisor.start_gate import batches_gate
 from saturn_async.supervisor.watchdog import process_watchdog
 
 # How often a worker looks at the terminate file.
@@ -137,6 +138,8 @@ async def _run(
             shared_slots=_shared_slots(job),
             submitted=job.submitted,
             skip_finished=rerun,
+            # The batches' gpus, on this worker (all: its GPUs, or the engine's share).
+            gate=batches_gate([("batch", b) for b in batches], None, None, None, _log.warning),
             keep_outcomes=True,
             watchdog=process_watchdog(job.grace, _log.warning),
         )

@@ -6,6 +6,7 @@ import os
 
 from saturn_async.exceptions import InputError
 from saturn_async.spec.check import check_runnable
+from saturn_async.spec.halt import parse_halt
 from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import (
     RESERVED,
@@ -38,6 +39,8 @@ def resolve_batch(
         raise InputError(
             "required field is missing (or pass --nprocs)", source=source, field="$.nprocs"
         )
+    if batch.halt is not None:
+        parse_halt(batch.halt, source=source, field="$.halt")
     if remote_output_path is not None:
         batch.remote_output_path = remote_output_path
     if batch.remote_output_path is None:

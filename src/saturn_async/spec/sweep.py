@@ -2,8 +2,9 @@
 
 ``name``, ``tasks: [{name, command}]``, ``executor: {class_spec, ...}`` and
 ``results: {class_spec, ...}`` are Saturn Run's; ``nprocs``, ``batch_size``, ``timeout``,
-``retries``, ``env`` and ``memory`` are ours (docs/executors.md). The executor and results sections
-are checked by the backend that ``class_spec`` names, so their errors name the field too.
+``retries``, the ``retry_*`` fields, ``env``, ``memory``, ``gpus``, ``gpus_per_run`` and
+``halt`` are ours (docs/executors.md). The executor and results sections are checked by
+the backend that ``class_spec`` names, so their errors name the field too.
 """
 
 from __future__ import annotations
@@ -16,8 +17,20 @@ import msgspec
 
 from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document
+from saturn_async.spec.halt import parse_halt
 from saturn_async.spec.input_file import read_input
-from saturn_async.spec.models import AtLeastOne, Count, Env, MemorySize, PositiveSeconds, Slots
+from saturn_async.spec.models import (
+    AtLeastOne,
+    Count,
+    Env,
+    ExitCodes,
+    Factor,
+    GpuSpec,
+    MemorySize,
+    NonNegative,
+    PositiveSeconds,
+    Slots,
+)
 from saturn_async.spec.paths import NAME_MAX, RESERVED
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -33,6 +46,7 @@ class Task(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaul
     retries: Count | None = None
     env: Env | None = None
     memory: MemorySize | None = None
+    gpus_per_run: Count | None = None
 
 
 class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -44,11 +58,21 @@ class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defau
     batch_size: AtLeastOne | Literal["auto"] = "auto"
     timeout: PositiveSeconds | None = None
     retries: Count | None = None
+    retry_delay: NonNegative | None = None
+    retry_backoff: Factor | None = None
+    retry_delay_max: PositiveSeconds | None = None
+    retry_on: ExitCodes | None = None
+    """The waits between retries and the statuses retried, for every task (job-format.md)."""
     env: Env | None = None
     memory: MemorySize | None = None
+    halt: str | None = None
+    """Stop the whole sweep early (``now,fail=N``): spec/halt.py; ``saturn run`` acts on it."""
     working_dir: str | None = None
     """Where every task starts, on the workers; relative to the client's working directory.
     Default: the executor's (docs/executors.md, "The working directory")."""
+    gpus: GpuSpec | None = None
+    """Each worker's GPU pool (default ``all`` when a task asks for GPUs)."""
+    gpus_per_run: Count | None = None
 
 
 def load_sweep(path: str | Path, max_input_size: int | None = None) -> Sweep:
@@ -57,6 +81,8 @@ def load_sweep(path: str | Path, max_input_size: int | None = None) -> Sweep:
     sweep = decode_document(path, read_input(path, max_input_size), Sweep)
     if sweep.name is not None:
         check_sweep_name(sweep.name, source=source, field="$.name")
+    if sweep.halt is not None:
+        parse_halt(sweep.halt, source=source, field="$.halt")
     seen: dict[str, int] = {}
     for index, task in enumerate(sweep.tasks):
         field = f"$.tasks[{index}].name"

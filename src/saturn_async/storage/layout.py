@@ -127,6 +127,10 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     error: str | None = None
     path: str | None = None
     """The entry of ``results/`` a ``skipped`` or ``not_saved`` event is about."""
+    delay_seconds: float | None = None
+    """How long a ``retry`` waited after the failed attempt (``retry_delay``)."""
+    halted_by: str | None = None
+    """The run whose failure set off the halt that stopped this one (``halted``)."""
 
     @property
     def peak_kib(self) -> int | None:

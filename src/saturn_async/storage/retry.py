@@ -13,15 +13,17 @@ T = TypeVar("T")
 
 
 class Backoff:
-    """Delays of ``first * 2**n`` seconds capped at ``cap``, each jittered to 50-100%."""
+    """Delays of ``first * factor**n`` seconds capped at ``cap``, each jittered to 50-100%
+    (storage's retries, and those of runs: supervisor/retrying.py)."""
 
-    def __init__(self, first: float = 0.1, cap: float = 10.0) -> None:
+    def __init__(self, first: float = 0.1, cap: float = 10.0, factor: float = 2.0) -> None:
         self.first = first
         self.cap = cap
+        self.factor = factor
         self.failures = 0
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.first * 2**self.failures)
+        ceiling = min(self.cap, self.first * self.factor**self.failures)
         self.failures += 1
         return random.uniform(ceiling / 2, ceiling)
 

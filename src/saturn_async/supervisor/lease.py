@@ -20,16 +20,13 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 import msgspec
 
 from saturn_async.storage.layout import LEASE
 from saturn_async.supervisor.process import start_ticks
-
-if TYPE_CHECKING:
-    from saturn_async.supervisor.s3_lease import S3Lease
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_MAX = 4096
@@ -197,11 +194,23 @@ def lost_holder(run_dir: str) -> Holder | None:
         os.close(fd)
 
 
+class RemoteLease(Protocol):
+    """A lease object beside the run's outputs (``supervisor/s3_lease.py``'s S3Lease)."""
+
+    previous: Holder | None
+
+    async def try_acquire(self, holder: Holder) -> Holder | None: ...
+
+    async def renew(self, report: Callable[[str], None]) -> None: ...
+
+    async def release(self, finished: bool) -> None: ...
+
+
 class RunLease:
     """A run's lease: the flock in the directory it writes into and, for s3:// outputs,
     the lease object. Taken before the first attempt, released after the final status."""
 
-    def __init__(self, open_directory: Callable[[], int], remote: S3Lease | None) -> None:
+    def __init__(self, open_directory: Callable[[], int], remote: RemoteLease | None) -> None:
         """``open_directory()`` returns the fd of the directory the run writes into (the
         caller keeps it)."""
         self._open_directory = open_directory

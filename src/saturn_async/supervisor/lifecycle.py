@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,9 +16,11 @@ from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.storage.layout import Event, utcnow
 from saturn_async.supervisor.cgroups import TreeUsage
+from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.lease import Holder, MetOwners
 from saturn_async.supervisor.memory_caps import OOM_STATUS, MemoryCaps, RunCap, oom_event
 from saturn_async.supervisor.process import Exit, RunProcess, stop_leftovers, term_then_kill
+from saturn_async.supervisor.retrying import RetryRule
 from saturn_async.supervisor.run_storage import RunStorage
 from saturn_async.supervisor.usage import measured
 
@@ -45,6 +48,8 @@ class RunHost(Protocol):
     memory_caps: MemoryCaps
     stop_requested: anyio.Event
     forced: anyio.Event
+    retries_cut: anyio.Event
+    """Set when no retry may start any more (a stop, a drain): ends the waits before one."""
 
     @property
     def stopping(self) -> bool: ...
@@ -75,11 +80,13 @@ class RunLifecycle:
         earlier_events: Sequence[Event] = (),
         on_launch: Callable[[int], None] | None = None,
         on_start: Callable[[int, RunProcess], None] | None = None,
+        halt: Halt | None = None,
     ) -> None:
         """``first_attempt`` and ``earlier_events`` continue a run whose earlier attempts
         were lost (the daemon's recovery). ``on_launch(attempt)`` is called right before
         each spawn and ``on_start(attempt, proc)`` right after it, with nothing else
-        running in between (the daemon journals both)."""
+        running in between (the daemon journals both). ``halt``: the halt policy the run
+        is under; a ``now`` halt stops it (``halted`` event)."""
         assert run.remote_output_path is not None, "runs are resolved before they execute"
         self.sup = supervisor
         self.run = run
@@ -95,6 +102,11 @@ class RunLifecycle:
         self.last_attempt = first_attempt + (retries or 0)
         self.on_launch = on_launch
         self.on_start = on_start
+        self.halt = halt
+        self.halted_by: str | None = None
+        """The run whose failure set off the halt that stopped this one."""
+        self._waiting: anyio.CancelScope | None = None
+        self._batch = batch
         self.status = CANNOT_START
         self.memory_limit = supervisor.memory_caps.limit_for(batch, run)
         self.env = supervisor.environment_for(batch)
@@ -124,6 +136,11 @@ class RunLifecycle:
             self._lease_error = f"could not take the lease: {exc}"
             return None
 
+    async def let_go(self) -> None:
+        """Give the lease back unused: the run does not start (a halt came meanwhile)."""
+        await self.lease.give_back()
+        self.outputs.close()
+
     async def execute(self) -> Outcome:
         """Run to a final status and record it, then release the lease."""
         try:
@@ -143,6 +160,16 @@ class RunLifecycle:
         except BaseException:
             self.outputs.close()  # abandoned (cancelled): record() is not coming
             raise
+        finally:
+            if self.halt is not None:
+                self.halt.running.discard(self)
+
+    def stop_for_halt(self, trigger: str) -> None:
+        """Stop this run for the halt ``trigger``'s failure set off: its attempt, or its
+        wait before a retry (no further attempt starts)."""
+        self.halted_by = trigger
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     async def _attempts(self) -> None:
         if self._lease_error is not None:
@@ -161,7 +188,13 @@ class RunLifecycle:
                 await self.outputs.drop_lost_chunks(self.last_attempt)
             except StorageError as exc:
                 self.sup.report(f"could not remove a lost attempt's log chunks: {exc}")
+        rule: RetryRule | None = None
+        if self.halt is not None:  # from here to the first spawn nothing awaits
+            self.halt.running.add(self)
         for attempt in range(self.first_attempt, self.last_attempt + 1):
+            if self.halted_by is not None:  # halted while it waited for this attempt
+                self.events.append(self._halted_event())
+                break
             if self.on_launch is not None:
                 self.on_launch(attempt)
             started = await self._start(attempt)
@@ -181,8 +214,35 @@ class RunLifecycle:
             self.sup.attempt_ended(self)
             if end != "failed" or attempt == self.last_attempt or self.sup.stopping:
                 break
-            self.events.append(Event(type="retry", utctimestamp=utcnow(), attempt=attempt + 1))
+            rule = rule or RetryRule(self._batch, self.run)
+            if not rule.retries(exit.status):
+                break
+            delay = rule.next_delay()
+            if delay and not await self._wait_to_retry(delay):
+                if self.halted_by is not None:
+                    self.events.append(self._halted_event())
+                break
+            self.events.append(
+                Event(
+                    type="retry",
+                    utctimestamp=utcnow(),
+                    attempt=attempt + 1,
+                    delay_seconds=delay or None,
+                )
+            )
             await self.outputs.rotate(attempt)
+
+    async def _wait_to_retry(self, delay: float) -> bool:
+        """Wait ``delay`` seconds before a retry; False (no retry) when a stop, a drain or
+        a halt ends the wait first."""
+        with anyio.CancelScope(deadline=anyio.current_time() + delay) as self._waiting:
+            if self.halted_by is None:
+                await self.sup.retries_cut.wait()
+        self._waiting = None
+        return not self.sup.retries_cut.is_set() and self.halted_by is None
+
+    def _halted_event(self) -> Event:
+        return Event(type="halted", utctimestamp=utcnow(), halted_by=self.halted_by)
 
     async def record(self) -> Outcome:
         """Record the final status; may be called again when recording failed."""
@@ -238,14 +298,17 @@ class RunLifecycle:
         """Wait for the run, enforcing the timeout; returns (exit, end event type, what
         its cgroup counted), its cgroup removed."""
         self.sup.track(proc)
-        timed_out = False
+        stopped_for = None
         tree = None
         try:
-            if self.timeout:
-                with anyio.move_on_after(self.timeout):
-                    await proc.wait()
+            if self.timeout or self.halt is not None:
+                deadline = anyio.current_time() + self.timeout if self.timeout else math.inf
+                with anyio.CancelScope(deadline=deadline) as self._waiting:
+                    if self.halted_by is None:  # a halt that came during the spawn stops it
+                        await proc.wait()
+                self._waiting = None
                 if proc.exit is None:
-                    timed_out = True
+                    stopped_for = "timeout" if self.halted_by is None else "halted"
                     await term_then_kill(proc.signal_group, proc.reaped, self.sup.grace)
             exit = await proc.wait()
             await stop_leftovers(proc.pgid, self.sup.grace, self.sup.forced)
@@ -254,9 +317,11 @@ class RunLifecycle:
             await proc.kill_and_reap()
             if cap is not None and cap.cgroup is not None:
                 tree = await cap.cgroup.finish(self.sup.report)
+        if stopped_for == "halted" and exit.status != 0:
+            return exit, "halted", tree
         if proc.terminated and exit.status != 0:
             return exit, "terminated", tree
-        if timed_out:
+        if stopped_for == "timeout":
             return exit, "timeout", tree
         return exit, "complete" if exit.status == 0 else "failed", tree
 
@@ -273,4 +338,5 @@ class RunLifecycle:
             cpu_system_seconds=round(usage.cpu_system_seconds, 6),
             max_rss_kib=usage.max_rss_kib,
             max_rss_at_most_kib=usage.max_rss_at_most_kib,
+            halted_by=self.halted_by if end == "halted" else None,
         )

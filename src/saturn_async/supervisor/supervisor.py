@@ -16,9 +16,11 @@ import anyio.abc
 import anyio.to_thread
 
 from saturn_async.linux import prompt_scheduling
+from saturn_async.spec.halt import HaltPolicy
 from saturn_async.spec.models import Batch, Run
 from saturn_async.storage import Storage
 from saturn_async.storage.layout import utcnow
+from saturn_async.supervisor.halt import Halt, halts_for
 from saturn_async.supervisor.lease import MetOwners
 from saturn_async.supervisor.lifecycle import RunLifecycle
 from saturn_async.supervisor.memory_caps import MemoryCaps
@@ -26,6 +28,7 @@ from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.supervisor.run_storage import RunStorage
 from saturn_async.supervisor.shared_slots import SharedSlots
+from saturn_async.supervisor.start_gate import StartGate, Ticket
 from saturn_async.supervisor.summary import OutcomeSummary
 from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
 
@@ -42,6 +45,8 @@ class BatchSummary:
     not_started: int
     stop_signal: int | None
     """The signal that interrupted the supervisor, if one did."""
+    halted_by: tuple[str, ...] = ()
+    """The runs whose failures set off a halt (``--halt``, ``halt:``), one per halt."""
 
     @property
     def exit_code(self) -> int:
@@ -74,6 +79,8 @@ class Supervisor:
         shared_slots: SharedSlots | None = None,
         submitted: str | None = None,
         memory_caps: MemoryCaps | None = None,
+        gate: StartGate | None = None,
+        halt: HaltPolicy | None = None,
         keep_outcomes: bool = False,
         watchdog: Watchdog | None = None,
     ) -> None:
@@ -87,7 +94,9 @@ class Supervisor:
         whatever its code: set when an engine runs a batch again after its worker died
         (a run still owned, by a dying incarnation, is then waited for, never skipped).
         ``memory_caps``: the default cap and how caps are enforced (default: no default
-        cap, enforced by cgroups, see supervisor/memory_caps.py).
+        cap, enforced by cgroups, see supervisor/memory_caps.py). ``halt`` (``--halt``)
+        holds for all the runs of :meth:`run` together; without it, each batch's ``halt:``
+        holds for its own runs (supervisor/halt.py).
         ``keep_outcomes`` keeps every run's final status in ``summary.kept``.
         ``watchdog``, when given, is shared with other supervisors (not closed here)."""
         if nprocs < 1:
@@ -112,6 +121,7 @@ class Supervisor:
         self.skip_finished = skip_finished
         self.shared_slots = shared_slots
         self.memory_caps = memory_caps or MemoryCaps(report=self.report)
+        self.gate = gate
         self.progress = SweepProgress(total=0)
         self.stop_signal: int | None = None
         self._running: dict[int, RunProcess] = {}
@@ -120,6 +130,9 @@ class Supervisor:
         self._io = anyio.CapacityLimiter(min(nprocs, _MAX_IO_THREADS))
         self.stop_requested = anyio.Event()
         self.forced = anyio.Event()
+        self.retries_cut = anyio.Event()
+        self.halt_policy = halt
+        self._halts: dict[int, Halt] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
         self._watchdog = watchdog
@@ -138,6 +151,7 @@ class Supervisor:
         cannot be written).
         """
         self.progress.total = sum(len(b.runs) for b in batches)
+        self._halts = halts_for(batches, self.halt_policy)
         async with self.serving():
             await self.open_roots(batches)
             jobs = ((batch, run) for batch in batches for run in batch.runs)
@@ -148,7 +162,10 @@ class Supervisor:
         for line in self.met_owners.lines():
             self.report(line)
         p = self.progress
-        return BatchSummary(p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal)
+        halted_by = tuple(dict.fromkeys(h.trigger for h in self._halts.values() if h.trigger))
+        return BatchSummary(
+            p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal, halted_by
+        )
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
@@ -196,6 +213,7 @@ class Supervisor:
             return
         self.stop_signal = sig
         self.stop_requested.set()
+        self.retries_cut.set()
         for proc in self._running.values():
             proc.stop(signal.SIGTERM)
 
@@ -214,10 +232,14 @@ class Supervisor:
         return False  # stop waiting: KILL now
 
     async def _slot(self, rank: int, jobs: Iterator[tuple[Batch, Run]]) -> None:
+        halts = self._halts
         for batch, run in jobs:
             if self.stopping:
                 return
             assert run.remote_output_path is not None
+            halt = halts.get(id(batch)) if halts else None
+            if halt is not None and halt.halted:
+                continue  # not started: it records nothing
             if await self._skipped(batch, run.remote_output_path):
                 self.progress.skipped += 1
                 continue
@@ -226,14 +248,29 @@ class Supervisor:
                 if self.stopping:
                     self.shared_slots.release()
                     return
+            ticket: Ticket | None = None
+            if self.gate is not None:
+                try:
+                    ticket = await self.gate.enter(batch, run, lambda: self.stopping)
+                except BaseException:
+                    self._leave(None)
+                    raise
+                if ticket is None or self.stopping:
+                    self._leave(ticket)
+                    return
             self.progress.running[rank] = RunningRun(run.cmd, time.monotonic())
             try:
-                lifecycle = RunLifecycle(self, batch, run, rank)
-                outcome = await lifecycle.execute() if await self._own(lifecycle) else None
+                lifecycle = RunLifecycle(self, batch, run, rank, halt=halt)
+                if ticket is not None:
+                    lifecycle.env.update(ticket.gpu_env)
+                owned = await self._own(lifecycle)
+                if owned and halt is not None and halt.halted:  # while the lease was taken
+                    await lifecycle.let_go()
+                    continue
+                outcome = await lifecycle.execute() if owned else None
             finally:
                 del self.progress.running[rank]
-                if self.shared_slots is not None:
-                    self.shared_slots.release()
+                self._leave(ticket)
             if outcome is None:
                 self.progress.skipped += 1
                 continue
@@ -247,6 +284,18 @@ class Supervisor:
                 self.progress.add_failure(
                     FailedRun(run.remote_output_path, run.cmd, outcome.status_code)
                 )
+                if halt is not None and halt.run_ended(
+                    run.remote_output_path, outcome.status_code, lifecycle.halted_by is not None
+                ):
+                    self.report(halt.describe())
+
+    def _leave(self, ticket: Ticket | None) -> None:
+        """Give back a run's slot and its pass."""
+        if ticket is not None:
+            assert self.gate is not None
+            self.gate.leave(ticket)
+        if self.shared_slots is not None:
+            self.shared_slots.release()
 
     async def _own(self, lifecycle: RunLifecycle) -> bool:
         """Take the run's lease; False (the run is skipped) when another supervisor owns

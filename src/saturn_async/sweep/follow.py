@@ -34,6 +34,7 @@ from saturn_async.storage.layout import (
     utcnow,
 )
 from saturn_async.storage.ledger import LedgerReader, LedgerWriter
+from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
 
@@ -60,6 +61,7 @@ async def follow(
     receive: Callable[[], Awaitable[object]] | None = None,
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
+    halt: Halt | None = None,
     show_running: bool = True,
 ) -> FollowOutcome:
     """Until every task has a status, or no batch is left that could give one.
@@ -67,9 +69,11 @@ async def follow(
     ``receive()`` takes what waits on the sweep's results channel before each poll.
     ``commands`` (by task location) label the running and failed tasks; ``show_running``
     notes (locally) which tasks have started, for a display. ``finished(location)`` is
-    called (in a thread) as each task is seen to have a status."""
+    called (in a thread) as each task is seen to have a status. ``halt`` counts the
+    failures; once it goes off, the sweep is terminated."""
     root = record.results_root
-    tasks = PendingTasks(record.tasks, progress, commands, finished)
+    tasks = PendingTasks(record.tasks, progress, commands, finished, halt)
+    terminated = False
     progress.running_label = "task"
     interval = REMOTE_POLL if is_remote(root) else POLL
     in_thread = anyio.to_thread.run_sync
@@ -85,6 +89,9 @@ async def follow(
             await in_thread(tasks.settle, await ledger.new_outcomes())
             if not tasks.pending:
                 return FollowOutcome()
+            if halt is not None and halt.halted and not terminated:
+                terminated = True
+                await executor.terminate()
             if outstanding.batches == 0:
                 # Every batch has ended: what has no status now never will.
                 await in_thread(tasks.settle_from, await status_reader(root))
@@ -108,12 +115,14 @@ class PendingTasks:
         progress: SweepProgress,
         commands: Mapping[str, str],
         finished: Callable[[str], None] | None,
+        halt: Halt | None = None,
     ) -> None:
         self.pending = dict.fromkeys(locations)
         """In the sweep's order (a dict as an ordered set)."""
         self.progress = progress
         self.commands = commands
         self.finished = finished
+        self.halt = halt
         progress.total = len(self.pending)
 
     def settle(self, outcomes: Mapping[str, int]) -> None:
@@ -149,6 +158,8 @@ class PendingTasks:
         else:
             cmd = self.commands.get(location) or _task_name(location)
             self.progress.add_failure(FailedRun(location, cmd, code))
+            if self.halt is not None:
+                self.halt.run_ended(location, code)
 
 
 def _task_name(location: str) -> str:
@@ -184,9 +195,13 @@ async def mark_terminated(
     locations: list[str],
     submitted: str,
     commands: Mapping[str, str] = MappingProxyType({}),
+    *,
+    error: str = "not started",
+    status: int = TERMINATED_STATUS,
 ) -> None:
-    """Give tasks that never got a status one: ``failure``, with a ``terminated`` event
-    (and their command, from ``commands``, in the ``submitted`` one)."""
+    """Give tasks that never got a status one: ``failure`` (exit ``status``), with a
+    ``terminated`` event saying ``error`` (and their command, from ``commands``, in the
+    ``submitted`` one)."""
     if not locations:
         return
     layout = LAYOUTS["sweep"]
@@ -195,10 +210,10 @@ async def mark_terminated(
         for location in locations:
             events = [
                 Event(type="submitted", utctimestamp=submitted, cmd=commands.get(location)),
-                Event(type="terminated", utctimestamp=utcnow(), error="not started"),
+                Event(type="terminated", utctimestamp=utcnow(), error=error),
             ]
-            await storage.put_all(location, layout.final_writes(events, TERMINATED_STATUS))
+            await storage.put_all(location, layout.final_writes(events, status))
             if ledger is not None:
-                ledger.record(root, location, TERMINATED_STATUS)
+                ledger.record(root, location, status)
         if ledger is not None:
             await ledger.flush()

@@ -15,6 +15,7 @@ from saturn_async.exceptions import InputError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.resolve import resolve_batch
 from saturn_async.spec.sweep import Sweep
+from saturn_async.supervisor.gpu_devices import sweep_gpus
 
 _RUN_FIELD = re.compile(r"^\$\.runs\[(?P<index>[0-9]+)\](?P<rest>\.cmd|\.remote_output_path|.*)$")
 _TASK_FIELDS = {".cmd": ".command", ".remote_output_path": ".name"}
@@ -37,6 +38,7 @@ def batch_sizes(tasks: int, batch_size: int | str, groups: int) -> list[int]:
 
 def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str) -> list[Batch]:
     """The sweep's batches in the sweep layout, each task writing to ``root/<name>``."""
+    gpus = sweep_gpus(sweep, source)
     batches = []
     start = 0
     for size in batch_sizes(len(sweep.tasks), sweep.batch_size, groups):
@@ -48,6 +50,7 @@ def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str)
                 retries=task.retries,
                 env=task.env,
                 memory=task.memory,
+                gpus_per_run=task.gpus_per_run,
             )
             for task in sweep.tasks[start : start + size]
         ]
@@ -57,10 +60,16 @@ def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str)
             runs=runs,
             timeout=sweep.timeout,
             retries=sweep.retries,
+            retry_delay=sweep.retry_delay,
+            retry_backoff=sweep.retry_backoff,
+            retry_delay_max=sweep.retry_delay_max,
+            retry_on=sweep.retry_on,
             env=sweep.env,
             memory=sweep.memory,
             layout="sweep",
             working_dir=sweep.working_dir,
+            gpus=gpus,
+            gpus_per_run=sweep.gpus_per_run,
         )
         try:
             batches.append(resolve_batch(batch, source))

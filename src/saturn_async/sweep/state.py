@@ -52,6 +52,8 @@ class SweepRecord(msgspec.Struct, kw_only=True):
     """What the executor needs to find its batches again (Dask keys, for instance)."""
     results_via: ResultsVia | None = None
     """The channel carrying the outputs to the client (results backends Dask and Ray)."""
+    halted_by: str | None = None
+    """The task whose failure set off the sweep's halt (``saturn run --halt``), if one did."""
 
 
 def store_root() -> Path:

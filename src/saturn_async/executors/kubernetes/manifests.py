@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from saturn_async.spec.models import AtLeastOne, Batch, Count
+from saturn_async.supervisor.gpu_devices import engine_gpus
 
 SECRET_LIMIT = 1_000_000
 """Bytes of batch files a Secret may carry (the API server's limit is 1 MiB in all)."""
@@ -31,6 +32,7 @@ _TERMINATION_MARGIN = 30
 # What fails a pod: `saturn batch` exits 2 on bad input, 143 when terminated; failed runs
 # are recorded in their outputs and do not fail it (--failed-runs-exit-zero).
 _EXIT_BAD_INPUT = 2
+_GPU_RESOURCE = "nvidia.com/gpu"
 
 
 class KubernetesConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -42,7 +44,8 @@ class KubernetesConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     """The Job's parallelism: pods (batches) running at once."""
     service_account: str | None = None
     resources: dict[str, str | int | float] = msgspec.field(default_factory=dict)
-    """Per pod: ``cpu`` (default the batch's nprocs), ``memory``, ``nvidia.com/gpu``..."""
+    """Per pod: ``cpu`` (default the batch's nprocs), ``memory``, ``nvidia.com/gpu``
+    (default what the runs ask for: ``nprocs`` times the largest ``gpus_per_run``)..."""
     node_selector: dict[str, str] = msgspec.field(default_factory=dict)
     tolerations: list[dict[str, Any]] = msgspec.field(default_factory=list)
     env: dict[str, str] = msgspec.field(default_factory=dict)
@@ -135,7 +138,9 @@ def job(
         "name": CONTAINER,
         "image": config.image,
         "command": ["sh", "-c", _script(command, source)],
-        "resources": _resources(config, max(b.nprocs or 1 for b in batches)),
+        "resources": _resources(
+            config, max(b.nprocs or 1 for b in batches), max(engine_gpus(b) for b in batches)
+        ),
         "volumeMounts": mounts,
     }
     # The last source wins: the executor's env over env_from_secrets, as before.
@@ -212,9 +217,12 @@ def _script(command: PodCommand, source: str) -> str:
     return f"exec saturn batch {' '.join(options)} {batch}"
 
 
-def _resources(config: KubernetesConfig, nprocs: int) -> dict[str, Any]:
-    """Requests (cpu defaults to nprocs); memory and extended resources are limits too."""
+def _resources(config: KubernetesConfig, nprocs: int, gpus: int) -> dict[str, Any]:
+    """Requests (cpu defaults to nprocs, ``nvidia.com/gpu`` to the GPUs the runs ask
+    for); memory and extended resources are limits too."""
     requests: dict[str, str] = {"cpu": str(nprocs)}
+    if gpus:
+        requests[_GPU_RESOURCE] = str(gpus)
     requests.update({k: str(v) for k, v in config.resources.items()})
     limits = {k: v for k, v in requests.items() if k != "cpu"}
     return {"requests": requests, **({"limits": limits} if limits else {})}

@@ -30,6 +30,7 @@ from saturn_async.executors.jobs import RayActor, ResultsVia, WorkerJob
 from saturn_async.executors.ray.actor import SweepActor, actor_name
 from saturn_async.executors.ray.worker import NAMESPACE
 from saturn_async.spec.models import AtLeastOne, Batch, Count, NonNegative
+from saturn_async.supervisor.gpu_devices import engine_gpus
 from saturn_async.sweep.state import SweepRecord
 
 # How long a Ray address may take to accept a connection before ray.init is tried (which
@@ -50,7 +51,8 @@ class RayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     runtime_env: dict[str, Any] | None = None
     """Passed to ``ray.init`` as the job's runtime environment."""
     num_gpus: NonNegative = 0
-    """GPUs each batch reserves."""
+    """GPUs each batch reserves (default: what its runs ask for, ``nprocs`` times the
+    largest ``gpus_per_run``; Ray's ``CUDA_VISIBLE_DEVICES`` is then the batch's pool)."""
     slots_resource: str | None = None
     """Reserve a batch's ``nprocs`` slots as this custom resource instead of CPUs."""
     resources: dict[str, NonNegative] = msgspec.field(default_factory=dict)
@@ -138,7 +140,7 @@ class RayExecutor(Executor):
             resources[self.config.slots_resource] = slots
         return {
             "num_cpus": 0 if self.config.slots_resource is not None else slots,
-            "num_gpus": self.config.num_gpus,
+            "num_gpus": self.config.num_gpus or engine_gpus(batch),
             "resources": resources,
             "max_retries": self.config.max_retries,
         }
