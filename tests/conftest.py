@@ -408,6 +408,16 @@ def ray_address() -> Iterator[str]:
         ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real one-node Slurm (tests/slurm.py: munged, slurmctld, slurmd on this machine),
+    shared by the session; ``SLURM_CONF`` points at it."""
+    from slurm import running_cluster
+
+    with running_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def fake_kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The tests' Kubernetes API server (tests/fake_kube.py); $KUBECONFIG points at it."""

@@ -138,6 +138,19 @@ def test_delete_below_removes_only_what_lies_below(root: str) -> None:
     using(root, body)
 
 
+def test_move_below_moves_only_what_lies_below(root: str) -> None:
+    async def body(storage: Storage) -> None:
+        for name in ("r/log/000000", "r/log/000001", "r/log_x"):
+            await storage.put(f"{root}/{name}", name.encode())
+        await storage.move_below(f"{root}/r/log", f"{root}/r/log.1")
+        listed = [o.name for o in await storage.list(f"{root}/r")]
+        assert listed == ["log.1/000000", "log.1/000001", "log_x"]
+        assert await storage.get(f"{root}/r/log.1/000001") == b"r/log/000001"
+        await storage.move_below(f"{root}/r/nothing", f"{root}/r/nothing.1")  # no error
+
+    using(root, body)
+
+
 def test_check_accepts_a_writable_location(root: str) -> None:
     async def body(storage: Storage) -> None:
         await storage.check(f"{root}/somewhere")

@@ -18,6 +18,7 @@ import msgspec
 import yaml
 
 from saturn_async.exceptions import InputError
+from saturn_async.executors.slurm.script import split_script
 from saturn_async.spec import Batch, Run, load_batch_file
 from saturn_async.spec.decode import load_yaml_mapping
 from saturn_async.spec.paths import is_remote
@@ -30,6 +31,7 @@ from saturn_async.storage.local import write_atomically
 SYNC_BEGIN = "# >>> saturn split --sync: managed block, replaced by every split >>>"
 SYNC_END = "# <<< saturn split --sync <<<"
 RECIPE = "recipe.yaml"
+SLURM_SCRIPT = "slurm.sh"
 BATCH_MODE = 0o600
 """Batch files hold the runs' ``env`` (tokens, often): readable by their owner only."""
 _SYNC_BLOCK = re.compile(re.escape(SYNC_BEGIN) + r".*?" + re.escape(SYNC_END) + r"\n?", re.DOTALL)
@@ -85,6 +87,7 @@ def split_job(
     overwrite: bool = False,
     indent: int | None = None,
     job_data: bytes | None = None,
+    slurm: bool = False,
 ) -> SplitReport:
     """Validate everything, then write ``OUTDIR/{0..K}.json`` and ``OUTDIR/recipe.yaml``.
 
@@ -93,8 +96,12 @@ def split_job(
     Existing files in OUTDIR are replaced only if an earlier split wrote them (or with
     ``overwrite``); see :mod:`saturn_async.split_outdir`. Call it in a worker thread of
     an event loop: S3 transfers (``--remote-commands-directory``) run back in that loop.
+    With ``slurm``, an sbatch script ``OUTDIR/slurm.sh`` (a job array) takes the
+    recipe's place.
     """
-    recipe = load_yaml_mapping(recipe_path, max_input_size)
+    if slurm:
+        _check_slurm_split(recipe_path, syncs, remote_commands_directory)
+    recipe = {} if slurm else load_yaml_mapping(recipe_path, max_input_size)
     spec = recipe.setdefault("spec", {})
     if not isinstance(spec, dict):
         raise InputError("expected a mapping", source=recipe_path, field="$.spec")
@@ -131,7 +138,10 @@ def split_job(
     spec["start_script"] = _with_sync_block(start_script, download, sync_specs, remote_dir)
     shipped = [f"{i}.json" for i in range(report.batch_files)]
     shipped += [sync.tarball for sync in sync_specs]
-    plan = plan_outdir(out, {RECIPE, *shipped}, job_path, report.batch_files, overwrite)
+    written = SLURM_SCRIPT if slurm else RECIPE
+    if slurm and not report.batch_files:
+        raise InputError("no run is left to include: no job array to write", source=job_path)
+    plan = plan_outdir(out, {written, *shipped}, job_path, report.batch_files, overwrite)
     if report.shipped_to is not None:
         flag = "--remote-commands-directory"
         report.shipped_to = anyio.from_thread.run(check_destination, report.shipped_to, flag)
@@ -140,13 +150,36 @@ def split_job(
         _write_batches(job, runs, out, report.batch_size, indent)
         for sync in sync_specs:
             _pack(sync, out / sync.tarball)
-        write_atomically(str(out / RECIPE), _dump_recipe(recipe))
+        if slurm:
+            script = split_script(remote_dir, report.batch_files, job.nprocs)
+            write_atomically(str(out / SLURM_SCRIPT), script.encode(), 0o755)
+        else:
+            write_atomically(str(out / RECIPE), _dump_recipe(recipe))
         plan.finish()
     except OSError as exc:
         raise InputError(f"cannot write: {exc}", source=str(out)) from exc
     if report.shipped_to is not None:
         anyio.from_thread.run(upload, out, shipped, report.shipped_to)
     return report
+
+
+def _check_slurm_split(
+    recipe_path: str, syncs: tuple[str, ...], remote_commands_directory: str | None
+) -> None:
+    """A Slurm script has no recipe, and its array tasks do not download or unpack."""
+    if recipe_path != "-":
+        raise InputError(
+            "give - for RECIPE with --format slurm (there is no recipe)", source=recipe_path
+        )
+    if syncs:
+        raise InputError(
+            "not with --format slurm: the nodes read a shared filesystem", source="--sync"
+        )
+    if remote_commands_directory is not None and is_remote(remote_commands_directory):
+        raise InputError(
+            "not an s3:// URL with --format slurm: a directory every node shares",
+            source="--remote-commands-directory",
+        )
 
 
 def _select(

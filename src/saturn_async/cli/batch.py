@@ -56,6 +56,19 @@ from saturn_async.supervisor.progress import SweepProgress
     help="Skip runs whose status_code is 0; lost runs (their supervisor died) run again.",
 )
 @click.option(
+    "--skip-finished",
+    is_flag=True,
+    help="Skip runs that have a status of this --submitted time, whatever its code: for "
+    "a batch its job system runs again after losing its node (SlurmExecutor's requeued "
+    "array tasks). Waits for runs a live supervisor still holds.",
+)
+@click.option(
+    "--submitted",
+    metavar="TIME",
+    help="The time of every run's submitted event (an ISO 8601 UTC time) [default: now]; "
+    "SlurmExecutor's array tasks give the sweep's.",
+)
+@click.option(
     "--wait-for-owner",
     is_flag=True,
     help="Wait for runs another live supervisor is running (holds their lease) instead "
@@ -90,6 +103,8 @@ def batch(
     nprocs: int | None,
     grace: float,
     skip_completed: bool,
+    skip_finished: bool,
+    submitted: str | None,
     wait_for_owner: bool,
     log_chunk_minutes: float,
     staging_dir: str | None,
@@ -132,6 +147,8 @@ def batch(
     supervisor_options = {
         "grace": grace,
         "skip_completed": skip_completed,
+        "skip_finished": skip_finished,
+        "submitted": submitted,
         "wait_for_owner": wait_for_owner,
         "log_chunk_seconds": log_chunk_minutes * 60,
         "staging_dir": staging_dir,

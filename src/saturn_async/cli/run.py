@@ -49,13 +49,16 @@ from saturn_async.sweep import launch
 @log_chunk_minutes_option("For S3 and Dask results: ship each log as a new chunk this often.")
 @click.option("--skip-completed", is_flag=True, help="Leave out tasks whose status is success.")
 @click.option(
-    "--detach", is_flag=True, help="Dispatch, then exit (Dask, Ray with an address, Kubernetes)."
+    "--detach",
+    is_flag=True,
+    help="Dispatch, then exit (Dask, Ray with an address, Kubernetes, Slurm).",
 )
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Print what would be dispatched and exit: the batch files as JSON lines, or "
-    "KubernetesExecutor's manifests (for kubectl apply -f -). Records and starts nothing.",
+    help="Print what would be dispatched and exit: the batch files as JSON lines, "
+    "KubernetesExecutor's manifests (for kubectl apply -f -) or SlurmExecutor's sbatch "
+    "script. Records and starts nothing.",
 )
 @halt_option(
     "the sweep",
@@ -88,7 +91,7 @@ def run(
     Each task writes log, events, results/, error (on failure) and, last, status
     (success or failure) to <results>/<task name>. Ctrl-C detaches from executors whose
     batches outlive this process (Dask with a scheduler, Ray with an address,
-    Kubernetes); with the others it stops the runs. SIGTERM, SIGHUP (a closed terminal)
+    Kubernetes, Slurm); with the others it stops the runs. SIGTERM, SIGHUP (a closed terminal)
     and SIGQUIT do as Ctrl-C does. Exit code: 0 all succeeded, 1 some failed, 2 bad
     input, 128+N when interrupted by signal N (130 INT, 143 TERM, 129 HUP, 131 QUIT).
     See docs/executors.md.

@@ -45,6 +45,15 @@ from saturn_async.storage.inputs import read_remote_inputs
     type=click.IntRange(min=1, max=8),
     help="Pretty-print the batch files with this many spaces [default: one line].",
 )
+@click.option(
+    "--format",
+    "script_format",
+    type=click.Choice(["recipe", "slurm"]),
+    default="recipe",
+    show_default=True,
+    help="slurm: write OUTDIR/slurm.sh, an sbatch script whose array task i runs batch "
+    "file i, instead of recipe.yaml (RECIPE is then -).",
+)
 @max_input_size_option
 @click.option(
     "--overwrite",
@@ -65,16 +74,19 @@ def split(
     syncs: tuple[str, ...],
     remote_commands_directory: str | None,
     indent: int | None,
+    script_format: str,
     max_input_size: int | None,
     overwrite: bool,
 ) -> None:
     """Split JOB (JSON or YAML) into OUTDIR/0.json ... OUTDIR/K.json and OUTDIR/recipe.yaml.
 
     RECIPE is a Saturn Cloud job recipe; the written recipe.yaml has spec.command set to
-    one `sc batch <file>` line per batch file. Everything is validated before anything is
-    written. Files in OUTDIR that an earlier split wrote (listed in OUTDIR/.saturn-split)
-    are replaced, and its batch files beyond K removed; any other existing file that
-    would be replaced is refused (exit 2) unless --overwrite, and nothing else is removed.
+    one `sc batch <file>` line per batch file; with --format slurm, OUTDIR/slurm.sh, an
+    sbatch script whose array task i runs batch file i (RECIPE is then -). Everything is
+    validated before anything is written. Files in OUTDIR that an earlier split wrote
+    (listed in OUTDIR/.saturn-split) are replaced, and its batch files beyond K removed;
+    any other existing file that would be replaced is refused (exit 2) unless
+    --overwrite, and nothing else is removed.
     """
     split = functools.partial(
         split_job,
@@ -92,14 +104,16 @@ def split(
         max_input_size=max_input_size,
         overwrite=overwrite,
         indent=indent,
+        slurm=script_format == "slurm",
     )
     report = anyio.run(_split, split, job, max_input_size)
     for category, count in sorted(report.counts.items()):
         click.echo(f"{category}: {count}")
     files = "batch file" if report.batch_files == 1 else "batch files"
+    written = "slurm.sh" if script_format == "slurm" else "recipe.yaml"
     click.echo(
         f"wrote {report.batch_files} {files} of up to {report.batch_size} runs "
-        f"(nprocs {report.nprocs}) and recipe.yaml to {report.outdir}"
+        f"(nprocs {report.nprocs}) and {written} to {report.outdir}"
     )
     if report.shipped_to is not None:
         click.echo(f"uploaded the batch files and tarballs to {report.shipped_to}")

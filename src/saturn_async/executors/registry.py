@@ -22,6 +22,7 @@ _BUILTINS = {
     "DaskExecutor": "saturn_async.executors.dask.client:DaskExecutor",
     "RayExecutor": "saturn_async.executors.ray.client:RayExecutor",
     "KubernetesExecutor": "saturn_async.executors.kubernetes.client:KubernetesExecutor",
+    "SlurmExecutor": "saturn_async.executors.slurm.executor:SlurmExecutor",
 }
 
 

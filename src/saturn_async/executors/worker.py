@@ -33,8 +33,7 @@ from saturn_async.executors.jobs import (
     WorkerSummary,
 )
 from saturn_async.spec.models import Batch
-from saturn_async.storage.base import Storage
-from saturn_async.storage.queue import Channel, QueueStorage
+from saturn_async.storage.queue import Channel, QueueSink
 from saturn_async.supervisor import Supervisor
 from saturn_async.supervisor.shared_slots import SharedSlots, process_slots
 from saturn_async.supervisor.start_gate import batches_gate
@@ -129,12 +128,12 @@ async def _run(
     if job.client_cwd is not None:
         _start_in(job.client_cwd, batches)
     async with contextlib.AsyncExitStack() as stack:
-        storage = await _queue_storage(stack, job)
+        sink = await _queue_sink(stack, job)
         supervisor = Supervisor(
             max(b.nprocs or 1 for b in batches),
             grace=job.grace,
             log_chunk_seconds=job.log_chunk_seconds,
-            storage=storage,
+            sink=sink,
             shared_slots=_shared_slots(job),
             submitted=job.submitted,
             skip_finished=rerun,
@@ -187,7 +186,7 @@ def _shared_slots(job: WorkerJob) -> SharedSlots | None:
     return process_slots(job.slots.name, count) if count else None
 
 
-async def _queue_storage(stack: contextlib.AsyncExitStack, job: WorkerJob) -> Storage | None:
+async def _queue_sink(stack: contextlib.AsyncExitStack, job: WorkerJob) -> QueueSink | None:
     channel: Channel
     match job.results:
         case RayActor(name=name):
@@ -200,4 +199,4 @@ async def _queue_storage(stack: contextlib.AsyncExitStack, job: WorkerJob) -> St
             channel = DaskChannel(name, scheduler)
         case _:
             return None
-    return await stack.enter_async_context(QueueStorage(channel))
+    return await stack.enter_async_context(QueueSink(channel))

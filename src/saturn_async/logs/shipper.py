@@ -17,7 +17,7 @@ import anyio.to_thread
 
 from saturn_async.linux import punch_hole
 from saturn_async.logs.chunker import ChunkCursor
-from saturn_async.storage.base import Storage
+from saturn_async.storage.base import Sink
 
 CHUNK_CAP = 8 * 2**20
 """The largest chunk: a run printing fast ships a chunk as soon as this much is waiting."""
@@ -29,7 +29,7 @@ def chunk_name(seq: int) -> str:
 
 
 async def ship_log(
-    storage: Storage,
+    storage: Sink,
     path: str,
     target: str,
     interval: float,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from saturn_async.exceptions import MissingExtraError
 from saturn_async.spec.paths import is_remote
-from saturn_async.storage.base import Storage, StoredObject
+from saturn_async.storage.base import Sink, Storage, StoredObject
 
 
 def storage_for(location: str) -> Storage:
@@ -20,4 +20,4 @@ def storage_for(location: str) -> Storage:
     return S3Storage()
 
 
-__all__ = ["Storage", "StoredObject", "storage_for"]
+__all__ = ["Sink", "Storage", "StoredObject", "storage_for"]

@@ -1,8 +1,10 @@
-"""The storage interface: whole objects under URL-like locations, local or remote.
+"""The storage interfaces: whole objects under URL-like locations, local or remote.
 
-A location is what ``spec.paths.normalize_location`` returns: an absolute local path or an
-``s3://bucket/key`` URL. Implementations are async context managers; every method may be
-called concurrently.
+A :class:`Sink` only takes writes (the queue of a results backend: what it carries is
+read on the client); :class:`Storage` is a sink that also reads back what it holds
+(local files, S3). A location is what ``spec.paths.normalize_location`` returns: an
+absolute local path or an ``s3://bucket/key`` URL. Implementations are async context
+managers; every method may be called concurrently.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ class StoredObject(msgspec.Struct, frozen=True):
     size: int
 
 
-class Storage(ABC):
-    """Whole-object storage. A reader never sees half an object: writes are atomic."""
+class Sink(ABC):
+    """Where whole objects are written; nothing written can be read back through it."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -60,6 +62,35 @@ class Storage(ABC):
         """Why this storage would refuse an object named ``location``, or None."""
         return None
 
+    async def put_all(self, location: str, writes: Sequence[tuple[str, bytes | None]]) -> None:
+        """Write ``location/NAME`` for each ``(NAME, data)`` in order; None removes it."""
+        for name, data in writes:
+            if data is None:
+                await self.delete(f"{location}/{name}")
+            else:
+                await self.put(f"{location}/{name}", data)
+
+    @abstractmethod
+    async def delete(self, location: str) -> None:
+        """Remove one object; no error when there is none."""
+
+    @abstractmethod
+    async def delete_below(self, prefix: str) -> None:
+        """Remove every object below ``prefix`` (a run's log chunks, say)."""
+
+    @abstractmethod
+    async def move(self, source: str, target: str) -> None:
+        """Rename one object (a copy then a delete where renaming does not exist)."""
+
+    @abstractmethod
+    async def move_below(self, source: str, target: str) -> None:
+        """Move every object below ``source`` to the same name below ``target`` (a failed
+        attempt's log chunks, say)."""
+
+
+class Storage(Sink):
+    """Whole-object storage. A reader never sees half an object: writes are atomic."""
+
     @abstractmethod
     async def get(self, location: str) -> bytes | None:
         """The object's content, or None when there is no such object."""
@@ -76,23 +107,10 @@ class Storage(ABC):
     async def list(self, prefix: str) -> list[StoredObject]:
         """Every object below ``prefix`` (recursively), sorted by name."""
 
-    async def put_all(self, location: str, writes: Sequence[tuple[str, bytes | None]]) -> None:
-        """Write ``location/NAME`` for each ``(NAME, data)`` in order; None removes it."""
-        for name, data in writes:
-            if data is None:
-                await self.delete(f"{location}/{name}")
-            else:
-                await self.put(f"{location}/{name}", data)
-
-    @abstractmethod
-    async def delete(self, location: str) -> None:
-        """Remove one object; no error when there is none."""
-
     async def delete_below(self, prefix: str) -> None:
-        """Remove every object below ``prefix`` (a run's log chunks, say)."""
         for stored in await self.list(prefix):
             await self.delete(f"{prefix}/{stored.name}")
 
-    @abstractmethod
-    async def move(self, source: str, target: str) -> None:
-        """Rename one object (a copy then a delete where renaming does not exist)."""
+    async def move_below(self, source: str, target: str) -> None:
+        for stored in await self.list(source):
+            await self.move(f"{source}/{stored.name}", f"{target}/{stored.name}")

@@ -25,7 +25,7 @@ import msgspec
 
 from saturn_async.exceptions import StorageError
 from saturn_async.spec.paths import RESERVED
-from saturn_async.storage.base import Storage
+from saturn_async.storage.base import Sink, Storage
 
 LEDGER = f"{RESERVED}/ledger"
 FLUSH_SECONDS = 10.0
@@ -48,7 +48,7 @@ _encoder = msgspec.json.Encoder()
 class LedgerWriter:
     """Collects finished runs per root and writes them as segments."""
 
-    def __init__(self, storage: Storage, submitted: str | None = None) -> None:
+    def __init__(self, storage: Sink, submitted: str | None = None) -> None:
         self.storage = storage
         self.submitted = submitted
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -1,11 +1,12 @@
-"""Storage as messages on a queue: the worker side of the ``Dask`` and ``Ray`` results backends.
+"""A sink of messages on a queue: the worker side of the ``Dask`` and ``Ray`` results backends.
 
 Every write becomes a message on the sweep's queue (a :class:`Channel`); the client
 receives it into its own directory (:mod:`saturn_async.sweep.collector`). Locations are the
-client's paths. Files go in parts of ``PART_SIZE`` so no message is large. Only finish
-markers can be read back: the channel remembers those it carried, so a batch run again
-after its worker died sees which runs finished (:meth:`QueueStorage.get` finds nothing
-else). :meth:`QueueStorage.list` lists what this worker wrote.
+client's paths. Files go in parts of ``PART_SIZE`` so no message is large. Nothing can be
+read back (:class:`QueueSink` is a :class:`~saturn_async.storage.base.Sink`, not
+Storage), with one explicit exception: the channel remembers the finish markers it
+carried, and :meth:`QueueSink.recorded_final` says whether a run has one, so a batch
+run again after its worker died skips the runs that finished.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol, Self
 
 import anyio.to_thread
 
-from saturn_async.storage.base import Storage, StoredObject
+from saturn_async.storage.base import Sink
 from saturn_async.storage.layout import FINAL_MARKERS
 from saturn_async.storage.results_walk import open_regular, read_at
 
@@ -42,10 +43,11 @@ class Channel(Protocol):
     async def close(self) -> None: ...
 
 
-class QueueStorage(Storage):
+class QueueSink(Sink):
+    """Every write is a message on ``channel``; the receiving client applies them in order."""
+
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self._written: dict[str, int] = {}
 
     async def __aenter__(self) -> Self:
         await self.channel.open()
@@ -59,7 +61,6 @@ class QueueStorage(Storage):
 
     async def put(self, location: str, data: bytes) -> None:
         await self.channel.send({"op": "put", "location": location, "data": data})
-        self._written[location] = len(data)
 
     def name_problem(self, location: str) -> str | None:
         try:
@@ -89,34 +90,24 @@ class QueueStorage(Storage):
                     break
         finally:
             os.close(fd)
-        self._written[location] = offset
-
-    async def get(self, location: str) -> bytes | None:
-        if os.path.basename(location) not in FINAL_MARKERS:
-            return None
-        return await self.channel.final(location)
-
-    async def list(self, prefix: str) -> list[StoredObject]:
-        start = prefix.rstrip("/") + "/"
-        return sorted(
-            (
-                StoredObject(k[len(start) :], size)
-                for k, size in self._written.items()
-                if k.startswith(start)
-            ),
-            key=lambda o: o.name,
-        )
 
     async def delete(self, location: str) -> None:
         await self.channel.send({"op": "delete", "location": location})
-        self._written.pop(location, None)
 
     async def delete_below(self, prefix: str) -> None:
-        """One message: the client removes the directory ``prefix`` (it cannot be listed)."""
+        """One message: the client removes the directory ``prefix``."""
         await self.channel.send({"op": "delete_below", "location": prefix})
-        start = prefix.rstrip("/") + "/"
-        self._written = {k: v for k, v in self._written.items() if not k.startswith(start)}
 
     async def move(self, source: str, target: str) -> None:
         await self.channel.send({"op": "move", "location": target, "source": source})
-        self._written[target] = self._written.pop(source, 0)
+
+    async def move_below(self, source: str, target: str) -> None:
+        """One message: the client moves the files of the directory ``source`` into
+        ``target``."""
+        await self.channel.send({"op": "move_below", "location": target, "source": source})
+
+    async def recorded_final(self, location: str) -> bytes | None:
+        """The finish marker (a ``FINAL_MARKERS`` name) put at ``location`` for this
+        sweep, by any worker, as the channel remembers it; None when it carried none."""
+        assert os.path.basename(location) in FINAL_MARKERS, location
+        return await self.channel.final(location)

@@ -2,7 +2,7 @@
 
 A run may leave anything in its results: links (dangling, or to ``/etc/passwd``), FIFOs,
 sockets, devices, files that vanish or cannot be read, a million files. The one walker
-here, :func:`walk_results`, is what local, S3 and queue storage use: it never follows a
+here, :func:`walk_results`, is what local and S3 storage and the queue sink use: it never follows a
 link, and yields regular files and directories as such and everything else as
 ``skipped`` (never opened) or ``failed`` (could not be listed) :class:`Entry`. Files are
 opened with :func:`open_regular`: ``O_NOFOLLOW | O_NONBLOCK`` then ``fstat``, so a FIFO or

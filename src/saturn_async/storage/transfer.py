@@ -19,7 +19,7 @@ import anyio.abc
 import anyio.to_thread
 
 from saturn_async.exceptions import NotRegularFile, StorageError
-from saturn_async.storage.base import Storage
+from saturn_async.storage.base import Sink
 from saturn_async.storage.results_walk import Entry, ResultsReport, reason_of, walk_results
 
 UPLOAD_CONCURRENCY = 8
@@ -29,7 +29,7 @@ _WALK_CHUNK = 256
 
 
 async def upload_directory(
-    storage: Storage, directory: str, location: str, concurrency: int = UPLOAD_CONCURRENCY
+    storage: Sink, directory: str, location: str, concurrency: int = UPLOAD_CONCURRENCY
 ) -> ResultsReport:
     """Upload every regular file under ``directory`` to ``location/RELATIVE_PATH``.
 

@@ -1,10 +1,11 @@
-"""A run's final status as recorded in storage: what a batch that its engine runs again
-after a worker died reads to skip the runs that finished."""
+"""A run's final status as recorded where its outputs went: what a batch that its engine
+runs again after a worker died reads to skip the runs that finished."""
 
 from __future__ import annotations
 
 from saturn_async.storage.base import Storage
 from saturn_async.storage.layout import ERROR, EVENTS, Layout, decode_events, parse_status
+from saturn_async.storage.queue import QueueSink
 
 
 async def recorded_outcome(
@@ -25,3 +26,15 @@ async def recorded_outcome(
     if layout.name == "batch":
         return parse_status(marker, None, None)
     return parse_status(None, marker, await storage.get(f"{location}/{ERROR}"))
+
+
+async def carried_outcome(sink: QueueSink, location: str, layout: Layout) -> int | None:
+    """The status code of the finish marker the sink's channel carried for the run at
+    ``location`` in this sweep, or None when it carried none. Only the marker is kept,
+    so a Saturn Run failure reads as code 1 (its ``error`` is not): enough to skip it."""
+    marker = await sink.recorded_final(f"{location}/{layout.marker}")
+    if marker is None:
+        return None
+    if layout.name == "batch":
+        return parse_status(marker, None, None)
+    return parse_status(None, marker, None)

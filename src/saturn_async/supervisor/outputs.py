@@ -23,7 +23,7 @@ import anyio.to_thread
 from saturn_async.exceptions import StorageError
 from saturn_async.logs.shipper import ship_log
 from saturn_async.storage import collect, local
-from saturn_async.storage.base import Storage
+from saturn_async.storage.base import Sink
 from saturn_async.storage.layout import RESULTS, Event, Layout
 from saturn_async.storage.ledger import LedgerWriter
 from saturn_async.storage.transfer import upload_directory
@@ -170,7 +170,7 @@ def _make_results_dir(
 class ShippedOutputs:
     def __init__(
         self,
-        storage: Storage,
+        storage: Sink,
         location: str,
         staging: tuple[str, int],
         results_dir: str | None,
@@ -223,11 +223,9 @@ class ShippedOutputs:
 
     async def rotate(self, attempt: int) -> None:
         for name in self.layout.logs:
-            for stored in await self.storage.list(f"{self.location}/{name}"):
-                await self.storage.move(
-                    f"{self.location}/{name}/{stored.name}",
-                    f"{self.location}/{name}.{attempt}/{stored.name}",
-                )
+            await self.storage.move_below(
+                f"{self.location}/{name}", f"{self.location}/{name}.{attempt}"
+            )
 
     async def finish(self, events: list[Event], status_code: int) -> int:
         try:

@@ -1,8 +1,8 @@
 """Where a supervisor's runs write, and what storage already recorded of them.
 
-One :class:`RunStorage` per supervisor holds the storage of shipped outputs (S3, or the
-queue every output goes to on a Dask/Ray worker), the ledger of outcomes, and the
-staging directory; it gives each run its outputs and its lease, and answers whether a
+One :class:`RunStorage` per supervisor holds where shipped outputs go (S3 storage, or
+on a Dask/Ray worker the queue sink every output goes to), the ledger of outcomes, and
+the staging directory; it gives each run its outputs and its lease, and answers whether a
 run is to be skipped (``--skip-completed``, an engine's rerun).
 """
 
@@ -19,10 +19,11 @@ import anyio.abc
 from saturn_async.exceptions import StorageError
 from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.paths import is_remote
-from saturn_async.storage import Storage, local, storage_for
+from saturn_async.storage import Sink, Storage, local, storage_for
 from saturn_async.storage.layout import LAYOUTS, RESULTS
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
-from saturn_async.supervisor.finished import recorded_outcome
+from saturn_async.storage.queue import QueueSink
+from saturn_async.supervisor.finished import carried_outcome, recorded_outcome
 from saturn_async.supervisor.lease import RunLease
 from saturn_async.supervisor.outputs import LocalOutputs, RunOutputs, ShippedOutputs
 
@@ -47,19 +48,20 @@ class RunStorage:
         *,
         skip_completed: bool,
         staging_dir: str | None,
-        storage: Storage | None,
+        sink: QueueSink | None,
         log_chunk_seconds: float,
         report: Callable[[str], None],
         submitted: str | None = None,
     ) -> None:
-        """``storage``, when given, receives every run's outputs, local paths included
-        (they are then names the storage interprets: a queue to the client, say).
+        """``sink``, when given, receives every run's outputs, local paths included
+        (they are then names the client that receives the queue writes).
         ``submitted`` stamps the ledger's segments (the sweep's submission)."""
         self.submitted = submitted
         self.skip_completed = skip_completed
         self.staging_dir = staging_dir or default_staging_dir()
-        self.storage: Storage | None = storage
-        self.ship_everything = storage is not None
+        self.sink = sink
+        self.storage: Storage | None = None
+        """The storage of the remote roots (opened for the first), when there is no sink."""
         self.log_chunk_seconds = log_chunk_seconds
         self.report = report
         self.ledger: LedgerWriter | None = None
@@ -87,14 +89,15 @@ class RunStorage:
             return
         if self._staging_fd is None:
             self._staging_fd = local.open_private_directory(self.staging_dir)
-        if self.storage is None:
+        if self.sink is None and self.storage is None:
             self.storage = await stack.enter_async_context(storage_for(roots[0]))
+        target = self._target()
         for root in roots:
-            await self.storage.check(root)
+            await target.check(root)
         if self.ledger is None:
-            self.ledger = LedgerWriter(self.storage, self.submitted)
+            self.ledger = LedgerWriter(target, self.submitted)
             background.start_soon(self.ledger.flush_every)
-        if self.skip_completed:
+        if self.skip_completed and self.storage is not None:  # a sink cannot be read
             for root in roots:
                 self._ledger_statuses.update(await read_ledger(self.storage, root))
         self._roots.update(roots)
@@ -123,10 +126,9 @@ class RunStorage:
                 run.local_results_dir or f"{location}/{RESULTS}",
                 layout,
             )
-        assert self.storage is not None and self.ledger is not None
-        assert self._staging_fd is not None
+        assert self.ledger is not None and self._staging_fd is not None
         return ShippedOutputs(
-            self.storage,
+            self._target(),
             location,
             (self.staging_dir, self._staging_fd),
             run.local_results_dir,
@@ -139,9 +141,9 @@ class RunStorage:
     def lease_for(self, location: str, outputs: RunOutputs, grace: float) -> RunLease:
         """The lease of the run at ``location``: an flock in the directory it writes into
         and, for s3:// outputs, the lease object, expiring a while after ``grace`` (none
-        for queue storage, whose client alone writes the runs' directories)."""
+        for a queue sink, whose client alone writes the runs' directories)."""
         remote = None
-        if is_remote(location) and not self.ship_everything:
+        if is_remote(location) and self.sink is None:
             from saturn_async.storage.s3 import S3Storage
             from saturn_async.supervisor.s3_lease import S3Lease, lease_ttl
 
@@ -157,8 +159,10 @@ class RunStorage:
     async def finished_before(
         self, batch: Batch, location: str, submitted: str, in_thread: InThread[int | None]
     ) -> bool:
-        """Whether the run has a final status of this sweep, of any code (a queue's
-        channel remembers the finish markers it carried)."""
+        """Whether the run has a final status of this sweep, of any code (a queue sink
+        asks its channel, which remembers the finish markers it carried)."""
+        if self.sink is not None:
+            return await carried_outcome(self.sink, location, LAYOUTS[batch.layout]) is not None
         if not self.ships(location):
             return await in_thread(local.read_status_code, location) is not None
         assert self.storage is not None and self.ledger is not None
@@ -170,9 +174,21 @@ class RunStorage:
             self.ledger.record(batch.remote_output_path, location, code)
         return code is not None
 
+    def stop_retrying(self) -> None:
+        """Let storage failures fail at once from now on (a second stop signal)."""
+        target = self.sink or self.storage
+        if target is not None:
+            target.stop_retrying()
+
+    def _target(self) -> Sink:
+        """Where shipped outputs go: the sink, else the storage (opened by then)."""
+        target = self.sink or self.storage
+        assert target is not None
+        return target
+
     def ships(self, location: str) -> bool:
         """Whether the outputs at ``location`` are staged and shipped to storage."""
-        return self.ship_everything or is_remote(location)
+        return self.sink is not None or is_remote(location)
 
     def shipped_root(self, batch: Batch) -> str:
         """The batch's output root when its outputs are shipped, else an empty string."""

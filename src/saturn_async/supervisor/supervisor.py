@@ -18,8 +18,8 @@ import anyio.to_thread
 from saturn_async.linux import prompt_scheduling
 from saturn_async.spec.halt import HaltPolicy
 from saturn_async.spec.models import Batch, Run
-from saturn_async.storage import Storage
 from saturn_async.storage.layout import utcnow
+from saturn_async.storage.queue import QueueSink
 from saturn_async.supervisor.halt import Halt, halts_for
 from saturn_async.supervisor.lease import MetOwners
 from saturn_async.supervisor.lifecycle import RunLifecycle
@@ -75,7 +75,7 @@ class Supervisor:
         report: Callable[[str], None] | None = None,
         log_chunk_seconds: float = 60.0,
         staging_dir: str | None = None,
-        storage: Storage | None = None,
+        sink: QueueSink | None = None,
         shared_slots: SharedSlots | None = None,
         submitted: str | None = None,
         memory_caps: MemoryCaps | None = None,
@@ -84,8 +84,8 @@ class Supervisor:
         keep_outcomes: bool = False,
         watchdog: Watchdog | None = None,
     ) -> None:
-        """``storage``, when given, receives every run's outputs, local paths included
-        (they are then names the storage interprets: a queue to the client, say).
+        """``sink``, when given, receives every run's outputs, local paths included
+        (they are then names the client that receives the queue writes).
         ``shared_slots``, when given, must also be held by each run: slots shared with
         other supervisors in this process. ``submitted`` is the time of the runs'
         ``submitted`` event (default: now). A run whose lease another supervisor holds
@@ -111,7 +111,7 @@ class Supervisor:
             submitted=self.submitted,
             skip_completed=skip_completed,
             staging_dir=staging_dir,
-            storage=storage,
+            sink=sink,
             log_chunk_seconds=log_chunk_seconds,
             report=self.report,
         )
@@ -208,8 +208,7 @@ class Supervisor:
         """
         if self.stop_signal is not None:
             self.force()
-            if self.run_storage.storage is not None:
-                self.run_storage.storage.stop_retrying()
+            self.run_storage.stop_retrying()
             return
         self.stop_signal = sig
         self.stop_requested.set()

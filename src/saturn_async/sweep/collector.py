@@ -1,13 +1,14 @@
 """The client side of the ``Dask`` and ``Ray`` results backends: apply what a channel
 carried to the results directory (``executors/*/receiver.py`` take it off the channel).
 
-Messages come from :class:`saturn_async.storage.queue.QueueStorage`, in order per
+Messages come from :class:`saturn_async.storage.queue.QueueSink`, in order per
 worker. Log chunks land as numbered files (``log/000000``, ...), as on S3; when a run's
 ``status`` arrives (always last), its chunk directories are joined into plain ``log``
 (and ``log.N``) files before ``status`` is written, so a finished run has Saturn Run's
 layout and its status still comes last. A batch run again after its worker died first
 sends ``delete_below`` for the chunk directories of each task it runs again: the dead
-attempt's chunks go (a real directory only; a link is left alone).
+attempt's chunks go (a real directory only; a link is left alone). Before a retry,
+``move_below`` moves the failed attempt's chunks from ``log/`` into ``log.N/``.
 """
 
 from __future__ import annotations
@@ -54,11 +55,30 @@ class Collector:
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 if stat.S_ISDIR(os.lstat(location).st_mode):  # never follows a link
                     shutil.rmtree(location, ignore_errors=True)
-        elif op == "move":
+        elif op in ("move", "move_below"):
             source = str(message.get("source", ""))
-            if is_strictly_inside(self.directory, os.path.normpath(source)):
+            if not is_strictly_inside(self.directory, os.path.normpath(source)):
+                return
+            if op == "move":
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(source, location)
+            else:
+                move_files(source, location)
+
+
+def move_files(source: str, target: str) -> None:
+    """Move the files of the directory ``source`` into the directory ``target`` (made if
+    missing); either one being anything but a real directory (a link) moves nothing."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        if not stat.S_ISDIR(os.lstat(source).st_mode):
+            return
+        os.makedirs(target, exist_ok=True)
+        if not stat.S_ISDIR(os.lstat(target).st_mode):
+            return
+        with os.scandir(source) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    os.replace(entry.path, os.path.join(target, entry.name))
 
 
 def join_chunks(run_dir: str) -> None:
