@@ -133,6 +133,7 @@ def test_following_a_sweep_shows_its_running_tasks(tmp_path):
     from rich.console import Console
 
     from saturn_async.cli.progress import render
+    from saturn_async.storage.local import read_status_code
     from saturn_async.supervisor.progress import SweepProgress
     from saturn_async.sweep import follow
 
@@ -142,8 +143,10 @@ def test_following_a_sweep_shows_its_running_tasks(tmp_path):
         (tmp_path / location / "log").write_text("")
     (tmp_path / "done" / "status").write_text("success\n")
     progress = SweepProgress(total=3, running_label="task")
-    pending = follow._poll(str(tmp_path), [done, running, waiting], progress)
-    assert pending == [running, waiting]
+    tasks = follow.PendingTasks([done, running, waiting], progress, {}, None)
+    tasks.settle_from(read_status_code)
+    tasks.note_running()
+    assert list(tasks.pending) == [running, waiting]
     assert (progress.succeeded, list(progress.running)) == (1, [running])
     console = Console(width=120, record=True)
     console.print(render(progress))

@@ -197,7 +197,7 @@ def _select(
     else:
         selected = []
         assert job.remote_output_path is not None
-        recorded = status_reader(job.remote_output_path)
+        recorded = anyio.from_thread.run(status_reader, job.remote_output_path)
         for run in runs:
             assert run.remote_output_path is not None
             code = recorded(run.remote_output_path)

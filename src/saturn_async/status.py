@@ -1,22 +1,30 @@
 """Read run outcomes back from outputs: what succeeded, what failed, what was lost (its
-supervisor died: see supervisor/lease.py), what is left."""
+supervisor died: see supervisor/lease.py), what is left.
+
+A sweep's outcomes come from its ledger (the summaries its supervisors wrote, see
+supervisor/summary.py) where it has them, and from each task's files where it does not.
+Everything here is a coroutine: the caller's event loop runs it.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
+import anyio.to_thread
 import msgspec
 
 from saturn_async.spec import load_batch_file
 from saturn_async.spec.paths import is_remote, normalize_location
 from saturn_async.storage import storage_for
 from saturn_async.storage.layout import EVENTS, RUN_FILES, Event, decode_events
-from saturn_async.storage.ledger import read_ledger
+from saturn_async.storage.ledger import LedgerReader, read_ledger
 from saturn_async.storage.local import read_regular, read_status_code
 from saturn_async.supervisor.lease import Holder, lost_holder
+from saturn_async.sweep.state import SweepRecord
 
 
 class FailedRunReport(msgspec.Struct, omit_defaults=True):
@@ -76,17 +84,17 @@ class StatusReport:
         if trigger is not None and trigger not in self.halted_by:
             self.halted_by.append(trigger)
 
-    def find_lost_remotely(self, root: str) -> None:
+    async def find_lost_remotely(self, root: str) -> None:
         """For runs under an s3:// ``root``: move the not finished runs whose lease
         object says their owner is dead to ``lost`` (one GET per such run)."""
         if not is_remote(root) or not self.not_finished:
             return
-        lost = anyio.run(_lost_under, root, self.not_finished)
+        lost = await _lost_under(root, self.not_finished)
         self.not_finished = [p for p in self.not_finished if p not in lost]
         self.lost.extend(LostRunReport(p, h.host, h.pid) for p, h in sorted(lost.items()))
 
 
-def status_reader(root: str) -> Callable[[str], int | None]:
+async def status_reader(root: str) -> Callable[[str], int | None]:
     """A lookup of recorded status codes for runs under ``root``.
 
     Local runs: each run's ``status_code`` file. Remote runs: the root's ledger, read
@@ -94,7 +102,15 @@ def status_reader(root: str) -> Callable[[str], int | None]:
     """
     if not is_remote(root):
         return read_status_code
-    return anyio.run(_ledger_of, root).get
+    return (await _ledger_of(root)).get
+
+
+async def sweep_outcomes(root: str, submitted: str) -> dict[str, int | None]:
+    """Task location relative to ``root`` -> status code, from the ledger segments of the
+    sweep submitted at ``submitted`` (those of an earlier submission, or unreadable
+    ones, are left out)."""
+    async with storage_for(root) as storage:
+        return await LedgerReader(storage, root, submitted).new_runs()
 
 
 async def _ledger_of(root: str) -> dict[str, int]:
@@ -111,7 +127,7 @@ async def _lost_under(root: str, locations: list[str]) -> dict[str, Holder]:
         return await lost_holders(storage, locations)
 
 
-def status_of(path: str, max_input_size: int | None = None) -> StatusReport:
+async def status_of(path: str, max_input_size: int | None = None) -> StatusReport:
     """Status of every run of a batch file, or of every run found under a directory.
 
     For an ``s3://`` root, the runs are those its ledger knows (finished ones); lost runs
@@ -120,29 +136,55 @@ def status_of(path: str, max_input_size: int | None = None) -> StatusReport:
     report = StatusReport()
     if is_remote(path):
         root = normalize_location(path, source="PATH", field="")
-        for location, code in sorted(anyio.run(_ledger_of, root).items()):
+        for location, code in sorted((await _ledger_of(root)).items()):
             report.add(location, code, None)
-    elif os.path.isdir(path):
-        for run_dir in run_dirs(os.path.abspath(path)):
-            report.add(run_dir, read_status_code(run_dir), None)
+    elif await anyio.Path(path).is_dir():
+        await anyio.to_thread.run_sync(_add_run_dirs, report, path)
     else:
-        batch = load_batch_file(path, max_input_size=max_input_size)
+        batch = await anyio.to_thread.run_sync(
+            partial(load_batch_file, path, max_input_size=max_input_size)
+        )
         assert batch.remote_output_path is not None
-        lookup = status_reader(batch.remote_output_path)
-        for run in batch.runs:
-            assert run.remote_output_path is not None
-            report.add(run.remote_output_path, lookup(run.remote_output_path), run.cmd)
-        report.find_lost_remotely(batch.remote_output_path)
+        lookup = await status_reader(batch.remote_output_path)
+
+        def add_all() -> None:
+            for run in batch.runs:
+                assert run.remote_output_path is not None
+                report.add(run.remote_output_path, lookup(run.remote_output_path), run.cmd)
+
+        await anyio.to_thread.run_sync(add_all)
+        await report.find_lost_remotely(batch.remote_output_path)
     return report
 
 
-def status_of_tasks(locations: list[str], root: str) -> StatusReport:
-    """Status of the runs at ``locations``, all under ``root`` (a sweep's tasks)."""
+def _add_run_dirs(report: StatusReport, root: str) -> None:
+    for run_dir in run_dirs(os.path.abspath(root)):
+        report.add(run_dir, read_status_code(run_dir), None)
+
+
+async def status_of_sweep(record: SweepRecord) -> StatusReport:
+    """Status of a sweep's tasks: from its ledger where it names them, else (in a thread)
+    from each task's own files."""
+    root = record.results_root
+    # On S3 the lookup is the whole ledger already: no second read of it.
+    recorded = {} if is_remote(root) else await sweep_outcomes(root, record.created)
+    lookup = await status_reader(record.results_root)
     report = StatusReport()
-    lookup = status_reader(root)
-    for location in locations:
-        report.add(location, lookup(location), None)
-    report.find_lost_remotely(root)
+
+    def add_all() -> None:
+        # A million tasks: the common case (a summary says success) stays inline.
+        cut = len(root) + 1
+        succeeded = 0
+        for location in record.tasks:
+            code = recorded.get(location[cut:])
+            if code == 0:
+                succeeded += 1
+            else:
+                report.add(location, lookup(location) if code is None else code, None)
+        report.succeeded += succeeded
+
+    await anyio.to_thread.run_sync(add_all)
+    await report.find_lost_remotely(record.results_root)
     return report
 
 

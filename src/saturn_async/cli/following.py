@@ -44,7 +44,14 @@ async def follow_sweep(
                 if display is not None:
                     tg.start_soon(show_progress, progress, display)
                 outcome = await follow(
-                    record, executor, progress, receive, commands, finished, halt
+                    record,
+                    executor,
+                    progress,
+                    receive,
+                    commands,
+                    finished,
+                    halt,
+                    show_running=display is not None,
                 )
                 tg.cancel_scope.cancel()
     if outcome is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import anyio
 import click
 import msgspec
 from rich.console import Console
@@ -14,7 +15,7 @@ from saturn_async.exceptions import InputError
 from saturn_async.joblog import write_outputs_joblog
 from saturn_async.report.data import gather
 from saturn_async.runs_index import refuse_remote, runs_of
-from saturn_async.status import status_of, status_of_tasks
+from saturn_async.status import status_of, status_of_sweep
 from saturn_async.sweep.state import load_record
 from saturn_async.usage_summary import (
     Machine,
@@ -76,10 +77,10 @@ def status(
         write_outputs_joblog(joblog, runs_of(path, name, max_input_size))
     summary = usage_of(path, name, max_input_size, machine) if usage else None
     if path is not None:
-        report = status_of(path, max_input_size)
+        report = anyio.run(status_of, path, max_input_size)
     else:
         record = load_record(name or "")
-        report = status_of_tasks(record.tasks, record.results_root)
+        report = anyio.run(status_of_sweep, record)
         report.add_halt(record.halted_by)
     if as_json:
         document = {

@@ -45,7 +45,7 @@ async def _terminate(name: str, wait: float | None) -> None:
     if wait is None:
         wait = float(record.handle.get("grace", 10.0)) + _MARGIN
     async with open_executor(record) as executor:
-        unfinished = await anyio.to_thread.run_sync(_unfinished, record, record.tasks)
+        unfinished = await _unfinished(record, record.tasks)
         await executor.terminate()
         await _stop_runs_of_a_dead_client(record, executor)
         async with results_receiver(record, executor) as receiver:
@@ -56,7 +56,7 @@ async def _terminate(name: str, wait: float | None) -> None:
                     await anyio.sleep(POLL)
             if receiver is not None:
                 await receiver.receive()
-        left = await anyio.to_thread.run_sync(_unfinished, record, unfinished)
+        left = await _unfinished(record, unfinished)
         commands = task_commands(name)
         await mark_terminated(record.results_root, left, record.created, commands)
         await executor.forget()
@@ -66,10 +66,10 @@ async def _terminate(name: str, wait: float | None) -> None:
     )
 
 
-def _unfinished(record: SweepRecord, tasks: list[str]) -> list[str]:
+async def _unfinished(record: SweepRecord, tasks: list[str]) -> list[str]:
     """Those of ``tasks`` without a status (in a thread: one read per task)."""
-    lookup = status_reader(record.results_root)
-    return [task for task in tasks if lookup(task) is None]
+    lookup = await status_reader(record.results_root)
+    return await anyio.to_thread.run_sync(lambda: [task for task in tasks if lookup(task) is None])
 
 
 async def _stop_runs_of_a_dead_client(record: SweepRecord, executor: Executor) -> None:

@@ -29,6 +29,9 @@ class Outstanding(msgspec.Struct, frozen=True):
 
     batches: int
     errors: list[str]
+    outcomes: dict[str, int] = msgspec.field(default_factory=dict)
+    """Final status codes, by task location, that batches which ended since the last
+    call returned (Dask, Ray): the client need not read them back from storage."""
 
 
 class ResultsReceiver(Protocol):

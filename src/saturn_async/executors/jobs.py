@@ -79,3 +79,6 @@ class WorkerSummary(msgspec.Struct, kw_only=True, frozen=True):
     skipped: int
     not_started: int
     terminated: bool
+    outcomes: dict[str, int] = msgspec.field(default_factory=dict)
+    """The final status code of every run this worker recorded, by output location: the
+    client learns its batch's outcomes from this result, without reading them back."""

@@ -37,6 +37,7 @@ from saturn_async.storage.queue import Channel, QueueSink
 from saturn_async.supervisor import Supervisor
 from saturn_async.supervisor.shared_slots import SharedSlots, process_slots
 from saturn_async.supervisor.start_gate import batches_gate
+from saturn_async.supervisor.watchdog import process_watchdog
 
 # How often a worker looks at the terminate file.
 _TERMINATE_POLL = 0.25
@@ -138,6 +139,8 @@ async def _run(
             skip_finished=rerun,
             # The batches' gpus, on this worker (all: its GPUs, or the engine's share).
             gate=batches_gate([("batch", b) for b in batches], None, None, None, _log.warning),
+            keep_outcomes=True,
+            watchdog=process_watchdog(job.grace, _log.warning),
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:
@@ -150,6 +153,7 @@ async def _run(
         skipped=summary.skipped,
         not_started=summary.not_started,
         terminated=summary.stop_signal is not None,
+        outcomes=supervisor.summary.kept or {},
     )
 
 

@@ -6,12 +6,18 @@ previous flush. Reading the ledger costs one listing request per 1,000 segments 
 GET per segment, however many runs there are. The per-run ``status_code`` object stays
 the truth; a run whose segment was not written (the supervisor died between the run's
 ``status_code`` and the next flush) is treated as not finished and runs again.
+
+The supervisors of a sweep (``saturn run``) also keep a ledger under local results roots
+(supervisor/summary.py), and stamp every segment with the sweep's submission, so the
+followers of that submission read the outcomes of its tasks from a few segments
+(:class:`LedgerReader`) instead of one status file per task.
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
@@ -30,6 +36,9 @@ class LedgerSegment(msgspec.Struct):
     runs: dict[str, int | None]
     """Run location relative to the root -> status code (None: dispatched again, so any
     earlier outcome no longer counts)."""
+    submitted: str | None = None
+    """The submission of the sweep whose runs these are (``saturn run``'s dispatch time),
+    when its supervisor knew one."""
 
 
 _decoder = msgspec.json.Decoder(LedgerSegment)
@@ -39,8 +48,9 @@ _encoder = msgspec.json.Encoder()
 class LedgerWriter:
     """Collects finished runs per root and writes them as segments."""
 
-    def __init__(self, storage: Sink) -> None:
+    def __init__(self, storage: Sink, submitted: str | None = None) -> None:
         self.storage = storage
+        self.submitted = submitted
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self._name = f"{stamp}-{uuid.uuid4().hex[:12]}"
         self._pending: dict[str, dict[str, int | None]] = {}
@@ -58,7 +68,9 @@ class LedgerWriter:
         async with self._lock:
             pending, self._pending = self._pending, {}
             for root in list(pending):
-                segment = LedgerSegment(datetime.now(UTC).isoformat(), pending[root])
+                segment = LedgerSegment(
+                    datetime.now(UTC).isoformat(), pending[root], self.submitted
+                )
                 location = f"{root}/{LEDGER}/{self._name}-{self._seq:06d}.json"
                 self._seq += 1
                 try:
@@ -69,29 +81,63 @@ class LedgerWriter:
                     raise
                 del pending[root]
 
-    async def flush_every(self, seconds: float = FLUSH_SECONDS) -> None:
-        """Flush every ``seconds``; a failed flush is tried again at the next one."""
+    async def flush_every(self, seconds: float | Callable[[], float] = FLUSH_SECONDS) -> None:
+        """Flush every ``seconds`` (or as long as it says each time); a failed flush is
+        tried again at the next one."""
         while True:
-            await anyio.sleep(seconds)
+            await anyio.sleep(seconds() if callable(seconds) else seconds)
             with contextlib.suppress(StorageError):
                 await self.flush()
 
 
 async def read_ledger(storage: Storage, root: str) -> dict[str, int]:
     """Every run location under ``root`` the ledger knows -> its latest status code."""
-    segments: list[LedgerSegment] = []
-    for stored in await storage.list(f"{root}/{LEDGER}"):
-        data = await storage.get(f"{root}/{LEDGER}/{stored.name}")
-        if data is not None:
+    return await LedgerReader(storage, root).new_outcomes()
+
+
+class LedgerReader:
+    """Reads the ledger of one root as it grows: segments are never rewritten, so each is
+    read once. With ``submitted``, only the segments of that submission count (a sweep's
+    followers); a segment that cannot be decoded is left out (its runs' own status is
+    read instead)."""
+
+    def __init__(self, storage: Storage, root: str, submitted: str | None = None) -> None:
+        self.storage = storage
+        self.root = root
+        self.submitted = submitted
+        self._seen: set[str] = set()
+
+    async def new_segments(self) -> list[LedgerSegment]:
+        """The segments written since the last call, oldest first."""
+        segments: list[LedgerSegment] = []
+        for stored in await self.storage.list(f"{self.root}/{LEDGER}"):
+            if stored.name in self._seen or not stored.name.endswith(".json"):
+                continue  # read already, or a local write's temporary
+            data = await self.storage.get(f"{self.root}/{LEDGER}/{stored.name}")
+            if data is None:
+                continue
+            self._seen.add(stored.name)
             try:
-                segments.append(_decoder.decode(data))
+                segment = _decoder.decode(data)
             except msgspec.DecodeError:
                 continue
-    statuses: dict[str, int] = {}
-    for segment in sorted(segments, key=lambda s: s.written):
-        for run, code in segment.runs.items():
-            if code is None:
-                statuses.pop(f"{root}/{run}", None)
-            else:
-                statuses[f"{root}/{run}"] = code
-    return statuses
+            if self.submitted is None or segment.submitted == self.submitted:
+                segments.append(segment)
+        return sorted(segments, key=lambda s: s.written)
+
+    async def new_runs(self) -> dict[str, int | None]:
+        """Run location relative to the root -> its latest status code (None: dispatched
+        again), from the segments written since the last call."""
+        runs: dict[str, int | None] = {}
+        for segment in await self.new_segments():
+            runs.update(segment.runs)
+        return runs
+
+    async def new_outcomes(self) -> dict[str, int]:
+        """Run location -> status code, from the segments written since the last call."""
+        root = self.root
+        return {
+            f"{root}/{run}": code
+            for run, code in (await self.new_runs()).items()
+            if code is not None
+        }

@@ -51,9 +51,12 @@ class RunStorage:
         sink: QueueSink | None,
         log_chunk_seconds: float,
         report: Callable[[str], None],
+        submitted: str | None = None,
     ) -> None:
         """``sink``, when given, receives every run's outputs, local paths included
-        (they are then names the client that receives the queue writes)."""
+        (they are then names the client that receives the queue writes).
+        ``submitted`` stamps the ledger's segments (the sweep's submission)."""
+        self.submitted = submitted
         self.skip_completed = skip_completed
         self.staging_dir = staging_dir or default_staging_dir()
         self.sink = sink
@@ -92,7 +95,7 @@ class RunStorage:
         for root in roots:
             await target.check(root)
         if self.ledger is None:
-            self.ledger = LedgerWriter(target)
+            self.ledger = LedgerWriter(target, self.submitted)
             background.start_soon(self.ledger.flush_every)
         if self.skip_completed and self.storage is not None:  # a sink cannot be read
             for root in roots:

@@ -29,6 +29,7 @@ from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgres
 from saturn_async.supervisor.run_storage import RunStorage
 from saturn_async.supervisor.shared_slots import SharedSlots
 from saturn_async.supervisor.start_gate import StartGate, Ticket
+from saturn_async.supervisor.summary import OutcomeSummary
 from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
 
 T = TypeVar("T")
@@ -80,6 +81,8 @@ class Supervisor:
         memory_caps: MemoryCaps | None = None,
         gate: StartGate | None = None,
         halt: HaltPolicy | None = None,
+        keep_outcomes: bool = False,
+        watchdog: Watchdog | None = None,
     ) -> None:
         """``sink``, when given, receives every run's outputs, local paths included
         (they are then names the client that receives the queue writes).
@@ -93,14 +96,19 @@ class Supervisor:
         ``memory_caps``: the default cap and how caps are enforced (default: no default
         cap, enforced by cgroups, see supervisor/memory_caps.py). ``halt`` (``--halt``)
         holds for all the runs of :meth:`run` together; without it, each batch's ``halt:``
-        holds for its own runs (supervisor/halt.py)."""
+        holds for its own runs (supervisor/halt.py).
+        ``keep_outcomes`` keeps every run's final status in ``summary.kept``.
+        ``watchdog``, when given, is shared with other supervisors (not closed here)."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
         self.grace = grace
         self.skip_completed = skip_completed
         self.report = report or (lambda message: print(message, file=sys.stderr))
+        self.submitted = submitted or utcnow()
+        self.summary = OutcomeSummary(self.submitted, keep=keep_outcomes)
         self.run_storage = RunStorage(
+            submitted=self.submitted,
             skip_completed=skip_completed,
             staging_dir=staging_dir,
             sink=sink,
@@ -115,7 +123,6 @@ class Supervisor:
         self.memory_caps = memory_caps or MemoryCaps(report=self.report)
         self.gate = gate
         self.progress = SweepProgress(total=0)
-        self.submitted = submitted or utcnow()
         self.stop_signal: int | None = None
         self._running: dict[int, RunProcess] = {}
         self._base_env = dict(os.environ)
@@ -128,6 +135,7 @@ class Supervisor:
         self._halts: dict[int, Halt] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: anyio.abc.TaskGroup | None = None
+        self._watchdog = watchdog
         self.on_attempt_end: Callable[[RunLifecycle], None] | None = None
         """Called when an attempt ends (its end event is the run's last), before a
         retry; the joblog's hook. It runs on the event loop: keep it to microseconds."""
@@ -167,8 +175,9 @@ class Supervisor:
             self._stack = stack
             stack.callback(self.run_storage.close_staging)
             stack.callback(self.memory_caps.close)
-            watchdog = Watchdog(self.grace, self.report)
-            stack.callback(watchdog.close)
+            watchdog = self._watchdog or Watchdog(self.grace, self.report)
+            if self._watchdog is None:
+                stack.callback(watchdog.close)
             self._base_env[ID_VARIABLE] = watchdog.id
             self._env_cache.clear()
             stack.enter_context(prompt_scheduling())
@@ -176,12 +185,14 @@ class Supervisor:
                 self._background = tg
                 tg.start_soon(self._enforce_grace)
                 tg.start_soon(watchdog.watch)
+                tg.start_soon(self.summary.flush_every)
                 try:
                     yield
                 finally:
                     tg.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await self.run_storage.flush_ledger()
+                await self.summary.flush(self.report)
 
     async def open_roots(self, batches: Sequence[Batch]) -> None:
         """Open storage for the batches' shipped output roots, inside :meth:`serving`
@@ -261,7 +272,12 @@ class Supervisor:
                 self._leave(ticket)
             if outcome is None:
                 self.progress.skipped += 1
-            elif outcome.status_code == 0 and outcome.recorded:
+                continue
+            if outcome.recorded:
+                location = run.remote_output_path
+                shipped = self.run_storage.ships(location)
+                self.summary.record(batch, location, outcome.status_code, shipped)
+            if outcome.status_code == 0 and outcome.recorded:
                 self.progress.succeeded += 1
             else:
                 self.progress.add_failure(

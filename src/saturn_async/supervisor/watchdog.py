@@ -12,6 +12,10 @@ run's processes, grandchildren included, also those that left the group) and sto
 process groups: TERM, KILL after GRACE seconds. Nothing is said per run, so the
 supervisor's hot path pays nothing; a number reused by an unrelated process is never
 signalled, since only processes carrying the id are looked for.
+
+Supervisors that come and go in one long-lived process (a batch each, on a Dask or Ray
+worker) share one watchdog per grace period instead (:func:`process_watchdog`): it
+lives as long as the process, so a short batch does not pay for an interpreter's start.
 """
 
 from __future__ import annotations
@@ -98,6 +102,20 @@ class Watchdog:
 
     def _lost(self, what: str) -> None:
         self._report(f"{what}: if this process dies, its runs will not be stopped")
+
+
+_shared: dict[float, Watchdog] = {}
+_shared_lock = threading.Lock()
+
+
+def process_watchdog(grace: float, report: Callable[[str], None]) -> Watchdog:
+    """The watchdog shared by this process's supervisors of ``grace``, started on first
+    use and never closed: it stops their runs if the process dies, and at its clean exit
+    finds none left. Safe to call from several threads."""
+    with _shared_lock:
+        if grace not in _shared or _shared[grace].pid is None:
+            _shared[grace] = Watchdog(grace, report)
+        return _shared[grace]
 
 
 def _environment() -> dict[str, str]:

@@ -1,9 +1,11 @@
-"""Follow a sweep from the client: poll task statuses until every task has one.
+"""Follow a sweep from the client: take in task outcomes until every task has one.
 
-Statuses are read where the results backend puts them: each task's ``status`` file
-(LocalDir, and Dask and Ray once their channel is received into the directory) or the root's ledger
-(S3; it is flushed every 10 s, so S3 progress moves in steps, read through one client
-for the whole follow). Finished tasks are not polled again.
+Outcomes come pushed, not polled task by task: from the results batches return when they
+end (Dask, Ray: :attr:`Outstanding.outcomes`), and from the sweep's ledger, whose
+segments its supervisors write now and then while they run (supervisor/summary.py for
+local results, the storage's ledger for S3 and results queues) and each is read once.
+Once no batch is left, the tasks neither named are read from their own files (``status``
+locally, the whole ledger on S3), which stay the truth.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from types import MappingProxyType
 
 import anyio
@@ -21,8 +22,8 @@ import anyio.to_thread
 
 from saturn_async.executors.abc import Executor
 from saturn_async.spec.paths import is_remote
+from saturn_async.status import status_reader
 from saturn_async.storage import storage_for
-from saturn_async.storage.base import Storage
 from saturn_async.storage.layout import (
     ERROR,
     LAYOUTS,
@@ -32,18 +33,17 @@ from saturn_async.storage.layout import (
     Event,
     utcnow,
 )
-from saturn_async.storage.ledger import LedgerWriter, read_ledger
-from saturn_async.storage.local import read_status_code
+from saturn_async.storage.ledger import LedgerReader, LedgerWriter
 from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
 from saturn_async.sweep.state import SweepRecord
 
 POLL = 0.2
 REMOTE_POLL = 2.0
-"""S3 statuses come from the ledger: one GET per segment, so it is read less often."""
+"""S3 outcomes come from the ledger: a listing and a GET per new segment, so less often."""
 BUSY_SHARE = 0.2
-"""Polling may take at most this share of the time: a poll of 100,000 pending tasks
-(one open each) waits longer for the next."""
+"""Polling may take at most this share of the time: a poll that takes long (noting which
+of 100,000 pending tasks started, one access each) waits longer for the next."""
 TERMINATED_STATUS = 143
 """The exit status recorded for a task terminated before it started (128 + SIGTERM)."""
 
@@ -62,100 +62,104 @@ async def follow(
     commands: Mapping[str, str] = MappingProxyType({}),
     finished: Callable[[str], None] | None = None,
     halt: Halt | None = None,
+    show_running: bool = True,
 ) -> FollowOutcome:
     """Until every task has a status, or no batch is left that could give one.
 
     ``receive()`` takes what waits on the sweep's results channel before each poll.
-    ``commands`` (by task location) label the running and failed tasks.
-    ``finished(location)`` is called (in a thread) as each task is seen to have one.
-    ``halt`` counts the failures; once it goes off, the sweep is terminated."""
+    ``commands`` (by task location) label the running and failed tasks; ``show_running``
+    notes (locally) which tasks have started, for a display. ``finished(location)`` is
+    called (in a thread) as each task is seen to have a status. ``halt`` counts the
+    failures; once it goes off, the sweep is terminated."""
     root = record.results_root
-    async with contextlib.AsyncExitStack() as stack:
-        storage = await stack.enter_async_context(storage_for(root)) if is_remote(root) else None
-        return await _follow(record, executor, progress, storage, receive, commands, finished, halt)
-
-
-async def _follow(
-    record: SweepRecord,
-    executor: Executor,
-    progress: SweepProgress,
-    storage: Storage | None,
-    receive: Callable[[], Awaitable[object]] | None,
-    commands: Mapping[str, str],
-    finished: Callable[[str], None] | None,
-    halt: Halt | None,
-) -> FollowOutcome:
-    pending = list(record.tasks)
-    progress.total = len(pending)
-    progress.running_label = "task"
-    root = record.results_root
-    interval = REMOTE_POLL if storage is not None else POLL
-
-    async def poll(pending: list[str]) -> list[str]:
-        if receive is not None:
-            await receive()
-        lookup = read_status_code if storage is None else (await read_ledger(storage, root)).get
-        return await anyio.to_thread.run_sync(
-            partial(_poll, root, pending, progress, commands, finished, lookup, halt)
-        )
-
+    tasks = PendingTasks(record.tasks, progress, commands, finished, halt)
     terminated = False
+    progress.running_label = "task"
+    interval = REMOTE_POLL if is_remote(root) else POLL
+    in_thread = anyio.to_thread.run_sync
+    async with storage_for(root) as storage:
+        ledger = LedgerReader(storage, root, record.created)
+        while True:
+            started = time.monotonic()
+            outstanding = await executor.outstanding()
+            if receive is not None:
+                # After: what the batches that ended sent is on the channel by now.
+                await receive()
+            await in_thread(tasks.settle, outstanding.outcomes)
+            await in_thread(tasks.settle, await ledger.new_outcomes())
+            if not tasks.pending:
+                return FollowOutcome()
+            if halt is not None and halt.halted and not terminated:
+                terminated = True
+                await executor.terminate()
+            if outstanding.batches == 0:
+                # Every batch has ended: what has no status now never will.
+                await in_thread(tasks.settle_from, await status_reader(root))
+                return FollowOutcome(list(tasks.pending), outstanding.errors)
+            if show_running and not is_remote(root):
+                await in_thread(tasks.note_running)
+            busy = time.monotonic() - started
+            await anyio.sleep(max(interval, busy / BUSY_SHARE))
 
-    while True:
-        started = time.monotonic()
-        pending = await poll(pending)
-        busy = time.monotonic() - started
-        if not pending:
-            return FollowOutcome()
-        if halt is not None and halt.halted and not terminated:
-            terminated = True
-            await executor.terminate()
-        outstanding = await executor.outstanding()
-        if outstanding.batches == 0:
-            # Every batch has ended: what has no status now never will.
-            pending = await poll(pending)
-            return FollowOutcome(pending, outstanding.errors)
-        await anyio.sleep(max(interval, busy / BUSY_SHARE))
 
+class PendingTasks:
+    """The tasks without a known outcome yet, and the progress of those with one.
 
-def _poll(
-    root: str,
-    pending: list[str],
-    progress: SweepProgress,
-    commands: Mapping[str, str] = MappingProxyType({}),
-    finished: Callable[[str], None] | None = None,
-    lookup: Callable[[str], int | None] = read_status_code,
-    halt: Halt | None = None,
-) -> list[str]:
-    """Count the tasks that got a status (``lookup``: its status code, None for none);
-    note (locally) those that have started.
-
-    Runs in a thread while the display reads ``progress``: ``running`` is replaced
-    whole, never changed in place.
+    Its methods run in a thread while the display reads ``progress``: ``running`` is
+    replaced whole, never changed in place.
     """
-    local = not is_remote(root)
-    running = dict(progress.running)
-    still = []
-    for location in pending:
-        code = lookup(location)
-        if code is None:
-            still.append(location)
-            if local and location not in running and os.access(f"{location}/{LOG}", os.F_OK):
-                label = commands.get(location, location)
+
+    def __init__(
+        self,
+        locations: list[str],
+        progress: SweepProgress,
+        commands: Mapping[str, str],
+        finished: Callable[[str], None] | None,
+        halt: Halt | None = None,
+    ) -> None:
+        self.pending = dict.fromkeys(locations)
+        """In the sweep's order (a dict as an ordered set)."""
+        self.progress = progress
+        self.commands = commands
+        self.finished = finished
+        self.halt = halt
+        progress.total = len(self.pending)
+
+    def settle(self, outcomes: Mapping[str, int]) -> None:
+        """Count the pending tasks that ``outcomes`` (location -> status code) name."""
+        if not outcomes:
+            return
+        running = dict(self.progress.running)
+        for location, code in outcomes.items():
+            if location in self.pending:
+                del self.pending[location]
+                running.pop(location, None)
+                self._count(location, code)
+        self.progress.running = running
+
+    def settle_from(self, lookup: Callable[[str], int | None]) -> None:
+        """Look every pending task up (its own files, locally) and count those done."""
+        self.settle({t: c for t in self.pending if (c := lookup(t)) is not None})
+
+    def note_running(self) -> None:
+        """Note the pending tasks that have started (their log exists)."""
+        running = dict(self.progress.running)
+        for location in self.pending:
+            if location not in running and os.access(f"{location}/{LOG}", os.F_OK):
+                label = self.commands.get(location, location)
                 running[location] = RunningRun(label, time.monotonic())
-            continue
-        running.pop(location, None)
-        if finished is not None:
-            finished(location)
+        self.progress.running = running
+
+    def _count(self, location: str, code: int) -> None:
+        if self.finished is not None:
+            self.finished(location)
         if code == 0:
-            progress.succeeded += 1
+            self.progress.succeeded += 1
         else:
-            cmd = commands.get(location) or _task_name(location)
-            progress.add_failure(FailedRun(location, cmd, code))
-            if halt is not None:
-                halt.run_ended(location, code)
-    progress.running = running
-    return still
+            cmd = self.commands.get(location) or _task_name(location)
+            self.progress.add_failure(FailedRun(location, cmd, code))
+            if self.halt is not None:
+                self.halt.run_ended(location, code)
 
 
 def _task_name(location: str) -> str:

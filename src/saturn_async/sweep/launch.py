@@ -10,6 +10,7 @@ record again when the executor refuses. The CLI parses, prints and follows.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -112,7 +113,8 @@ async def plan(launch: Launch) -> bool:
     elif not options.dry_run:
         state.check_name_free(record.name, replace=options.replace)
     if options.skip_completed or options.resume:
-        await anyio.to_thread.run_sync(_leave_out_succeeded, launch)
+        lookup = await status_reader(launch.results.root)
+        await anyio.to_thread.run_sync(_leave_out_succeeded, launch, lookup)
         if not launch.sweep.tasks:
             return False
     record.results_via = await _results_channel(launch)
@@ -159,10 +161,9 @@ async def dispatch(launch: Launch) -> None:
         state.save_record(record)
 
 
-def _leave_out_succeeded(launch: Launch) -> None:
+def _leave_out_succeeded(launch: Launch, lookup: Callable[[str], int | None]) -> None:
     """Drop the tasks whose status is success (in a thread: one read per task)."""
     root = launch.results.root
-    lookup = status_reader(root)
     launch.sweep.tasks = [t for t in launch.sweep.tasks if lookup(f"{root}/{t.name}") != 0]
     if not launch.options.resume:
         launch.record.tasks = launch.locations

@@ -60,6 +60,8 @@ class DaskExecutor(Executor):
         self._cluster: Any = None
         self._client: distributed.Client | None = None
         self._batch_futures: list[distributed.Future[Any]] | None = None
+        self._returned: set[object] = set()
+        """The keys of the batches whose outcomes ``outstanding`` has returned."""
 
     @property
     def address(self) -> str | None:
@@ -156,7 +158,8 @@ class DaskExecutor(Executor):
 
     async def outstanding(self) -> Outstanding:
         futures = await self._futures()
-        return await anyio.to_thread.run_sync(_outstanding, futures)
+        client = await self.client()
+        return await anyio.to_thread.run_sync(_outstanding, client, futures, self._returned)
 
     async def terminate(self) -> None:
         client = await self.client()
@@ -190,11 +193,23 @@ class DaskExecutor(Executor):
             self._cluster.close()
 
 
-def _outstanding(futures: list[distributed.Future[Any]]) -> Outstanding:
+def _outstanding(
+    client: distributed.Client, futures: list[distributed.Future[Any]], returned: set[object]
+) -> Outstanding:
+    """What is left, and the outcomes of the batches that ended since (not ``returned``
+    yet: their keys are added). Statuses are taken once: a batch that ends meanwhile
+    counts as left, and its outcomes come with the next call."""
+    statuses = [(future, future.status) for future in futures]
+    ended = [f for f, status in statuses if status == "finished" and f.key not in returned]
+    outcomes: dict[str, int] = {}
+    for summary in client.gather(ended) if ended else []:
+        outcomes.update(summary.outcomes)
+    returned.update(f.key for f in ended)
     errors = []
-    for future in futures:
-        if future.status == "error":
+    for future, status in statuses:
+        if status == "error":
             errors.append(f"batch {future.key}: {future.exception()!r}")
-        elif future.status == "cancelled":
+        elif status == "cancelled":
             errors.append(f"batch {future.key}: cancelled")
-    return Outstanding(sum(f.status == "pending" for f in futures), errors)
+    pending = sum(status == "pending" for _, status in statuses)
+    return Outstanding(pending, errors, outcomes)

@@ -80,24 +80,29 @@ class SweepActor:
         taken, self.messages = self.messages, []
         return taken
 
-    def outstanding(self) -> tuple[int, list[str]]:
-        """Batches not finished, and one line for each that raised or was cancelled."""
+    def outstanding(self) -> tuple[int, list[str], dict[str, int]]:
+        """Batches not finished, one line for each that raised or was cancelled, and the
+        outcomes the batches that ended since the last call returned."""
         if not self.refs:
-            return 0, []
+            return 0, [], {}
         ready, not_ready = ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
         done = {id(ref) for ref in ready}
+        outcomes: dict[str, int] = {}
         for index, ref in enumerate(self.refs):
             if id(ref) in done and index not in self.errors:
-                self.errors[index] = _failure_of(ref)
-        return len(not_ready), [f"batch {i}: {e}" for i, e in sorted(self.errors.items()) if e]
+                self.errors[index], returned = _result_of(ref)
+                outcomes.update(returned)
+        errors = [f"batch {i}: {e}" for i, e in sorted(self.errors.items()) if e]
+        return len(not_ready), errors, outcomes
 
 
-def _failure_of(ref: Any) -> str:
-    """'' when the batch task returned, else why it did not."""
+def _result_of(ref: Any) -> tuple[str, dict[str, int]]:
+    """('', the outcomes it returned) when the batch task returned, else (why it did
+    not, {})."""
     try:
-        ray.get(ref, timeout=0)
+        summary: WorkerSummary = ray.get(ref, timeout=0)
     except ray.exceptions.TaskCancelledError:
-        return "cancelled"
+        return "cancelled", {}
     except ray.exceptions.RayError as exc:
-        return repr(exc).splitlines()[0]
-    return ""
+        return repr(exc).splitlines()[0], {}
+    return "", summary.outcomes

@@ -186,8 +186,9 @@ class RayExecutor(Executor):
         actor = await self.actor()
         if actor is None:
             return Outstanding(0, [self._gone()])
-        batches, errors = await anyio.to_thread.run_sync(ray.get, actor.outstanding.remote())
-        return Outstanding(batches, errors)
+        found = await anyio.to_thread.run_sync(ray.get, actor.outstanding.remote())
+        batches, errors, outcomes = found
+        return Outstanding(batches, errors, outcomes)
 
     def _gone(self) -> str:
         if self.config.address is None:
