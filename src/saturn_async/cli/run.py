@@ -28,7 +28,7 @@ from saturn_async.storage.layout import utcnow
 from saturn_async.supervisor.process import start_ticks
 from saturn_async.sweep import state
 from saturn_async.sweep.follow import prepare_root
-from saturn_async.sweep.plan import plan_batches
+from saturn_async.sweep.plan import plan_batches, plan_sweep
 from saturn_async.sweep.results import ResultsBackend, results_backend
 
 
@@ -139,20 +139,20 @@ def run(
             if not sweep.tasks:
                 print("every task has succeeded before; nothing to run")
                 return
-        queue = _results_queue(results, executor, record)
-        batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
         job = WorkerJob(
             sweep=sweep_name,
             submitted=record.created,
             grace=grace,
             log_chunk_seconds=log_chunk_minutes * 60,
             client_cwd=os.getcwd() if executor.starts_in_client_cwd else None,
-            **queue,
+            **_results_queue(results, executor, record),
             **executor.worker_job(),
         )
-        if dry_run:
-            sys.stdout.write(executor.describe(job, batches))
+        if dry_run:  # every batch checked first, then each made as it is written
+            plan = plan_sweep(sweep, results.root, slots, executor.slot_groups(slots), source)
+            sys.stdout.writelines(executor.describe(job, plan))
             return
+        batches = plan_batches(sweep, results.root, slots, executor.slot_groups(slots), source)
         record.batches = len(batches)
         record.handle["grace"] = grace
         task_logger = open_task_logger(joblog, results.root, record.tasks)

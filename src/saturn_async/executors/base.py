@@ -10,6 +10,7 @@ process, maybe days later) and call :meth:`Executor.outstanding` and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
@@ -62,10 +63,11 @@ class Executor(ABC):
         """Refuse, before anything is recorded, a sweep this executor cannot run."""
         return None
 
-    def describe(self, job: WorkerJob, batches: list[Batch]) -> str:
-        """What ``dispatch`` would send, for ``saturn run --dry-run``: the batch files,
-        one JSON line each (KubernetesExecutor: its manifests)."""
-        return "".join(msgspec.json.encode(b).decode() + "\n" for b in batches)
+    def describe(self, job: WorkerJob, batches: Iterable[Batch]) -> Iterator[str]:
+        """What ``dispatch`` would send, for ``saturn run --dry-run``, in pieces to write
+        one after another: the batch files, one JSON line each, each made as it is
+        written (KubernetesExecutor: its manifests)."""
+        return (msgspec.json.encode(b).decode() + "\n" for b in batches)
 
     def slot_groups(self, nprocs: int) -> int:
         """How many batches can run at once (sizes ``batch_size: auto``)."""
