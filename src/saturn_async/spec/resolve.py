@@ -143,15 +143,17 @@ def _resolve_each(runs: list[Run], base: str, source: str) -> None:
             )
         run.remote_output_path = path
     for path in chosen:
-        parent = os.path.dirname(path)
-        while len(parent) > len(base):
+        parent, up = path, os.path.dirname(path)
+        # Below the root '/', a path may start '//' (POSIX keeps two): dirname('//') is '//'.
+        while len(up) > len(base) and up != parent:
+            parent = up
             if parent in owner:
                 raise InputError(
                     f"{path!r} lies inside the output path of $.runs[{owner[parent]}]",
                     source=source,
                     field=f"$.runs[{owner[path]}].remote_output_path",
                 )
-            parent = os.path.dirname(parent)
+            up = os.path.dirname(parent)
 
 
 def _chosen_path(value: str, base: str, source: str, index: int) -> str:
