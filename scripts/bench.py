@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -18,8 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import bench_progress
@@ -117,41 +120,77 @@ def throughput(root: Path, runs: int, repeats: int) -> None:
     )
 
 
-def split_speed(root: Path, json_runs: int, yaml_runs: int) -> None:
+def write_json_list(path: Path, head: dict[str, Any], key: str, items: Iterator[Any]) -> None:
+    """``head`` with ``key`` set to the list of ``items``, written 10,000 at a time: this
+    process never holds the file. A child's peak RSS (``ru_maxrss``) starts at this
+    process's own peak on Linux (fork copies it), so that has to stay small."""
+    with path.open("w") as file:
+        file.write(json.dumps(head)[:-1] + f', "{key}": [')
+        for start in itertools.count(0, 10_000):
+            chunk = list(itertools.islice(items, 10_000))
+            if not chunk:
+                break
+            file.write(("," if start else "") + json.dumps(chunk)[1:-1])
+        file.write("]}")
+
+
+DECODE = (
+    "import sys, msgspec; from saturn_async.spec import Batch; "
+    "from saturn_async.spec.sweep import Sweep; "
+    "msgspec.json.decode(open(sys.argv[1], 'rb').read(), type={'job': Batch, 'sweep': Sweep}"
+    "[sys.argv[2]])"
+)
+"""msgspec's decode of a job or sweep file alone, in a process of its own: the floor."""
+
+
+def planning_rows(
+    what: str, command: list[str], decode: list[str], limits: tuple[float, float], args: Any
+) -> None:
+    """Rows for ``command``: the median wall time and the peak RSS of ``args.repeats``
+    rounds against absolute ``limits`` (seconds, MB), and beside them, in the same
+    rounds, msgspec's decode of the same file and (``--old-src``) the old tree's run."""
+    rounds: dict[str, list[tuple[float, int]]] = {"new": [], "decode": [], "old": []}
+    old_env = {**os.environ, "PYTHONPATH": args.old_src or ""}
+    for round_ in range(args.repeats):
+        sides = ["new", "old"] if round_ % 2 == 0 else ["old", "new"]
+        for side in sides if args.old_src else ["new"]:
+            rounds[side].append(timed(command, env=old_env if side == "old" else None))
+        rounds["decode"].append(timed(decode))
+    seconds, megabytes = limits
+    wall, low, peak = _summary(rounds["new"])
+    ROWS.append((what, f"{wall:.2f} s (min {low:.2f}; {args.repeats} rounds)",
+                 f"{wall / seconds:.2f} of {seconds:g} s", "<= 1"))  # fmt: skip
+    ROWS.append(("  its peak RSS (largest of the rounds)", f"{peak:.0f} MB",
+                 f"{peak / megabytes:.2f} of {megabytes:g} MB", "<= 1"))  # fmt: skip
+    for side, name in (("decode", "msgspec's decode of the file alone"), ("old", "--old-src")):
+        if rounds[side]:
+            base, base_low, base_peak = _summary(rounds[side])
+            ROWS.append((f"  {name}", f"{base:.2f} s (min {base_low:.2f}), {base_peak:.0f} MB",
+                         f"{wall / base:.2f}x its time", ""))  # fmt: skip
+
+
+def _summary(rounds: list[tuple[float, int]]) -> tuple[float, float, float]:
+    """Median and least wall seconds, and the largest peak RSS in MB."""
+    walls = [wall for wall, _ in rounds]
+    return statistics.median(walls), min(walls), max(rss for _, rss in rounds) / 1024
+
+
+def split_speed(root: Path, args: Any) -> None:
+    json_runs, yaml_runs = args.split_runs, args.yaml_runs
     recipe = root / "recipe.yaml"
     recipe.write_text("spec:\n  command: x\n")
     job = root / "big.json"
-    job.write_text(
-        json.dumps(
-            {
-                "nprocs": 4,
-                "remote_output_path": str(root / "o"),
-                "runs": [
-                    {"cmd": f"python train.py --lr {i} --seed {i % 17} --shard s3://b/{i:07d}"}
-                    for i in range(json_runs)
-                ],
-            }
-        )
+    head = {"nprocs": 4, "remote_output_path": str(root / "o")}
+    cmds = (
+        f"python train.py --lr {i} --seed {i % 17} --shard s3://b/{i:07d}" for i in range(json_runs)
     )
-    wall, rss = timed(
-        [
-            *SATURN,
-            "split",
-            str(recipe),
-            str(job),
-            str(root / "c1"),
-            "--batch-size",
-            str(max(1, json_runs // 1000)),
-        ]
-    )
-    ROWS.append(
-        (
-            f"split {json_runs:,}-run JSON into 1,000 files",
-            f"{wall:.2f} s, {rss / 1024:.0f} MB",
-            f"{wall / 3:.2f} of 3 s, {rss / 1024 / 1024:.2f} of 1 GB",
-            "<= 1",
-        )
-    )
+    write_json_list(job, head, "runs", ({"cmd": cmd} for cmd in cmds))
+    size = str(max(1, json_runs // 1000))
+    split = [*SATURN, "split", str(recipe), str(job), str(root / "c1"), "--batch-size", size]
+    decode = [sys.executable, "-c", DECODE, str(job), "job"]
+    planning_rows(f"split {json_runs:,}-run JSON into 1,000 files", split, decode, (2, 500), args)
+    job.unlink()
+    shutil.rmtree(root / "c1")
     lines = ["nprocs: 4", f"remote_output_path: {root / 'o'}", "runs:"]
     lines += [f"- cmd: python train.py --lr {i} --seed {i % 17}" for i in range(yaml_runs)]
     yjob = root / "big.yaml"
@@ -176,6 +215,28 @@ def split_speed(root: Path, json_runs: int, yaml_runs: int) -> None:
             "",
         )
     )
+
+
+def dry_run_speed(root: Path, args: Any) -> None:
+    """Planning a sweep of ``--split-runs`` tasks: ``saturn run --dry-run > /dev/null``."""
+    size = str(max(1, args.split_runs // 1000))
+    sweep = root / "big-sweep.json"
+    head = {
+        "name": "plan",
+        "executor": {"class_spec": "LocalExecutor"},
+        "results": {"class_spec": "LocalDir", "directory": str(root / "r")},
+        "batch_size": int(size),
+    }
+    tasks = (
+        {"name": f"t{i:07d}", "command": f"python train.py --lr {i}"}
+        for i in range(args.split_runs)
+    )
+    write_json_list(sweep, head, "tasks", tasks)
+    dry_run = [*SATURN, "run", str(sweep), "--dry-run"]  # stdout: /dev/null
+    decode = [sys.executable, "-c", DECODE, str(sweep), "sweep"]
+    what = f"run --dry-run of a {args.split_runs:,}-task JSON sweep (LocalExecutor, {size} a batch)"
+    planning_rows(what, dry_run, decode, (3, 400), args)
+    sweep.unlink()
 
 
 def rss_kib() -> int:
@@ -709,6 +770,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="medians over this many rounds")
     parser.add_argument("--split-runs", type=int, default=1_000_000)
     parser.add_argument("--yaml-runs", type=int, default=100_000)
+    parser.add_argument(
+        "--old-src", help="another tree's src/ (git archive REV src): split rows run it too"
+    )
     parser.add_argument("--memory-runs", type=int, default=100_000)
     parser.add_argument("--report-runs", type=int, default=100_000, help="runs in the report")
     parser.add_argument("--status-tasks", type=int, default=1_000_000, help="status --name")
@@ -729,7 +793,8 @@ def main() -> None:
         if "throughput" in sections:
             throughput(root, args.runs, args.repeats)
         if "split" in sections:
-            split_speed(root, args.split_runs, args.yaml_runs)
+            dry_run_speed(root, args)  # first: split's YAML rows load YAML in this process
+            split_speed(root, args)
         if "memory" in sections:
             memory_flatness(root, args.memory_runs)
         if "s3" in sections:

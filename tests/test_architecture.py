@@ -17,9 +17,6 @@ LOOP_OWNERS = (
     f"{PACKAGE}.cli",
     f"{PACKAGE}.executors.worker",  # run_batches: what a pool or remote engine calls
     f"{PACKAGE}.supervisor.watchdog_process",  # the watchdog's own process
-    # Temporary: the progress slice moves status.py's two loops into cli/ callers; the
-    # lead removes this entry at merge.
-    f"{PACKAGE}.status",
 )
 
 

@@ -219,25 +219,26 @@ def _select(
 
 
 def _write_batches(job: Batch, runs: list[Run], out: Path, size: int, indent: int | None) -> None:
+    """Write each batch file as it is cut: its runs without an earlier status, each with
+    its ``local_results_dir`` (results of a local run go straight into place; a remote
+    run's are staged in /tmp)."""
+    assert job.remote_output_path is not None
+    remote = is_remote(job.remote_output_path)  # its runs lie inside it: remote too
     encoder = msgspec.json.Encoder()
     for index, start in enumerate(range(0, len(runs), size)):
         chunk = runs[start : start + size]
         for run in chunk:
             run.status_code = run.status = None
             if run.local_results_dir is None:
-                run.local_results_dir = _local_results_dir(run.remote_output_path)
+                run.local_results_dir = (
+                    f"{tempfile.gettempdir()}/{uuid.uuid4().hex}/"
+                    if remote
+                    else f"{run.remote_output_path}/{RESULTS}"
+                )
         data = encoder.encode(msgspec.structs.replace(job, runs=chunk))
         if indent is not None:
             data = msgspec.json.format(data, indent=indent) + b"\n"
         write_atomically(str(out / f"{index}.json"), data, BATCH_MODE)
-
-
-def _local_results_dir(location: str | None) -> str:
-    """Results of a local run go straight into place; a remote run's are staged in /tmp."""
-    assert location is not None
-    if is_remote(location):
-        return f"{tempfile.gettempdir()}/{uuid.uuid4().hex}/"
-    return f"{location}/{RESULTS}"
 
 
 def _pack(sync: Sync, tarball: Path) -> None:

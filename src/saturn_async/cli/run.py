@@ -140,7 +140,7 @@ async def _run(
                 print("every task has succeeded before; nothing to run")
                 return None
             if options.dry_run:
-                sys.stdout.write(launch.describe(launching))
+                sys.stdout.writelines(launch.describe(launching))
                 return None
             task_logger = open_task_logger(joblog, launching.results.root, record.tasks)
             await launch.dispatch(launching)

@@ -14,6 +14,7 @@ loop. What a worker is sent is in :mod:`saturn_async.executors.jobs`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Protocol, Self
 
@@ -74,10 +75,12 @@ class Executor(ABC):
         """Refuse, before anything is recorded, a sweep this executor cannot run."""
         return None
 
-    def describe(self, job: WorkerJob, batches: list[Batch]) -> str:
+    def describe(self, job: WorkerJob, batches: Iterable[Batch]) -> Iterator[str]:
         """What :meth:`run` would send, for ``saturn run --dry-run``: the batch files,
-        one JSON line each (KubernetesExecutor: its manifests)."""
-        return "".join(msgspec.json.encode(b).decode() + "\n" for b in batches)
+        one JSON line each, made as they are written (KubernetesExecutor: its manifests;
+        SlurmExecutor: its sbatch script)."""
+        for batch in batches:
+            yield msgspec.json.encode(batch).decode() + "\n"
 
     async def slot_groups(self, nprocs: int) -> int:
         """How many batches can run at once (sizes ``batch_size: auto``)."""

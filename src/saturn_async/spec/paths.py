@@ -121,6 +121,47 @@ def is_remote(location: str) -> bool:
     return location.startswith("s3://")
 
 
+def plainly_inside(base: str, paths: list[str]) -> bool:
+    """True when every one of ``paths`` is ``base/PART``, PART a relative path without an
+    empty, ``.`` or ``..`` component, a NUL or ``RESERVED`` first, and short enough
+    (``check_length``): then each is what ``normalize_location`` makes of it, and lies
+    strictly inside normalized ``base``, outside saturn's records.
+
+    A few scans in C of the paths joined by NULs, for a batch at once. False says only
+    that the path-by-path checks must decide (and name the first run that fails).
+    """
+    if not paths:
+        return True
+    prefix = base if base.endswith("/") else base + "/"
+    joined = "\0" + "\0".join(paths) + "\0"
+    count = len(paths)
+    if joined.count("\0") != count + 1 or joined.count("\0" + prefix) != count:
+        return False  # a NUL in a path, or a path that does not start with the prefix
+    # ``base`` is normalized: a '//' beyond its own (s3://) is an empty component, a
+    # '/' after the prefix or one at the end an empty PART or component.
+    if joined.count("//") != count * prefix.count("//") or "/\0" in joined:
+        return False
+    if "\0" + prefix + "/" in joined or ("/." in joined and _dotted(joined, prefix)):
+        return False
+    longest = max(map(len, paths))
+    if longest - len(prefix) <= NAME_MAX // 4 and longest <= (S3_KEY_MAX - OWN_NAMES_MARGIN) // 4:
+        return True  # no name over NAME_MAX, no path or key too long
+    try:
+        for path in paths:
+            check_length(path, "", "")
+    except InputError:
+        return False
+    return True
+
+
+def _dotted(joined: str, prefix: str) -> bool:
+    """Whether a path of ``joined`` (each starting with ``prefix``) has a ``.`` or ``..``
+    component, or ``RESERVED`` right after the prefix."""
+    return any(f"/{name}{end}" in joined for name in (".", "..") for end in ("/", "\0")) or any(
+        f"\0{prefix}{RESERVED}{end}" in joined for end in ("/", "\0")
+    )
+
+
 def is_strictly_inside(base: str, path: str) -> bool:
     """True when normalized ``path`` lies below normalized ``base`` (and is not ``base``)."""
     prefix = base if base.endswith("/") else base + "/"

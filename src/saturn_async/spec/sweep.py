@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 
@@ -33,11 +33,12 @@ from saturn_async.spec.models import (
 )
 from saturn_async.spec.paths import NAME_MAX, RESERVED
 
+_SPECIAL = frozenset(("", ".", "..", RESERVED))
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 """Sweep names: they name a directory in the state store and Dask keys."""
 
 
-class Task(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+class Task(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """One run of a sweep: its output directory is ``<results>/<name>``."""
 
     name: str | None = None
@@ -49,7 +50,7 @@ class Task(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaul
     gpus_per_run: Count | None = None
 
 
-class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+class Sweep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     name: str | None = None
     tasks: Annotated[list[Task], msgspec.Meta(min_length=1)]
     executor: dict[str, Any] | None = None
@@ -83,29 +84,53 @@ def load_sweep(path: str | Path, max_input_size: int | None = None) -> Sweep:
         check_sweep_name(sweep.name, source=source, field="$.name")
     if sweep.halt is not None:
         parse_halt(sweep.halt, source=source, field="$.halt")
+    names = [task.name for task in sweep.tasks]
+    if None in names:
+        for index, task in enumerate(sweep.tasks):
+            if task.name is None:
+                task.name = names[index] = str(index)
+    given = cast(list[str], names)  # each task has a name now
+    if not _plain_names(given):
+        _check_names(given, source)
+    return sweep
+
+
+def _plain_names(names: list[str]) -> bool:
+    """True when no task's name can fail :func:`_check_names`, checked for them all at
+    once: none twice, none '', '.', '..' or RESERVED, no '/' or NUL, none over NAME_MAX."""
+    joined = "\0".join(names)
+    return (
+        "/" not in joined
+        and joined.count("\0") == len(names) - 1
+        and len(set(names)) == len(names)
+        and _SPECIAL.isdisjoint(names)
+        and max(map(len, names)) <= NAME_MAX // 4
+    )
+
+
+def _check_names(names: list[str], source: str) -> None:
+    """Raise InputError for the first task whose name cannot name its directory, or
+    names another's."""
     seen: dict[str, int] = {}
-    for index, task in enumerate(sweep.tasks):
+    for index, name in enumerate(names):
         field = f"$.tasks[{index}].name"
-        if task.name is None:
-            task.name = str(index)
-        elif (
-            "/" in task.name
-            or "\0" in task.name
-            or task.name in ("", ".", "..", RESERVED)
-            or (len(task.name) > NAME_MAX // 4 and len(task.name.encode()) > NAME_MAX)
+        if (
+            "/" in name
+            or "\0" in name
+            or name in _SPECIAL
+            or (len(name) > NAME_MAX // 4 and len(name.encode()) > NAME_MAX)
         ):
             raise InputError(
-                f"{task.name!r} cannot name a directory (no '/', NUL, '.', '..' or "
+                f"{name!r} cannot name a directory (no '/', NUL, '.', '..' or "
                 f"{RESERVED!r}; at most {NAME_MAX} bytes)",
                 source=source,
                 field=field,
             )
-        first = seen.setdefault(task.name, index)
+        first = seen.setdefault(name, index)
         if first != index:
             raise InputError(
-                f"{task.name!r} is also the name of $.tasks[{first}]", source=source, field=field
+                f"{name!r} is also the name of $.tasks[{first}]", source=source, field=field
             )
-    return sweep
 
 
 def check_sweep_name(name: str, *, source: str, field: str) -> str:

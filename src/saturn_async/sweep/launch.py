@@ -10,7 +10,7 @@ record again when the executor refuses. The CLI parses, prints and follows.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,7 +28,7 @@ from saturn_async.storage.layout import utcnow
 from saturn_async.supervisor.process import start_ticks
 from saturn_async.sweep import state
 from saturn_async.sweep.follow import prepare_root
-from saturn_async.sweep.plan import plan_batches
+from saturn_async.sweep.plan import SweepPlan, plan_batches, plan_sweep
 from saturn_async.sweep.results import ResultsBackend, results_backend
 
 
@@ -61,6 +61,8 @@ class Launch:
     executor: Executor
     job: WorkerJob | None = None
     batches: list[Batch] = field(default_factory=list)
+    dry_plan: SweepPlan | None = None
+    """``--dry-run``'s batches: every one checked, none held (each made as written)."""
     dispatched: bool = False
 
     @property
@@ -120,7 +122,14 @@ async def plan(launch: Launch) -> bool:
     record.results_via = await _results_channel(launch)
     slots = options.nprocs or launch.sweep.nprocs or os.cpu_count() or 1
     groups = await executor.slot_groups(slots)
-    launch.batches = plan_batches(launch.sweep, launch.results.root, slots, groups, record.source)
+    if options.dry_run:
+        launch.dry_plan = plan_sweep(
+            launch.sweep, launch.results.root, slots, groups, record.source
+        )
+    else:
+        launch.batches = plan_batches(
+            launch.sweep, launch.results.root, slots, groups, record.source
+        )
     launch.job = WorkerJob(
         sweep=record.name,
         submitted=record.created,
@@ -134,10 +143,10 @@ async def plan(launch: Launch) -> bool:
     return True
 
 
-def describe(launch: Launch) -> str:
-    """What :func:`dispatch` would send (``--dry-run``)."""
-    assert launch.job is not None, "plan first"
-    return launch.executor.describe(launch.job, launch.batches)
+def describe(launch: Launch) -> Iterator[str]:
+    """What :func:`dispatch` would send (``--dry-run``), piece by piece."""
+    assert launch.job is not None and launch.dry_plan is not None, "plan a dry run first"
+    return launch.executor.describe(launch.job, launch.dry_plan)
 
 
 async def dispatch(launch: Launch) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 
 from saturn_async.exceptions import InputError
 from saturn_async.spec.models import Batch, Run
@@ -37,11 +38,39 @@ def batch_sizes(tasks: int, batch_size: int | str, groups: int) -> list[int]:
 
 
 def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str) -> list[Batch]:
-    """The sweep's batches in the sweep layout, each task writing to ``root/<name>``."""
-    gpus = sweep_gpus(sweep, source)
-    batches = []
-    start = 0
-    for size in batch_sizes(len(sweep.tasks), sweep.batch_size, groups):
+    """The sweep's batches in the sweep layout, each task writing to ``root/<name>``,
+    all held (what ``dispatch`` takes)."""
+    return list(SweepPlan(sweep, root, nprocs, groups, source))
+
+
+def plan_sweep(sweep: Sweep, root: str, nprocs: int, groups: int, source: str) -> SweepPlan:
+    """The batches of :func:`plan_batches`, every one checked now, none held: each is
+    built again as it is iterated (``saturn run --dry-run`` streams them out)."""
+    plan = SweepPlan(sweep, root, nprocs, groups, source)
+    for _ in plan:
+        pass  # building a batch checks it (InputError)
+    return plan
+
+
+class SweepPlan:
+    """A sweep cut into batches, built one at a time as it is iterated (re-iterable)."""
+
+    def __init__(self, sweep: Sweep, root: str, nprocs: int, groups: int, source: str) -> None:
+        self.sweep, self.root, self.nprocs, self.source = sweep, root, nprocs, source
+        self.sizes = batch_sizes(len(sweep.tasks), sweep.batch_size, groups)
+        self.gpus = sweep_gpus(sweep, source)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __iter__(self) -> Iterator[Batch]:
+        start = 0
+        for size in self.sizes:
+            yield self._batch(start, size)
+            start += size
+
+    def _batch(self, start: int, size: int) -> Batch:
+        sweep, root = self.sweep, self.root
         runs = [
             Run(
                 cmd=task.command,
@@ -55,7 +84,7 @@ def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str)
             for task in sweep.tasks[start : start + size]
         ]
         batch = Batch(
-            nprocs=min(nprocs, size),
+            nprocs=min(self.nprocs, size),
             remote_output_path=root,
             runs=runs,
             timeout=sweep.timeout,
@@ -68,15 +97,13 @@ def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str)
             memory=sweep.memory,
             layout="sweep",
             working_dir=sweep.working_dir,
-            gpus=gpus,
+            gpus=self.gpus,
             gpus_per_run=sweep.gpus_per_run,
         )
         try:
-            batches.append(resolve_batch(batch, source))
+            return resolve_batch(batch, self.source)
         except InputError as exc:
             raise _in_sweep_terms(exc, start) from exc
-        start += size
-    return batches
 
 
 def _in_sweep_terms(exc: InputError, start: int) -> InputError:

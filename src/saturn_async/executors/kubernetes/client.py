@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -113,12 +113,13 @@ class KubernetesExecutor(Executor):
         )
         return [*secrets(self.config, self.job_name, None if url else files), the_job]
 
-    def describe(self, job_: WorkerJob, batches: list[Batch]) -> str:
-        files = encoded_batches(batches)
+    def describe(self, job_: WorkerJob, batches: Iterable[Batch]) -> Iterator[str]:
+        held = list(batches)
+        files = encoded_batches(held)
         url = self._batches_url(files)
-        objects = self.manifests(job_, batches, files, url)
+        objects = self.manifests(job_, held, files, url)
         note = f"# batch files go to {url}/ (not uploaded by --dry-run)\n" if url else ""
-        return note + yaml.safe_dump_all(objects, sort_keys=False)
+        yield note + yaml.safe_dump_all(objects, sort_keys=False)
 
     async def run(self, job_: WorkerJob, batches: list[Batch]) -> None:
         files = encoded_batches(batches)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from saturn_async.exceptions import ExecutorError, InputError
@@ -93,8 +94,8 @@ class SlurmExecutor(Executor):
         cpus = await partition_cpus(self.config.partition, source=source)
         return max(1, cpus // nprocs)
 
-    def describe(self, job: WorkerJob, batches: list[Batch]) -> str:
-        return sweep_script(self.config, self.record, batches, _options(job))
+    def describe(self, job: WorkerJob, batches: Iterable[Batch]) -> Iterator[str]:
+        yield sweep_script(self.config, self.record, list(batches), _options(job))
 
     async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
         job_id = await submit_sweep(self.config, self.record, batches, _options(job))
