@@ -81,6 +81,10 @@ async def follow(
         ledger = LedgerReader(storage, root, record.created)
         while True:
             started = time.monotonic()
+            # What the summaries say first: a sweep they show finished needs no engine.
+            await in_thread(tasks.settle, await ledger.new_outcomes())
+            if not tasks.pending:
+                return FollowOutcome()
             outstanding = await executor.outstanding()
             if receive is not None:
                 # After: what the batches that ended sent is on the channel by now.

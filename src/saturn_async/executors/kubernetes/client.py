@@ -102,7 +102,11 @@ class KubernetesExecutor(Executor):
     ) -> list[dict[str, Any]]:
         """The objects ``dispatch`` creates, in order, for the batch ``files`` and their
         S3 prefix ``url`` (None: they go in a Secret)."""
-        command = PodCommand(grace=job_.grace, log_chunk_minutes=job_.log_chunk_seconds / 60)
+        command = PodCommand(
+            grace=job_.grace,
+            log_chunk_minutes=job_.log_chunk_seconds / 60,
+            submitted=job_.submitted,
+        )
         the_job = job(
             self.config,
             sweep=self.record.name,

@@ -67,6 +67,9 @@ class PodCommand(msgspec.Struct, kw_only=True, frozen=True):
 
     grace: float
     log_chunk_minutes: float
+    submitted: str | None = None
+    """The sweep's submission time: the runs' ``submitted`` event and the stamp of the
+    outcome summaries the client reads (docs/storage.md)."""
 
 
 def job_name(sweep: str, created: str) -> str:
@@ -213,6 +216,8 @@ def _script(command: PodCommand, source: str) -> str:
         # A directory saturn creates 0700 inside the emptyDir (which is 0777).
         f"--staging-dir={STAGING_MOUNT}/runs",
     ]
+    if command.submitted is not None:
+        options.append(f"--submitted={command.submitted}")
     # exec: the kubelet's SIGTERM must reach saturn batch, not a shell.
     return f"exec saturn batch {' '.join(options)} {batch}"
 
