@@ -17,13 +17,14 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from sweeps import freeze_then_kill
 
 _PREFIX = "198.18"
 _BRIDGE_HOST = 254
@@ -107,19 +108,11 @@ class Host:
     def kill_everything(self) -> list[int]:
         """SIGKILL every process of this host, as when the machine is lost: all are
         stopped first (until no new one appears), so none reacts to another's death."""
-        stopped: set[int] = set()
-        while fresh := [pid for pid in self.pids() if pid not in stopped]:
-            for pid in fresh:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-                stopped.add(pid)
-        for pid in stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stopped = freeze_then_kill(self.pids)
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-        return sorted(stopped)
+        return stopped
 
     def link(self, up: bool) -> None:
         """Cut (``up=False``) or restore this host's link: its packets are dropped

@@ -102,16 +102,22 @@ def _children() -> dict[int, list[int]]:
 
 
 def kill_tree(pid: int) -> list[int]:
-    """SIGKILL ``pid`` and every process below it, as a machine crash would: all are
+    """SIGKILL ``pid`` and every process below it, as a machine crash would."""
+
+    def tree() -> list[int]:
+        members, children = [pid], _children()
+        for parent in members:
+            members.extend(children.get(parent, []))
+        return members
+
+    return freeze_then_kill(tree)
+
+
+def freeze_then_kill(members: Callable[[], list[int]]) -> list[int]:
+    """SIGKILL every process ``members()`` finds, as a machine crash would: all are
     stopped first (until no new one appears), so none reacts to another's death."""
     stopped: set[int] = set()
-    while True:
-        tree, children = [pid], _children()
-        for parent in tree:
-            tree.extend(children.get(parent, []))
-        fresh = [p for p in tree if p not in stopped]
-        if not fresh:
-            break
+    while fresh := [p for p in members() if p not in stopped]:
         for member in fresh:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGSTOP)
