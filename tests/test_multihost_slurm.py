@@ -1,13 +1,13 @@
-"""A Slurm sweep across three hosts (network namespaces, tests/hosts.py), host C lost.
+"""A Slurm sweep across three hosts (network namespaces, tests/hosts.py) with one fault.
 
 munged in the root namespace (its socket is a path, which every namespace reaches),
 slurmctld, ``saturn run`` and S3 (moto) on host A; slurmd on hosts B and C as nodes
 ``hostb`` and ``hostc`` (``NodeAddr`` their addresses, so no name needs to resolve), 2
-CPUs each; results on S3. The test waits until runs are going on host C, SIGKILLs every
-process there, and checks multihost.assert_sweep_outcome: Slurm ends C's array task
-NODE_FAIL after ``SlurmdTimeout``, requeues it (``--requeue``) onto B, and there it
-skips the runs with a status. The times to detect and to finish are printed
-(docs/executors.md, "Many hosts").
+CPUs each; results and batch files on S3, ``--requeue``. Each test waits until runs
+are going on host C, then injects one of multihost.FAULTS and checks
+multihost.assert_sweep_outcome. Host C lost: Slurm ends C's array task NODE_FAIL after
+``SlurmdTimeout``, requeues it onto B, and there it skips the runs with a status. The
+times to detect and to finish are printed (docs/executors.md, "Many hosts").
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from multihost import Hosts, aws_env, finish, inject, start_sweep, three_hosts
+from multihost import FAULTS, Hosts, aws_env, finish, inject, start_sweep, three_hosts
 from slurm import SlurmCluster, missing_prerequisite, node_line
 
 SLURMD_TIMEOUT = 10
@@ -71,7 +71,8 @@ def logged_at(cluster: SlurmCluster, text: str, after: float = 0) -> float | Non
 
 
 @pytest.mark.timeout(600)
-def test_host_lost_mid_sweep(slurm_hosts):
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault_mid_sweep(slurm_hosts, fault):
     hosts, cluster = slurm_hosts
     executor = {
         "class_spec": "SlurmExecutor",
@@ -79,17 +80,22 @@ def test_host_lost_mid_sweep(slurm_hosts):
         "sbatch_args": ["--requeue"],
     }
     run = start_sweep(hosts, executor)
-    inject(hosts, "host_lost")
+    inject(hosts, fault)
     report = finish(hosts, run)
-    # Slurm set C DOWN, requeued its array task, and B ran it (skipping what had a status).
-    assert cluster.node_state("hostc").startswith("down"), cluster.node_state("hostc")
     requeued = logged_at(cluster, "due to failure of node hostc")
-    assert requeued is not None, "slurmctld requeued no array task of hostc"
-    log = (cluster.directory / "slurmctld.log").read_text(errors="replace")
-    task = log.split(" due to failure of node hostc")[0].rsplit("requeue job ", 1)[1]
-    again = logged_at(cluster, f"Allocate {task} NodeList=hostb", after=requeued)
-    assert again is not None, "no array task started on hostb after the requeue"
-    hosts.figures["hostc DOWN, its array task requeued"] = round(requeued - hosts.fault_wall, 1)
-    hosts.figures["requeued on hostb"] = round(again - hosts.fault_wall, 1)
+    if fault == "host_lost":
+        # Slurm set C DOWN and requeued its array task (a partition of 30 s may end
+        # before slurmctld gives up on C, or just after).
+        assert cluster.node_state("hostc").startswith("down"), cluster.node_state("hostc")
+        assert requeued is not None, "slurmctld requeued no array task of hostc"
+    if requeued is not None:
+        # The requeued array task ran again (on B, or on C once back), skipping the runs
+        # with a status.
+        log = (cluster.directory / "slurmctld.log").read_text(errors="replace")
+        task = log.split(" due to failure of node hostc")[0].rsplit("requeue job ", 1)[1]
+        again = logged_at(cluster, f"Allocate {task} NodeList=", after=requeued)
+        assert again is not None, f"{task}, requeued, never started again"
+        hosts.figures["hostc DOWN, its array task requeued"] = round(requeued - hosts.fault_wall, 1)
+        hosts.figures["requeued task started"] = round(again - hosts.fault_wall, 1)
     wait_for(lambda: not cluster.queue(), timeout=60, what="an empty squeue")
-    print(f"\nhost_lost: {hosts.figures}; lost: {report['lost']}; ran twice: {hosts.ran_twice}")
+    print(f"\n{fault}: {hosts.figures}; lost: {report['lost']}; ran twice: {hosts.ran_twice}")
