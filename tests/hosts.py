@@ -51,7 +51,7 @@ def require_network_namespaces() -> None:
     """Fail the test, in one line, where namespaces cannot be made here."""
     if os.geteuid() != 0:
         pytest.fail("multi-host tests make network namespaces: they need root", pytrace=False)
-    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
+    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("nsenter", "util-linux")):
         if shutil.which(tool) is None:
             pytest.fail(f"multi-host tests need `{tool}`: apt-get install {package}", pytrace=False)
 
