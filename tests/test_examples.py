@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from saturn_async.spec.paths import RESERVED
 from sweeps import events_of
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -15,7 +16,8 @@ def test_example_sweep_runs_with_saturn_run(tmp_path, saturn):
     done = saturn("run", "examples/run.yaml", "-q")
     assert done.returncode == 1, done.stderr  # lr-0.95 diverges on purpose
     results = tmp_path / "results"
-    statuses = {d.name: (d / "status").read_text() for d in results.iterdir() if d.is_dir()}
+    tasks = [d for d in results.iterdir() if d.is_dir() and d.name != RESERVED]  # summaries
+    statuses = {d.name: (d / "status").read_text() for d in tasks}
     assert statuses == {
         "lr-0.5": "success\n", "lr-0.6": "success\n", "lr-0.7": "success\n",
         "lr-0.8": "success\n", "lr-0.95": "failure\n",
