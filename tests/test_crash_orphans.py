@@ -235,6 +235,27 @@ def test_a_batch_whose_watchdog_died_says_so_and_carries_on(tmp_path: Path) -> N
     ) in stderr
 
 
+def test_a_shared_watchdog_that_died_is_reported_once() -> None:
+    """The watchdog of a worker process (shared by its batches, watched by a thread of
+    its own): its death is reported although no batch is running, and the next batch
+    gets a new one."""
+    from saturn_async.supervisor.watchdog import process_watchdog
+
+    said: list[str] = []
+    watchdog = process_watchdog(0.123, said.append)
+    pid = watchdog.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: said and watchdog.pid is None, 30, "the watchdog's death seen")
+    assert said == [
+        f"the watchdog (pid {pid}) is gone: if this process dies, its runs will not be stopped"
+    ]
+    assert not pid_alive(pid)  # reaped
+    again = process_watchdog(0.123, said.append)
+    assert again.pid is not None and again.pid != pid and pid_alive(again.pid)
+    again.close()
+
+
 @pytest.mark.parametrize("watchdog_too", [False, True], ids=["client", "client-and-watchdog"])
 def test_terminate_of_a_sweep_whose_client_died(
     tmp_path: Path, saturn: Saturn, watchdog_too: bool

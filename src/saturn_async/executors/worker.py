@@ -3,8 +3,9 @@
 Executors send a :class:`~saturn_async.executors.jobs.WorkerJob` and batches (JSON bytes,
 so workers need no shared filesystem) to :func:`run_batches`, a plain blocking function
 any pool or remote engine can call: it is the one place on the worker side that starts
-an event loop. Executors that run batches in the client's own loop await
-:func:`run_job`.
+an event loop: one per process, on a thread of its own, which every batch the process
+runs at once shares (a Dask worker runs one batch per thread). Executors that run
+batches in the client's own loop await :func:`run_job`.
 
 The job's stop, results and slots variants are turned into the objects that implement
 them here, each imported only when the job names it (``executors/dask/worker.py``,
@@ -16,12 +17,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import signal
 import socket
+import threading
 from typing import Protocol
 
 import anyio
 import msgspec
+from anyio.from_thread import BlockingPortal
 
 from saturn_async.executors.jobs import (
     DaskEvent,
@@ -32,6 +36,7 @@ from saturn_async.executors.jobs import (
     WorkerJob,
     WorkerSummary,
 )
+from saturn_async.linux import prompt_scheduling
 from saturn_async.spec.models import Batch
 from saturn_async.storage.queue import Channel, QueueSink
 from saturn_async.supervisor import Supervisor
@@ -80,14 +85,58 @@ def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
 
     A sweep terminated before this starts runs nothing. Run again by its engine after
     its worker died, it skips the runs that have a final status. Call it on a thread
-    that runs no event loop (a pool worker, a Dask or Ray task).
+    that runs no event loop (a pool worker, a Dask or Ray task): what the engine keeps
+    per thread (the Dask worker's client, the task's key, its resources) is looked up
+    here, and the batches then run in the process's event loop.
     """
     decoded = [_batch_decoder.decode(b) for b in batches]
     stop = _stop_signal(job.stop)
     if stop is not None and stop.is_set():
         return _not_started(decoded)
     rerun = stop is not None and stop.started_before()
-    return anyio.run(_run, job, decoded, stop, rerun)
+    channel, slots = _results_channel(job), _shared_slots(job)
+    return _process_loop().call(_run, job, decoded, stop, rerun, channel, slots)
+
+
+_loop_lock = threading.Lock()
+_loop: BlockingPortal | None = None
+
+
+def _process_loop() -> BlockingPortal:
+    """The process's event loop for batches, started on first use on a daemon thread.
+
+    One loop, not one per batch thread: several threads of one interpreter each running
+    an event loop spend a third of the runs' throughput handing the GIL to each other
+    (docs/benchmarks.md), and slots shared in one loop need no thread to wait in.
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            ready: queue.SimpleQueue[BlockingPortal] = queue.SimpleQueue()
+            thread = threading.Thread(
+                target=anyio.run, args=(_serve, ready), name="saturn batches", daemon=True
+            )
+            thread.start()
+            _loop = ready.get()
+        return _loop
+
+
+async def _serve(ready: queue.SimpleQueue[BlockingPortal]) -> None:
+    # The thread keeps the short slice the supervisors ask for while they serve, for its
+    # life: theirs overlap, and each gives back what it found.
+    with prompt_scheduling():
+        async with BlockingPortal() as portal:
+            ready.put(portal)
+            await portal.sleep_until_stopped()
+
+
+def _forget_loop() -> None:
+    """In a forked child the loop's thread does not exist: it starts its own."""
+    global _loop
+    _loop = None
+
+
+os.register_at_fork(after_in_child=_forget_loop)
 
 
 async def run_job(job: WorkerJob, batches: list[Batch]) -> WorkerSummary:
@@ -96,7 +145,7 @@ async def run_job(job: WorkerJob, batches: list[Batch]) -> WorkerSummary:
     stop = _stop_signal(job.stop)
     if stop is not None and stop.is_set():
         return _not_started(batches)
-    return await _run(job, batches, stop, rerun=False)
+    return await _run(job, batches, stop, False, _results_channel(job), _shared_slots(job))
 
 
 def _not_started(batches: list[Batch]) -> WorkerSummary:
@@ -121,20 +170,25 @@ def _start_in(directory: str, batches: list[Batch]) -> None:
 
 
 async def _run(
-    job: WorkerJob, batches: list[Batch], stop: StopSignal | None, rerun: bool
+    job: WorkerJob,
+    batches: list[Batch],
+    stop: StopSignal | None,
+    rerun: bool,
+    channel: Channel | None,
+    slots: SharedSlots | None,
 ) -> WorkerSummary:
     """``rerun``: the engine runs these batches again, so runs with a final status are
     skipped (they finished before the worker died)."""
     if job.client_cwd is not None:
         _start_in(job.client_cwd, batches)
     async with contextlib.AsyncExitStack() as stack:
-        sink = await _queue_sink(stack, job)
+        sink = None if channel is None else await stack.enter_async_context(QueueSink(channel))
         supervisor = Supervisor(
             max(b.nprocs or 1 for b in batches),
             grace=job.grace,
             log_chunk_seconds=job.log_chunk_seconds,
             sink=sink,
-            shared_slots=_shared_slots(job),
+            shared_slots=slots,
             submitted=job.submitted,
             skip_finished=rerun,
             # The batches' gpus, on this worker (all: its GPUs, or the engine's share).
@@ -186,17 +240,14 @@ def _shared_slots(job: WorkerJob) -> SharedSlots | None:
     return process_slots(job.slots.name, count) if count else None
 
 
-async def _queue_sink(stack: contextlib.AsyncExitStack, job: WorkerJob) -> QueueSink | None:
-    channel: Channel
+def _results_channel(job: WorkerJob) -> Channel | None:
     match job.results:
         case RayActor(name=name):
             from saturn_async.executors.ray.worker import ActorChannel
 
-            channel = ActorChannel(name)
+            return ActorChannel(name)
         case DaskQueue(name=name, scheduler=scheduler):
             from saturn_async.executors.dask.queue import DaskChannel
 
-            channel = DaskChannel(name, scheduler)
-        case _:
-            return None
-    return await stack.enter_async_context(QueueSink(channel))
+            return DaskChannel(name, scheduler)
+    return None

@@ -1,30 +1,28 @@
 """Run slots shared by every supervisor in one process.
 
-A Dask worker runs several batches at once, each under its own supervisor on its own
-thread. With shared slots, a batch whose last runs are finishing leaves its idle slots
-to the other batches on the worker, so no slot waits for a batch's slowest run.
+A Dask worker runs several batches at once, each under its own supervisor, all in the
+process's one event loop (executors/worker.py). With shared slots, a batch whose last
+runs are finishing leaves its idle slots to the other batches on the worker, so no slot
+waits for a batch's slowest run.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
-import anyio.to_thread
-
-# How long a waiting slot blocks in its thread before it lets cancellation in.
-_WAIT = 0.2
+import anyio
 
 
 class SharedSlots:
+    """Used from one event loop: the process's loop for batches."""
+
     def __init__(self, count: int) -> None:
         self.count = count
-        self._semaphore = threading.BoundedSemaphore(count)
+        self._semaphore = anyio.Semaphore(count, max_value=count)
 
     async def acquire(self) -> None:
-        if self._semaphore.acquire(blocking=False):
-            return
-        while not await anyio.to_thread.run_sync(self._semaphore.acquire, True, _WAIT):
-            pass
+        await self._semaphore.acquire()
 
     def release(self) -> None:
         self._semaphore.release()
@@ -32,6 +30,7 @@ class SharedSlots:
 
 _lock = threading.Lock()
 _process_slots: dict[str, SharedSlots] = {}
+os.register_at_fork(after_in_child=_process_slots.clear)  # the parent's loop is not ours
 
 
 def process_slots(name: str, count: int) -> SharedSlots:

@@ -176,7 +176,7 @@ class Supervisor:
             stack.callback(self.run_storage.close_staging)
             stack.callback(self.memory_caps.close)
             watchdog = self._watchdog or Watchdog(self.grace, self.report)
-            if self._watchdog is None:
+            if self._watchdog is None:  # a shared one is watched by its own thread
                 stack.callback(watchdog.close)
             self._base_env[ID_VARIABLE] = watchdog.id
             self._env_cache.clear()
@@ -184,7 +184,8 @@ class Supervisor:
             async with anyio.create_task_group() as tg:
                 self._background = tg
                 tg.start_soon(self._enforce_grace)
-                tg.start_soon(watchdog.watch)
+                if self._watchdog is None:
+                    tg.start_soon(watchdog.watch)
                 tg.start_soon(self.summary.flush_every)
                 try:
                     yield

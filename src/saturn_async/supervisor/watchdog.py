@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -84,6 +85,22 @@ class Watchdog:
             if not self._closing:
                 self._lost(f"the watchdog (pid {self.pid}) is gone")
 
+    def watch_from_thread(self) -> None:
+        """:meth:`watch` from a daemon thread: for a watchdog shared by supervisors that
+        come and go (one task waiting on its pidfd, whichever supervisor ends). Once it
+        is gone and reaped, ``pid`` is None: :func:`process_watchdog` starts another."""
+        if self._pidfd is not None and self.pid is not None:
+            args = (self._pidfd, self.pid)
+            threading.Thread(target=self._wait, args=args, daemon=True).start()
+
+    def _wait(self, pidfd: int, pid: int) -> None:
+        select.select([pidfd], [], [])
+        if not self._closing:
+            self._lost(f"the watchdog (pid {pid}) is gone")
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self.pid = None
+
     def close(self) -> None:
         """Say bye: the watchdog then exits at once. It is reaped by a thread, so that
         a short batch does not wait for an interpreter's start."""
@@ -115,6 +132,7 @@ def process_watchdog(grace: float, report: Callable[[str], None]) -> Watchdog:
     with _shared_lock:
         if grace not in _shared or _shared[grace].pid is None:
             _shared[grace] = Watchdog(grace, report)
+            _shared[grace].watch_from_thread()
         return _shared[grace]
 
 

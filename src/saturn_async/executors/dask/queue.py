@@ -60,25 +60,29 @@ def current_task() -> Any:
 
 
 class DaskChannel:
+    """Create it on the thread that runs the batch's Dask task: that thread finds the
+    worker's client and the task's key (any other executor's worker connects a client
+    of its own in :meth:`open`)."""
+
     def __init__(self, queue_name: str, scheduler_address: str) -> None:
         self.queue_name = queue_name
         self.scheduler_address = scheduler_address
         self._queue: distributed.Queue | None = None
-        self._client: distributed.Client | None = None
         self._own_client: distributed.Client | None = None
         self._task_key: Any = None
         """The batch task's key on a DaskExecutor worker (finish markers are recorded)."""
-
-    async def open(self) -> None:
-        try:  # on a Dask task's thread: the worker's client
-            client = distributed.get_client()
-        except ValueError:  # any other executor's worker: a client of its own
-            client = await anyio.to_thread.run_sync(self._connect)
-            self._own_client = client
+        self._client: distributed.Client | None
+        try:
+            self._client = distributed.get_client()
+        except ValueError:
+            self._client = None
         else:
             self._task_key = current_task()
-        self._client = client
-        self._queue = results_queue(self.queue_name, client)
+
+    async def open(self) -> None:
+        if self._client is None:
+            self._own_client = self._client = await anyio.to_thread.run_sync(self._connect)
+        self._queue = results_queue(self.queue_name, self._client)
 
     def _connect(self) -> distributed.Client:
         return connect(self.scheduler_address)
