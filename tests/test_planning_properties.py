@@ -26,7 +26,7 @@ from saturn_async.spec.paths import (
 )
 from saturn_async.spec.resolve import _resolve_each, _resolve_plain
 from saturn_async.spec.sweep import Sweep, Task, _check_names, load_sweep
-from saturn_async.sweep.plan import plan_batches, plan_sweep
+from saturn_async.sweep.plan import plan_sweep
 
 PROPERTY = settings(max_examples=400, deadline=None, database=None)
 ROOTS = ["/srv/out", "/", "//net/out", "rel/out", "s3://bucket", "s3://bucket/k/ey", "/srv/ü"]
@@ -174,7 +174,7 @@ def test_a_planned_sweep_is_checked_in_full_then_built_batch_by_batch(tmp_path: 
     plan = plan_sweep(sweep, str(tmp_path), nprocs=2, groups=1, source="run.yaml")
     assert len(plan) == 3
     first, again = list(plan), list(plan)
-    assert first == again == plan_batches(sweep, str(tmp_path), 2, 1, "run.yaml")
+    assert first == again == list(plan_sweep(sweep, str(tmp_path), 2, 1, "run.yaml"))
     assert first[0] is not again[0]  # made again: the plan holds no batch
     sweep.tasks[6].command = "a\0b"
     with pytest.raises(InputError) as caught:

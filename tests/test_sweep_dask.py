@@ -99,6 +99,26 @@ def test_slots_resource_runs_small_batches_side_by_side(tmp_path, saturn, dask_c
     assert done.returncode == 0, done.stderr
 
 
+def test_slots_resource_caps_the_runs_of_a_worker(tmp_path, saturn, dask_cluster):
+    # Workers have 2 threads and saturn_slots=2: two batches of nprocs 2 run side by
+    # side on a worker (in its one batch loop) but share its 2 slots, so at most 4 runs
+    # are going at once on the 2 workers (8 if each batch had its own slots).
+    running = tmp_path / "running"
+    running.mkdir()
+    seen = tmp_path / "seen"
+    command = (
+        f"mkdir {running}/$$; ls {running} | wc -l >> {seen}; sleep 0.3; rmdir {running}/$$"
+    )
+    tasks = [{"name": f"t{i}", "command": command} for i in range(16)]
+    executor = dask_executor(dask_cluster.address, slots_resource="saturn_slots")
+    path = write_sweep(tmp_path, tasks, executor=executor, nprocs=2, batch_size=2)
+    done = saturn("run", str(path), "-q", timeout=120)
+    assert done.returncode == 0, done.stderr
+    counts = [int(line) for line in seen.read_text().split()]
+    assert len(counts) == 16
+    assert max(counts) <= 4, counts
+
+
 def test_unreachable_scheduler_is_one_line(tmp_path, saturn):
     path = write_sweep(tmp_path, executor=dask_executor("tcp://127.0.0.1:9"))
     done = saturn("run", str(path), "-q")

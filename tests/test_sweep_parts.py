@@ -15,7 +15,7 @@ from saturn_async.storage.local import LocalStorage
 from saturn_async.supervisor import Supervisor
 from saturn_async.supervisor.shared_slots import SharedSlots
 from saturn_async.sweep.collector import Collector
-from saturn_async.sweep.plan import batch_sizes, plan_batches
+from saturn_async.sweep.plan import batch_sizes, plan_sweep
 from sweeps import events_of
 
 
@@ -35,7 +35,7 @@ def test_fixed_batches():
 def test_plan_writes_the_sweep_layout_under_the_results_root(tmp_path):
     sweep = Sweep(tasks=[Task(name=f"t{i}", command="true") for i in range(5)], batch_size=2,
                   retries=1)  # fmt: skip
-    batches = plan_batches(sweep, str(tmp_path), nprocs=4, groups=1, source="run.yaml")
+    batches = list(plan_sweep(sweep, str(tmp_path), nprocs=4, groups=1, source="run.yaml"))
     assert [len(b.runs) for b in batches] == [2, 2, 1]
     assert [b.nprocs for b in batches] == [2, 2, 1]
     assert {b.layout for b in batches} == {"sweep"}

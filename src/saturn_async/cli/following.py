@@ -15,7 +15,7 @@ from saturn_async.supervisor.halt import Halt
 from saturn_async.supervisor.progress import SweepProgress
 from saturn_async.sweep.follow import FollowOutcome, follow
 from saturn_async.sweep.receivers import results_receiver
-from saturn_async.sweep.state import SweepRecord, save_record, task_commands
+from saturn_async.sweep.state import SweepRecord, TaskCommands, save_record
 
 
 async def follow_sweep(
@@ -35,7 +35,7 @@ async def follow_sweep(
     """
     display = None if quiet else sys.stdout.isatty()
     progress = SweepProgress(total=len(record.tasks))
-    commands = task_commands(record.name)
+    commands = TaskCommands(record.name)
     outcome: FollowOutcome | None = None
     async with results_receiver(record, executor) as receiver:
         receive = receiver.receive if receiver is not None else None

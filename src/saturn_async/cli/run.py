@@ -147,16 +147,16 @@ async def _run(
             if stops.signum is not None:
                 return await interrupted(record, executor, stops.signum)
             if not quiet:
-                again = f"{len(launching.sweep.tasks)} of " if options.resume else ""
+                again = f"{launching.tasks_dispatched} of " if options.resume else ""
                 print(
                     f"sweep {record.name}: {again}{len(record.tasks)} tasks in "
-                    f"{len(launching.batches)} batches via {type(executor).__name__}",
+                    f"{record.batches} batches via {type(executor).__name__}",
                     file=sys.stderr,
                 )
             if options.detach:
                 print(f"detached; follow with: saturn collect --name {record.name}")
                 return None
-            halting = Halt(policy, len(launching.locations)) if policy is not None else None
+            halting = Halt(policy, launching.tasks_dispatched) if policy is not None else None
             code = await follow_sweep(record, executor, quiet, stops, task_logger, halting)
             if code in (0, 1):
                 await executor.forget()

@@ -105,8 +105,11 @@ class Executor(ABC):
         return None
 
     @abstractmethod
-    async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
-        """Start every batch and return. May store what it needs in ``record.handle``."""
+    async def run(self, job: WorkerJob, batches: Iterable[Batch]) -> None:
+        """Start every batch and return. May store what it needs in ``record.handle``.
+
+        ``batches`` may be built as they are iterated (a sweep's plan, a million runs):
+        iterate them once, and keep what is sent rather than the batches."""
 
     @abstractmethod
     async def outstanding(self) -> Outstanding:

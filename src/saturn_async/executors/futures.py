@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import threading
+from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
 
 import anyio.to_thread
@@ -110,10 +111,10 @@ class FuturesExecutor(OnClientMachine):
     async def slot_groups(self, nprocs: int) -> int:
         return int(self.config.kwargs.get("max_workers") or os.cpu_count() or 1)
 
-    async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
+    async def run(self, job: WorkerJob, batches: Iterable[Batch]) -> None:
         await anyio.to_thread.run_sync(self._start, job, batches)
 
-    def _start(self, job: WorkerJob, batches: list[Batch]) -> None:
+    def _start(self, job: WorkerJob, batches: Iterable[Batch]) -> None:
         # The pool's processes (workers, forkserver, resource tracker) start with the
         # signals a terminal sends blocked, so they never die of them; on this thread
         # they wait until the pool is up (the process's other threads take them).

@@ -8,6 +8,7 @@ sweep's state directory, which every supervisor of the sweep watches.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any, Self
 
 import anyio
@@ -58,10 +59,10 @@ class LocalExecutor(OnClientMachine):
         self._tasks = await self._stack.enter_async_context(anyio.create_task_group())
         return self
 
-    async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
+    async def run(self, job: WorkerJob, batches: Iterable[Batch]) -> None:
         assert self._tasks is not None, "run inside `async with executor`"
         self._running = True
-        self._tasks.start_soon(self._run, job, batches)
+        self._tasks.start_soon(self._run, job, list(batches))  # they run here: held
 
     async def _run(self, job: WorkerJob, batches: list[Batch]) -> None:
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -170,7 +170,7 @@ def _task_name(location: str) -> str:
     return location.rsplit("/", 1)[-1]
 
 
-async def prepare_root(root: str, locations: list[str]) -> None:
+async def prepare_root(root: str, locations: Iterable[str]) -> None:
     """Before dispatch: check the results root can be written (StorageError if not),
     then drop the earlier outcome of tasks about to run, so following them does not count
     it. Locally the ``status`` and ``error`` files go; on S3 a ledger segment says the
@@ -184,11 +184,20 @@ async def prepare_root(root: str, locations: list[str]) -> None:
                 ledger.record(root, location, None)
             await ledger.flush()
             return
-        await anyio.to_thread.run_sync(_remove_outcomes, locations)
+        await anyio.to_thread.run_sync(_remove_outcomes, root, locations)
 
 
-def _remove_outcomes(locations: list[str]) -> None:
+def _remove_outcomes(root: str, locations: Iterable[str]) -> None:
+    """Only in the task directories that exist, found by one listing of ``root``: a new
+    sweep of a million tasks costs no ``unlink`` (three each took 11 s)."""
+    try:
+        present = set(os.listdir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    below = len(root) + 1
     for location in locations:
+        if location.startswith(f"{root}/") and location[below:].partition("/")[0] not in present:
+            continue
         for name in (STATUS, ERROR, STATUS_CODE):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 os.unlink(f"{location}/{name}")

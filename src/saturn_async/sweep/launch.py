@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
@@ -21,14 +21,13 @@ from saturn_async.exceptions import InputError, SaturnError
 from saturn_async.executors.abc import Executor
 from saturn_async.executors.jobs import DaskQueue, ResultsVia, WorkerJob
 from saturn_async.executors.registry import DEFAULT, executor_class, open_executor
-from saturn_async.spec.models import Batch
 from saturn_async.spec.sweep import Sweep, check_sweep_name, load_sweep
 from saturn_async.status import status_reader
 from saturn_async.storage.layout import utcnow
 from saturn_async.supervisor.process import start_ticks
 from saturn_async.sweep import state
 from saturn_async.sweep.follow import prepare_root
-from saturn_async.sweep.plan import SweepPlan, plan_batches, plan_sweep
+from saturn_async.sweep.plan import SweepPlan, plan_sweep
 from saturn_async.sweep.results import ResultsBackend, results_backend
 
 
@@ -60,15 +59,15 @@ class Launch:
     record: state.SweepRecord
     executor: Executor
     job: WorkerJob | None = None
-    batches: list[Batch] = field(default_factory=list)
-    dry_plan: SweepPlan | None = None
-    """``--dry-run``'s batches: every one checked, none held (each made as written)."""
+    batches: SweepPlan | None = None
+    """Every batch checked, none held: each is made again as it is sent (or written)."""
     dispatched: bool = False
+    tasks_dispatched: int = 0
 
-    @property
-    def locations(self) -> list[str]:
+    def locations(self) -> Iterator[str]:
         """The output location of every task that runs now."""
-        return [f"{self.results.root}/{task.name}" for task in self.sweep.tasks]
+        root = self.results.root
+        return (f"{root}/{task.name}" for task in self.sweep.tasks)
 
 
 def prepare(options: LaunchOptions) -> Launch:
@@ -122,14 +121,7 @@ async def plan(launch: Launch) -> bool:
     record.results_via = await _results_channel(launch)
     slots = options.nprocs or launch.sweep.nprocs or os.cpu_count() or 1
     groups = await executor.slot_groups(slots)
-    if options.dry_run:
-        launch.dry_plan = plan_sweep(
-            launch.sweep, launch.results.root, slots, groups, record.source
-        )
-    else:
-        launch.batches = plan_batches(
-            launch.sweep, launch.results.root, slots, groups, record.source
-        )
+    launch.batches = plan_sweep(launch.sweep, launch.results.root, slots, groups, record.source)
     launch.job = WorkerJob(
         sweep=record.name,
         submitted=record.created,
@@ -145,29 +137,35 @@ async def plan(launch: Launch) -> bool:
 
 def describe(launch: Launch) -> Iterator[str]:
     """What :func:`dispatch` would send (``--dry-run``), piece by piece."""
-    assert launch.job is not None and launch.dry_plan is not None, "plan a dry run first"
-    return launch.executor.describe(launch.job, launch.dry_plan)
+    assert launch.job is not None and launch.batches is not None, "plan first"
+    return launch.executor.describe(launch.job, launch.batches)
 
 
 async def dispatch(launch: Launch) -> None:
     """Record the sweep and start its batches. Not cancelled once begun: a stop signal
     that arrives meanwhile is handled when the batches run (``launch.dispatched``).
-    When the executor refuses them, the record goes again and the name stays free."""
-    assert launch.job is not None, "plan first"
+    When the executor refuses them, the record goes again and the name stays free.
+    Once sent, the sweep's tasks and batches are let go (``tasks_dispatched`` counts
+    them): a million of them need not stay while the sweep is followed."""
+    batches = launch.batches
+    assert launch.job is not None and batches is not None, "plan first"
     record = launch.record
-    record.batches = len(launch.batches)
+    record.batches = len(batches)
     record.handle["grace"] = launch.options.grace
-    await prepare_root(launch.results.root, launch.locations)
+    await prepare_root(launch.results.root, launch.locations())
     with anyio.CancelScope(shield=True):
         options = launch.options
-        state.create(record, launch.batches, replace=options.replace or options.resume)
+        state.create(record, batches, replace=options.replace or options.resume)
         try:
-            await launch.executor.run(launch.job, launch.batches)
+            await launch.executor.run(launch.job, batches)
         except SaturnError:
             state.discard(record.name)
             raise
         launch.dispatched = True
         state.save_record(record)
+    launch.tasks_dispatched = len(launch.sweep.tasks)
+    launch.sweep.tasks = []
+    launch.batches = None
 
 
 def _leave_out_succeeded(launch: Launch, lookup: Callable[[str], int | None]) -> None:
@@ -175,7 +173,7 @@ def _leave_out_succeeded(launch: Launch, lookup: Callable[[str], int | None]) ->
     root = launch.results.root
     launch.sweep.tasks = [t for t in launch.sweep.tasks if lookup(f"{root}/{t.name}") != 0]
     if not launch.options.resume:
-        launch.record.tasks = launch.locations
+        launch.record.tasks = list(launch.locations())
 
 
 async def _check_resumable(old: state.SweepRecord) -> None:

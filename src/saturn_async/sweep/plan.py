@@ -37,15 +37,10 @@ def batch_sizes(tasks: int, batch_size: int | str, groups: int) -> list[int]:
     return sizes
 
 
-def plan_batches(sweep: Sweep, root: str, nprocs: int, groups: int, source: str) -> list[Batch]:
-    """The sweep's batches in the sweep layout, each task writing to ``root/<name>``,
-    all held (what ``dispatch`` takes)."""
-    return list(SweepPlan(sweep, root, nprocs, groups, source))
-
-
 def plan_sweep(sweep: Sweep, root: str, nprocs: int, groups: int, source: str) -> SweepPlan:
-    """The batches of :func:`plan_batches`, every one checked now, none held: each is
-    built again as it is iterated (``saturn run --dry-run`` streams them out)."""
+    """The sweep's batches in the sweep layout, each task writing to ``root/<name>``:
+    every one checked now, none held. Each is built again as it is iterated (written to
+    the sweep's record, sent, or streamed out by ``saturn run --dry-run``)."""
     plan = SweepPlan(sweep, root, nprocs, groups, source)
     for _ in plan:
         pass  # building a batch checks it (InputError)

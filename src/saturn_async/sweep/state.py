@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def check_name_free(name: str, *, replace: bool) -> None:
         )
 
 
-def create(record: SweepRecord, batches: list[Batch], *, replace: bool) -> Path:
+def create(record: SweepRecord, batches: Iterable[Batch], *, replace: bool) -> Path:
     """Write a new sweep's record and batch files; refuse a name in use unless ``replace``."""
     check_name_free(record.name, replace=replace)
     directory = sweep_dir(record.name)
@@ -164,6 +165,29 @@ def task_commands(name: str) -> dict[str, str]:
             continue
         commands.update((run.remote_output_path or "", run.cmd) for run in batch.runs)
     return commands
+
+
+class TaskCommands(Mapping[str, str]):
+    """:func:`task_commands`, read on first use: a sweep followed without a display
+    whose tasks all succeed never reads them (a million commands, ~170 MB)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._commands: dict[str, str] | None = None
+
+    def _read(self) -> dict[str, str]:
+        if self._commands is None:
+            self._commands = task_commands(self.name)
+        return self._commands
+
+    def __getitem__(self, location: str) -> str:
+        return self._read()[location]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
 
 
 def terminate_file(name: str) -> str:

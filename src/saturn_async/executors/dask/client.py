@@ -17,6 +17,7 @@ distributed's client blocks: every call to it runs in a worker thread.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -124,11 +125,11 @@ class DaskExecutor(Executor):
         info = await anyio.to_thread.run_sync(client.scheduler_info)
         return DaskQueue(name, str(info["address"]))
 
-    async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
+    async def run(self, job: WorkerJob, batches: Iterable[Batch]) -> None:
         client = await self.client()
         await anyio.to_thread.run_sync(self._submit, client, job, batches)
 
-    def _submit(self, client: distributed.Client, job: WorkerJob, batches: list[Batch]) -> None:
+    def _submit(self, client: distributed.Client, job: WorkerJob, batches: Iterable[Batch]) -> None:
         token = self.record.created.replace(":", "").replace("+", "")
         futures = [
             client.submit(

@@ -125,10 +125,11 @@ class KubernetesExecutor(Executor):
         note = f"# batch files go to {url}/ (not uploaded by --dry-run)\n" if url else ""
         yield note + yaml.safe_dump_all(objects, sort_keys=False)
 
-    async def run(self, job_: WorkerJob, batches: list[Batch]) -> None:
-        files = encoded_batches(batches)
+    async def run(self, job_: WorkerJob, batches: Iterable[Batch]) -> None:
+        held = list(batches)
+        files = encoded_batches(held)
         url = self._batches_url(files)
-        objects = self.manifests(job_, batches, files, url)
+        objects = self.manifests(job_, held, files, url)
         if url is not None:
             await _upload(url, files)
         await self._create(objects)

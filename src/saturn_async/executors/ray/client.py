@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import anyio
@@ -146,11 +147,11 @@ class RayExecutor(Executor):
             "max_retries": self.config.max_retries,
         }
 
-    async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
+    async def run(self, job: WorkerJob, batches: Iterable[Batch]) -> None:
         await self._connect()
         await anyio.to_thread.run_sync(self._submit, job, batches)
 
-    def _submit(self, job: WorkerJob, batches: list[Batch]) -> None:
+    def _submit(self, job: WorkerJob, batches: Iterable[Batch]) -> None:
         # On this client's node (with ray://, the head's): placed freely, the actor could
         # land on a worker node, whose loss would then take the whole sweep with it. Not
         # soft: Ray spills a soft one to another node while this one starts a worker.
@@ -161,13 +162,11 @@ class RayExecutor(Executor):
             lifetime="detached",
             scheduling_strategy=here,
         ).remote()
-        ray.get(
-            actor.submit.remote(
-                job,
-                [msgspec.json.encode(b) for b in batches],
-                [self._options(b) for b in batches],
-            )
-        )
+        encoded, options = [], []
+        for batch in batches:  # built as they come: one pass
+            encoded.append(msgspec.json.encode(batch))
+            options.append(self._options(batch))
+        ray.get(actor.submit.remote(job, encoded, options))
 
     def stop_via(self) -> RayActor:
         return RayActor(actor_name(self.record))

@@ -97,8 +97,9 @@ class SlurmExecutor(Executor):
     def describe(self, job: WorkerJob, batches: Iterable[Batch]) -> Iterator[str]:
         yield sweep_script(self.config, self.record, list(batches), _options(job))
 
-    async def run(self, job: WorkerJob, batches: list[Batch]) -> None:
-        job_id = await submit_sweep(self.config, self.record, batches, _options(job))
+    async def run(self, job: WorkerJob, batches: Iterable[Batch]) -> None:
+        held = list(batches)
+        job_id = await submit_sweep(self.config, self.record, held, _options(job))
         self.record.handle[JOB_ID] = job_id
         self._follower = ArrayFollower(self.record, job_id)
 
