@@ -333,9 +333,9 @@ def test_a_detached_sweep_whose_actor_died(tmp_path, saturn, ray_address, comman
     assert_lost_with_the_actor(results, saturn)
 
 
-def test_a_batch_that_lost_the_actor_stops_its_runs_with_a_status(tmp_path, ray_address):
+def test_a_batch_that_lost_the_actor_goes_on_and_records_its_runs(tmp_path, ray_address):
     # The batch task is the test's own (not the actor's): it outlives the actor, as one
-    # would that Ray has not ended yet.
+    # would that Ray has not ended yet. It neither crashes nor stops its runs.
     starts, gate = tmp_path / "starts", tmp_path / "gate"
     name = f"saturn-lost-{tmp_path.name}"
     actor = SweepActor.options(name=name, namespace=NAMESPACE).remote()
@@ -350,8 +350,20 @@ def test_a_batch_that_lost_the_actor_stops_its_runs_with_a_status(tmp_path, ray_
         what="f0 finished and h0 running",
     )
     ray.kill(actor)
+    # Its stop signal asks the actor every second; once it has found it dead, it says so
+    # in the worker's log (Ray's worker-*.err), or the batch ends (it crashed).
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    seen = f"saturn: {name} died; this batch's runs go on"
+    wait_for(
+        lambda: (
+            any(seen in p.read_text(errors="replace") for p in logs.glob("worker-*.err"))
+            or ray.wait([task], timeout=0)[0]
+        ),
+        timeout=60,
+        what="the batch to see the actor dead",
+    )
+    gate.touch()
     summary = ray.get(task, timeout=120)
-    assert (summary.succeeded, summary.failed) == (1, 1)
-    assert (tmp_path / "f0" / "status").read_text() == "success\n"
-    assert (tmp_path / "h0" / "status").read_text() == "failure\n"
-    assert [e["type"] for e in events_of(tmp_path / "h0")][-1] == "terminated"
+    assert (summary.succeeded, summary.failed) == (2, 0)
+    for task_name in ("f0", "h0"):
+        assert (tmp_path / task_name / "status").read_text() == "success\n"

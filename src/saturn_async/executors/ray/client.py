@@ -220,7 +220,10 @@ class RayExecutor(Executor):
             self._last = Outstanding(batches, errors)
             return Outstanding(batches, errors, outcomes)
         if found.died:
-            self._lost = Outstanding(0, [await mark_lost(self.record, found.why)], lost=True)
+            line = await mark_lost(self.record, found.why)
+            if line is None:
+                return Outstanding(1, [])  # a run still holds its lease: until it ends
+            self._lost = Outstanding(0, [line], lost=True)
             return self._lost
         if self._actor is not None:
             return self._last  # found before, not reached now: Ray may reach it again

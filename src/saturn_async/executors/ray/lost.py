@@ -5,6 +5,8 @@ The actor owns every batch task, so Ray ends them when it dies (its node lost, k
 out of memory): the tasks without a status by then never get one. The client gives
 each a status as for a Slurm array task lost with its node: failure (exit
 :data:`LOST_STATUS`), with a ``terminated`` event naming the actor and Ray's reason.
+With local results it first waits while a task's lease is held (its run, or a batch Ray
+has not ended yet, is still there and may record an outcome).
 A call that Ray answers with ``ActorUnavailableError`` (the actor's node not reached
 now: a partition, say) is no news: the actor may answer again, and Ray says
 ``ActorDiedError`` once it gives it up.
@@ -19,7 +21,9 @@ import anyio.to_thread
 import ray
 import ray.exceptions
 
+from saturn_async.spec.paths import is_remote
 from saturn_async.status import without_status
+from saturn_async.supervisor.lease import lease_held
 from saturn_async.sweep.follow import mark_terminated
 from saturn_async.sweep.state import SweepRecord, task_commands
 
@@ -65,19 +69,27 @@ def recorded_death(name: str) -> Unreached | None:
     return Unreached(f"the sweep's Ray actor {name} died: {reason or 'no reason given'}", True)
 
 
+def _any_held(locations: list[str]) -> bool:
+    return any(lease_held(location) for location in locations)
+
+
 def _last(exc: BaseException) -> str:
     """Ray's reason: the last line of its message ("The actor is dead because ...")."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 
 
-async def mark_lost(record: SweepRecord, why: str) -> str:
+async def mark_lost(record: SweepRecord, why: str) -> str | None:
     """Give the sweep's tasks without a status theirs (failure, a ``terminated`` event
-    saying ``why``); returns one line saying what became of them."""
-    lost = await without_status(record.results_root, record.tasks)
+    saying ``why``); returns one line saying what became of them. None, and nothing
+    marked, while a live attempt holds the lease of one of them."""
+    root = record.results_root
+    lost = await without_status(root, record.tasks)
+    if not is_remote(root) and await anyio.to_thread.run_sync(_any_held, lost):
+        return None
     commands = await anyio.to_thread.run_sync(task_commands, record.name) if lost else {}
     await mark_terminated(
-        record.results_root,
+        root,
         lost,
         record.created,
         commands,

@@ -1,10 +1,11 @@
 """A batch task's view of the sweep's Ray actor: its stop signal and its results channel.
 
-Should the actor die, Ray ends the batch tasks it owns; until then a batch stops its runs
-as if the sweep were terminated (each gets a status, where results are LocalDir or S3),
-and a results channel that cannot reach the actor fails each send as storage that stays
-away does (the runs' outcomes are kept in the staging directory). An actor that cannot
-be reached now (``ActorUnavailableError``) is asked again.
+Should the actor die, Ray ends the batch tasks it owns. Until then (or if it does not) a
+batch goes on: its runs record their outcomes where results are LocalDir or S3, and no
+stop signal can come any more. A results channel that cannot reach the actor fails each
+send as storage that stays away does (the run's outcome is kept in the staging
+directory); the batch goes on. An actor that cannot be reached now
+(``ActorUnavailableError``: a partition, say) is asked again.
 """
 
 from __future__ import annotations
@@ -53,18 +54,21 @@ class TerminateActor:
     def started_before(self) -> bool:
         return self._started_before
 
-    def _poll(self) -> bool:
+    def _poll(self) -> bool | None:
+        """Whether the sweep was terminated; None once the actor died."""
         try:
             return bool(result(self._actor.is_terminated.remote()))
         except ray.exceptions.ActorUnavailableError:
-            return False  # not reached now (a partition, say): asked again
+            return False  # not reached now: asked again
         except ray.exceptions.RayActorError as exc:
-            _log.warning("saturn: %s died; stopping this batch's runs: %s", self.name, exc)
-            return True
+            _log.warning("saturn: %s died; this batch's runs go on: %s", self.name, exc)
+            return None
 
     async def wait(self) -> None:
-        while not await anyio.to_thread.run_sync(self._poll):  # noqa: ASYNC110 - remote
+        while (terminated := await anyio.to_thread.run_sync(self._poll)) is False:  # noqa: ASYNC110
             await anyio.sleep(_ACTOR_POLL)
+        if terminated is None:
+            await anyio.sleep_forever()  # nothing can terminate the sweep any more
 
 
 class ActorChannel:
