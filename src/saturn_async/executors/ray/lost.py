@@ -21,6 +21,7 @@ import anyio.to_thread
 import ray
 import ray.exceptions
 
+from saturn_async.executors.ray.worker import ray_reason
 from saturn_async.spec.paths import is_remote
 from saturn_async.status import without_status
 from saturn_async.supervisor.lease import lease_held
@@ -43,9 +44,10 @@ class Unreached:
 
 def unreached(name: str, exc: ray.exceptions.RayActorError) -> Unreached:
     """What ``exc``, raised by a call to the actor ``name``, says of it."""
+    reason = ray_reason(exc)
     if isinstance(exc, ray.exceptions.ActorUnavailableError):
-        return Unreached(f"the sweep's Ray actor {name} cannot be reached now: {_last(exc)}", False)
-    return Unreached(f"the sweep's Ray actor {name} died: {_last(exc)}", True)
+        return Unreached(f"the sweep's Ray actor {name} cannot be reached now: {reason}", False)
+    return Unreached(f"the sweep's Ray actor {name} died: {reason}", True)
 
 
 def recorded_death(name: str) -> Unreached | None:
@@ -71,12 +73,6 @@ def recorded_death(name: str) -> Unreached | None:
 
 def _any_held(locations: list[str]) -> bool:
     return any(lease_held(location) for location in locations)
-
-
-def _last(exc: BaseException) -> str:
-    """Ray's reason: the last line of its message ("The actor is dead because ...")."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 async def mark_lost(record: SweepRecord, why: str) -> str | None:

@@ -26,6 +26,13 @@ _ACTOR_POLL = 1.0
 _log = logging.getLogger(__name__)
 
 
+def ray_reason(exc: BaseException) -> str:
+    """Ray's reason for an actor error: the last line of its message ("The actor is dead
+    because ...")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def result(ref: Any) -> Any:
     """The value of ``ref``, waited for on a batch task without yielding its CPUs.
 
@@ -61,7 +68,7 @@ class TerminateActor:
         except ray.exceptions.ActorUnavailableError:
             return False  # not reached now: asked again
         except ray.exceptions.RayActorError as exc:
-            _log.warning("saturn: %s died; this batch's runs go on: %s", self.name, exc)
+            _log.warning("saturn: %s died; this batch's runs go on: %s", self.name, ray_reason(exc))
             return None
 
     async def wait(self) -> None:
@@ -98,8 +105,8 @@ class ActorChannel:
         try:
             return await anyio.to_thread.run_sync(result, ref)
         except ray.exceptions.RayActorError as exc:
-            reason = str(exc).strip().splitlines()[-1]
-            raise StorageError(location, f"{to} the sweep's Ray actor {self.name}", reason) from exc
+            what = f"{to} the sweep's Ray actor {self.name}"
+            raise StorageError(location, what, ray_reason(exc)) from exc
 
     async def close(self) -> None:
         return None
