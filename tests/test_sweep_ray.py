@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
+import ray
 
 from conftest import pid_alive, saturn_in_background, saturn_without, wait_for
+from saturn_async.executors.jobs import RayActor, WorkerJob
+from saturn_async.executors.ray.actor import SweepActor, actor_name
+from saturn_async.executors.ray.worker import NAMESPACE
+from saturn_async.executors.worker import run_batches
+from saturn_async.spec.models import Batch, Run
+from saturn_async.sweep.state import load_record
 from sweeps import (
     assert_seed_outputs,
     attempts_in,
@@ -241,3 +254,116 @@ def test_max_retries_0_leaves_a_dead_workers_batch_unfinished(tmp_path, ray_addr
     assert "batch 0: WorkerCrashedError" in stderr, stderr
     assert "2 tasks have no status" in stderr, stderr
     assert starts_of(tmp_path / "starts") == {"f0": 1, "f1": 1, "f2": 1, "f3": 1, "h0": 1, "h1": 1}
+
+
+@contextlib.contextmanager
+def actor_killed_midway(
+    tmp_path: Path, address: str, results_class: str, *args: str
+) -> Iterator[subprocess.Popen[str]]:
+    """Start ``saturn run ARGS`` on 2 tasks that finish and 2 held ones, in one batch;
+    once the held ones run, ray.kill the sweep's actor (Ray then ends the batch task it
+    owns). Yields the ``saturn run`` process, maybe still running."""
+    starts, gate, results = tmp_path / "starts", tmp_path / "gate", tmp_path / "results"
+    tasks = counted_tasks(starts, gate, done=2, held=2)
+    backend = {"class_spec": results_class, "directory": str(results)}
+    executor = ray_executor(address)
+    path = write_sweep(tmp_path, tasks, executor=executor, results=backend, nprocs=2, batch_size=4)
+    with saturn_in_background("run", str(path), "-q", *args) as run:
+        wait_for(
+            lambda: (
+                starts_of(starts).keys() >= {"h0", "h1"}
+                and all((results / f"f{i}" / "status").exists() for i in range(2))
+            ),
+            timeout=120,
+            what="2 finished tasks and 2 running",
+        )
+        ray.kill(ray.get_actor(actor_name(load_record("lr-sweep")), namespace=NAMESPACE))
+        yield run
+
+
+KILLED = "died: The actor is dead because it was killed by `ray.kill`."
+LOST = "its 2 tasks without a status are lost: each now has status failure (exit 137)"
+
+
+def assert_lost_with_the_actor(results: Path, saturn: Any) -> None:
+    """f0 and f1 kept their success; h0 and h1 were lost with the actor, and say so."""
+    for task in ("f0", "f1"):
+        assert (results / task / "status").read_text() == "success\n"
+    for task in ("h0", "h1"):
+        assert (results / task / "status").read_text() == "failure\n"
+        assert (results / task / "error").read_text() == "137\n"
+        last = events_of(results / task)[-1]
+        assert last["type"] == "terminated" and KILLED in last["error"], last
+    status = json.loads(saturn("status", "--name", "lr-sweep", "--json").stdout)
+    assert (status["succeeded"], status["failed"]) == (2, 2), status
+    assert [r["status_code"] for r in status["failed_runs"]] == [137, 137], status
+    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=120)
+    assert collected.returncode == 1, collected.stderr
+    assert "Traceback" not in collected.stderr, collected.stderr
+
+
+@pytest.mark.parametrize("results_class", ["LocalDir", "Ray"])
+def test_a_lost_actor_ends_the_run_naming_the_lost_tasks(
+    tmp_path, saturn, ray_address, results_class
+):
+    with actor_killed_midway(tmp_path, ray_address, results_class) as run:
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    assert KILLED in stderr and LOST in stderr, stderr
+    assert_lost_with_the_actor(tmp_path / "results", saturn)
+
+
+@pytest.mark.parametrize("command", ["collect", "terminate"])
+def test_a_detached_sweep_whose_actor_died(tmp_path, saturn, ray_address, command):
+    with actor_killed_midway(tmp_path, ray_address, "LocalDir", "--detach") as run:
+        _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    results = tmp_path / "results"
+    after = saturn(command, "--name", "lr-sweep", timeout=120)
+    assert "Traceback" not in after.stderr, after.stderr
+    assert KILLED in after.stderr and LOST in after.stderr, after.stderr
+    if command == "collect":
+        assert after.returncode == 1, after.stderr
+    else:
+        assert after.returncode == 0, after.stderr
+        assert "2 tasks had not finished (2 were stopped or ended, 0 never started)" in (
+            after.stdout
+        )
+    assert_lost_with_the_actor(results, saturn)
+
+
+def test_a_batch_that_lost_the_actor_goes_on_and_records_its_runs(tmp_path, ray_address):
+    # The batch task is the test's own (not the actor's): it outlives the actor, as one
+    # would that Ray has not ended yet. It neither crashes nor stops its runs.
+    starts, gate = tmp_path / "starts", tmp_path / "gate"
+    name = f"saturn-lost-{tmp_path.name}"
+    actor = SweepActor.options(name=name, namespace=NAMESPACE).remote()
+    tasks = counted_tasks(starts, gate, done=1, held=1)
+    runs = [Run(cmd=t["command"], remote_output_path=str(tmp_path / t["name"])) for t in tasks]
+    batch = Batch(nprocs=2, remote_output_path=str(tmp_path), runs=runs, layout="sweep")
+    job = WorkerJob(sweep="lost", stop=RayActor(name), grace=1)
+    task = ray.remote(run_batches).options(num_cpus=1).remote(job, [msgspec.json.encode(batch)])
+    wait_for(
+        lambda: "h0" in starts_of(starts) and (tmp_path / "f0" / "status").exists(),
+        timeout=120,
+        what="f0 finished and h0 running",
+    )
+    ray.kill(actor)
+    # Its stop signal asks the actor every second; once it has found it dead, it says so
+    # in the worker's log (Ray's worker-*.err), or the batch ends (it crashed).
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    seen = f"saturn: {name} died; this batch's runs go on"
+    wait_for(
+        lambda: (
+            any(seen in p.read_text(errors="replace") for p in logs.glob("worker-*.err"))
+            or ray.wait([task], timeout=0)[0]
+        ),
+        timeout=60,
+        what="the batch to see the actor dead",
+    )
+    gate.touch()
+    summary = ray.get(task, timeout=120)
+    assert (summary.succeeded, summary.failed) == (2, 0)
+    for task_name in ("f0", "h0"):
+        assert (tmp_path / task_name / "status").read_text() == "success\n"

@@ -105,6 +105,13 @@ async def status_reader(root: str) -> Callable[[str], int | None]:
     return (await _ledger_of(root)).get
 
 
+async def without_status(root: str, tasks: list[str]) -> list[str]:
+    """Those of ``tasks`` (under ``root``) without a recorded status (in a thread: one
+    read per local task)."""
+    lookup = await status_reader(root)
+    return await anyio.to_thread.run_sync(lambda: [task for task in tasks if lookup(task) is None])
+
+
 async def sweep_outcomes(root: str, submitted: str) -> dict[str, int | None]:
     """Task location relative to ``root`` -> status code, from the ledger segments of the
     sweep submitted at ``submitted`` (those of an earlier submission, or unreadable

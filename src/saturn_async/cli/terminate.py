@@ -10,7 +10,7 @@ from saturn_async.cli.options import FiniteRange
 from saturn_async.executors.abc import Executor
 from saturn_async.executors.local import OnClientMachine
 from saturn_async.executors.registry import open_executor
-from saturn_async.status import status_reader
+from saturn_async.status import without_status
 from saturn_async.supervisor.watchdog import groups_marked, stop_groups
 from saturn_async.sweep.follow import POLL, mark_terminated
 from saturn_async.sweep.receivers import results_receiver
@@ -45,18 +45,21 @@ async def _terminate(name: str, wait: float | None) -> None:
     if wait is None:
         wait = float(record.handle.get("grace", 10.0)) + _MARGIN
     async with open_executor(record) as executor:
-        unfinished = await _unfinished(record, record.tasks)
+        unfinished = await without_status(record.results_root, record.tasks)
         await executor.terminate()
         await _stop_runs_of_a_dead_client(record, executor)
         async with results_receiver(record, executor) as receiver:
             with anyio.move_on_after(wait):
-                while (await executor.outstanding()).batches:
+                while (outstanding := await executor.outstanding()).batches:
                     if receiver is not None:
                         await receiver.receive()
                     await anyio.sleep(POLL)
+                if outstanding.lost:  # the engine lost the sweep: say why, and what it meant
+                    for line in outstanding.errors:
+                        click.echo(f"saturn: {line}", err=True)
             if receiver is not None:
                 await receiver.receive()
-        left = await _unfinished(record, unfinished)
+        left = await without_status(record.results_root, unfinished)
         commands = task_commands(name)
         await mark_terminated(record.results_root, left, record.created, commands)
         await executor.forget()
@@ -64,12 +67,6 @@ async def _terminate(name: str, wait: float | None) -> None:
         f"terminated {name}: {len(unfinished)} tasks had not finished "
         f"({len(unfinished) - len(left)} were stopped or ended, {len(left)} never started)"
     )
-
-
-async def _unfinished(record: SweepRecord, tasks: list[str]) -> list[str]:
-    """Those of ``tasks`` without a status (in a thread: one read per task)."""
-    lookup = await status_reader(record.results_root)
-    return await anyio.to_thread.run_sync(lambda: [task for task in tasks if lookup(task) is None])
 
 
 async def _stop_runs_of_a_dead_client(record: SweepRecord, executor: Executor) -> None:

@@ -33,6 +33,9 @@ class Outstanding(msgspec.Struct, frozen=True):
     outcomes: dict[str, int] = msgspec.field(default_factory=dict)
     """Final status codes, by task location, that batches which ended since the last
     call returned (Dask, Ray): the client need not read them back from storage."""
+    lost: bool = False
+    """The engine lost the whole sweep (Ray: the sweep's actor died), so no batch is
+    left; ``errors`` say why, and what became of the tasks without a status."""
 
 
 class ResultsReceiver(Protocol):

@@ -194,6 +194,23 @@ def lost_holder(run_dir: str) -> Holder | None:
         os.close(fd)
 
 
+def lease_held(run_dir: str) -> bool:
+    """Whether a live attempt holds the lease in ``run_dir`` (its lock is taken)."""
+    try:
+        fd = os.open(os.path.join(run_dir, LEASE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
 class RemoteLease(Protocol):
     """A lease object beside the run's outputs (``supervisor/s3_lease.py``'s S3Lease)."""
 

@@ -6,6 +6,9 @@ Termination: ``terminate`` sets the actor's flag and cancels the batches that ha
 started; running supervisors see the flag within a second and stop their runs (TERM,
 then KILL after the grace).
 
+A dead actor (Ray ends its batch tasks with it) is the end of the sweep: ``outstanding``
+says so, once its tasks without a status have theirs (``lost.py``).
+
 Without ``address``, ``saturn run`` starts a local Ray instance that ends with it, so the
 sweep does not detach (``aclose`` waits for running batches before shutting Ray down).
 
@@ -24,12 +27,14 @@ import anyio
 import anyio.to_thread
 import msgspec
 import ray
+import ray.exceptions
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from saturn_async.exceptions import InputError
+from saturn_async.exceptions import ExecutorError, InputError
 from saturn_async.executors.abc import Executor, Outstanding, ResultsReceiver
 from saturn_async.executors.jobs import RayActor, ResultsVia, WorkerJob
 from saturn_async.executors.ray.actor import SweepActor, actor_name
+from saturn_async.executors.ray.lost import Unreached, mark_lost, recorded_death, unreached
 from saturn_async.executors.ray.worker import NAMESPACE
 from saturn_async.spec.models import AtLeastOne, Batch, Count, NonNegative
 from saturn_async.supervisor.gpu_devices import engine_gpus
@@ -71,6 +76,11 @@ class RayExecutor(Executor):
     def __init__(self, config: Any, record: SweepRecord) -> None:
         super().__init__(config, record)
         self._connected = False
+        self._actor: Any = None
+        self._last = Outstanding(1, [])
+        """What ``outstanding`` last learnt; it stands while the actor cannot be reached."""
+        self._lost: Outstanding | None = None
+        """Once the actor is known dead and its tasks were marked lost."""
 
     @property
     def detaches(self) -> bool:
@@ -111,19 +121,36 @@ class RayExecutor(Executor):
             address = (match["host"], int(match["port"]))
             socket.create_connection(address, timeout=_CONNECT_TIMEOUT).close()
 
-    async def actor(self) -> Any | None:
-        """The sweep's actor, or None when it is gone (forgotten by another command, or its
-        Ray ended). Looked up each time: a cached handle would outlive a kill elsewhere."""
+    async def call(self, method: str, *args: Any) -> Any:
+        """The actor's ``method(*args)``, or an :class:`Unreached` saying why not."""
+        found = await self._find()
+        if isinstance(found, Unreached):
+            return found
+        try:
+            return await anyio.to_thread.run_sync(ray.get, getattr(found, method).remote(*args))
+        except ray.exceptions.RayActorError as exc:
+            return unreached(actor_name(self.record), exc)
+
+    async def _find(self) -> Any:
+        """The actor's handle, looked up until found and then kept (calls on it say how
+        it died, should it die), or an :class:`Unreached`."""
+        if self._actor is not None:
+            return self._actor
         if self.config.address is None and not self._connected:
-            return None  # the local Ray of the saturn run that dispatched has ended
+            # The local Ray of the saturn run that dispatched has ended.
+            return Unreached("the sweep ran on a local Ray that ended with its saturn run", False)
         await self._connect()
         return await anyio.to_thread.run_sync(self._lookup)
 
-    def _lookup(self) -> Any | None:
+    def _lookup(self) -> Any:
+        name = actor_name(self.record)
         try:
-            return ray.get_actor(actor_name(self.record), namespace=NAMESPACE)
-        except ValueError:
-            return None
+            self._actor = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:  # not known (any more): Ray's actor table may say why
+            return recorded_death(name) or Unreached(
+                f"the sweep's Ray actor {name} is gone (Ray does not know it)", False
+            )
+        return self._actor
 
     async def slot_groups(self, nprocs: int) -> int:
         """Batches the cluster can run at once, by the resource a batch reserves."""
@@ -156,7 +183,7 @@ class RayExecutor(Executor):
         # land on a worker node, whose loss would then take the whole sweep with it. Not
         # soft: Ray spills a soft one to another node while this one starts a worker.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        actor = SweepActor.options(  # type: ignore[attr-defined]
+        self._actor = actor = SweepActor.options(  # type: ignore[attr-defined]
             name=actor_name(self.record),
             namespace=NAMESPACE,
             lifetime="detached",
@@ -179,30 +206,37 @@ class RayExecutor(Executor):
             return None
         from saturn_async.executors.ray.receiver import ActorReceiver
 
-        return ActorReceiver(self.actor, directory)
+        return ActorReceiver(self.call, directory)
 
     async def outstanding(self) -> Outstanding:
-        actor = await self.actor()
-        if actor is None:
-            return Outstanding(0, [self._gone()])
-        found = await anyio.to_thread.run_sync(ray.get, actor.outstanding.remote())
-        batches, errors, outcomes = found
-        return Outstanding(batches, errors, outcomes)
-
-    def _gone(self) -> str:
-        if self.config.address is None:
-            return "the sweep ran on a local Ray that ended with its saturn run"
-        return f"the sweep's Ray actor {actor_name(self.record)} is gone"
+        """What the actor says; once it is known dead, the sweep's tasks without a status
+        are marked lost (once) and no batch is left."""
+        if self._lost is not None:
+            return self._lost
+        found = await self.call("outstanding")
+        if not isinstance(found, Unreached):
+            batches, errors, outcomes = found
+            self._last = Outstanding(batches, errors)
+            return Outstanding(batches, errors, outcomes)
+        if found.died:
+            line = await mark_lost(self.record, found.why)
+            if line is None:
+                return Outstanding(1, [])  # a run still holds its lease: until it ends
+            self._lost = Outstanding(0, [line], lost=True)
+            return self._lost
+        if self._actor is not None:
+            return self._last  # found before, not reached now: Ray may reach it again
+        return Outstanding(0, [found.why])
 
     async def terminate(self) -> None:
-        actor = await self.actor()
-        if actor is not None:
-            await anyio.to_thread.run_sync(ray.get, actor.terminate.remote())
+        found = await self.call("terminate")
+        if isinstance(found, Unreached) and not found.died and self._actor is not None:
+            raise ExecutorError(f"{found.why}; nothing was stopped: try again")
 
     async def forget(self) -> None:
-        actor = await self.actor()
-        if actor is not None:
-            await anyio.to_thread.run_sync(ray.kill, actor)
+        found = await self._find()
+        if not isinstance(found, Unreached):
+            await anyio.to_thread.run_sync(ray.kill, found)
 
     async def aclose(self) -> None:
         if not self._connected:

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
-import ray
 
 from saturn_async.sweep.collector import Collector
 
@@ -14,22 +13,22 @@ from saturn_async.sweep.collector import Collector
 class ActorReceiver:
     """Takes what the sweep's actor holds into the client's results directory."""
 
-    def __init__(self, actor: Callable[[], Awaitable[Any | None]], directory: str) -> None:
-        self.actor = actor
-        """Looks the actor up (None when it is gone)."""
+    def __init__(self, call: Callable[..., Awaitable[Any]], directory: str) -> None:
+        self.call = call
+        """Calls a method of the actor: returns its result, or an ``Unreached`` when the
+        actor is gone (then nothing is taken)."""
         self.collector = Collector(directory)
 
     async def receive(self) -> int:
-        actor = await self.actor()
-        if actor is None:
+        messages = await self.call("take")
+        if not isinstance(messages, list):
             return 0
-        return await anyio.to_thread.run_sync(self._receive, actor)
+        await anyio.to_thread.run_sync(self._apply, messages)
+        return len(messages)
 
-    def _receive(self, actor: Any) -> int:
-        messages: list[dict[str, Any]] = ray.get(actor.take.remote())
+    def _apply(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
             self.collector.apply(message)
-        return len(messages)
 
     async def aclose(self) -> None:
         return None

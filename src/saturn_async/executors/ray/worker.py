@@ -1,16 +1,36 @@
-"""A batch task's view of the sweep's Ray actor: its stop signal and its results channel."""
+"""A batch task's view of the sweep's Ray actor: its stop signal and its results channel.
+
+Should the actor die, Ray ends the batch tasks it owns. Until then (or if it does not) a
+batch goes on: its runs record their outcomes where results are LocalDir or S3, and no
+stop signal can come any more. A results channel that cannot reach the actor fails each
+send as storage that stays away does (the run's outcome is kept in the staging
+directory); the batch goes on. An actor that cannot be reached now
+(``ActorUnavailableError``: a partition, say) is asked again.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import ray
+import ray.exceptions
+
+from saturn_async.exceptions import StorageError
 
 NAMESPACE = "saturn_async"
 # How often a supervisor asks the actor whether the sweep was terminated.
 _ACTOR_POLL = 1.0
+_log = logging.getLogger(__name__)
+
+
+def ray_reason(exc: BaseException) -> str:
+    """Ray's reason for an actor error: the last line of its message ("The actor is dead
+    because ...")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def result(ref: Any) -> Any:
@@ -28,6 +48,7 @@ class TerminateActor:
     """The sweep's actor seen from a batch task: the stop signal of ``run_batches``."""
 
     def __init__(self, name: str) -> None:
+        self.name = name
         self._actor = ray.get_actor(name, namespace=NAMESPACE)
         self._started_before = False
 
@@ -40,12 +61,21 @@ class TerminateActor:
     def started_before(self) -> bool:
         return self._started_before
 
-    def _poll(self) -> bool:
-        return bool(result(self._actor.is_terminated.remote()))
+    def _poll(self) -> bool | None:
+        """Whether the sweep was terminated; None once the actor died."""
+        try:
+            return bool(result(self._actor.is_terminated.remote()))
+        except ray.exceptions.ActorUnavailableError:
+            return False  # not reached now: asked again
+        except ray.exceptions.RayActorError as exc:
+            _log.warning("saturn: %s died; this batch's runs go on: %s", self.name, ray_reason(exc))
+            return None
 
     async def wait(self) -> None:
-        while not await anyio.to_thread.run_sync(self._poll):  # noqa: ASYNC110 - remote
+        while (terminated := await anyio.to_thread.run_sync(self._poll)) is False:  # noqa: ASYNC110
             await anyio.sleep(_ACTOR_POLL)
+        if terminated is None:
+            await anyio.sleep_forever()  # nothing can terminate the sweep any more
 
 
 class ActorChannel:
@@ -63,11 +93,20 @@ class ActorChannel:
 
     async def send(self, message: dict[str, Any]) -> None:
         # One call at a time: a worker's messages reach the actor in order.
-        await anyio.to_thread.run_sync(result, self._actor.put.remote(message))
+        await self._ask("put", message, location=str(message.get("location")), to="send")
 
     async def final(self, location: str) -> bytes | None:
-        found = await anyio.to_thread.run_sync(result, self._actor.final.remote(location))
+        found = await self._ask("final", location, location=location, to="ask for")
         return found if isinstance(found, bytes) else None
+
+    async def _ask(self, method: str, arg: Any, *, location: str, to: str) -> Any:
+        """The actor's ``method(arg)``; StorageError when the actor is not reached."""
+        ref = getattr(self._actor, method).remote(arg)
+        try:
+            return await anyio.to_thread.run_sync(result, ref)
+        except ray.exceptions.RayActorError as exc:
+            what = f"{to} the sweep's Ray actor {self.name}"
+            raise StorageError(location, what, ray_reason(exc)) from exc
 
     async def close(self) -> None:
         return None

@@ -16,7 +16,6 @@ import sys
 from dataclasses import dataclass, field
 
 import anyio
-import anyio.to_thread
 import msgspec
 
 from saturn_async.executors.slurm.batch_files import (
@@ -37,9 +36,7 @@ from saturn_async.executors.slurm.config import SlurmConfig
 from saturn_async.executors.slurm.script import ArrayJob, array_script
 from saturn_async.spec.models import Batch
 from saturn_async.spec.paths import is_remote
-from saturn_async.storage import storage_for
-from saturn_async.storage.ledger import read_ledger
-from saturn_async.storage.local import read_status_code
+from saturn_async.status import without_status
 from saturn_async.supervisor.gpu_devices import engine_gpus
 from saturn_async.sweep.follow import mark_terminated
 from saturn_async.sweep.state import SweepRecord, sweep_dir
@@ -160,7 +157,7 @@ class ArrayFollower:
         data = await anyio.Path(path).read_bytes()
         batch = msgspec.json.decode(data, type=Batch)
         commands = {r.remote_output_path or "": r.cmd for r in batch.runs}
-        left = await _without_status(self.record.results_root, list(commands))
+        left = await without_status(self.record.results_root, list(commands))
         if not left:
             return
         await mark_terminated(
@@ -171,16 +168,3 @@ class ArrayFollower:
             error=f"{self.describe(index, state)}; the task had no status",
             status=_TERM_STATUS if state.state in _SENT_TERM else _KILL_STATUS,
         )
-
-
-async def _without_status(root: str, locations: list[str]) -> list[str]:
-    """The ``locations`` with no status yet (on S3: none in the root's ledger)."""
-    if is_remote(root):
-        async with storage_for(root) as storage:
-            statuses = await read_ledger(storage, root)
-        return [location for location in locations if statuses.get(location) is None]
-
-    def unfinished() -> list[str]:
-        return [location for location in locations if read_status_code(location) is None]
-
-    return await anyio.to_thread.run_sync(unfinished)
