@@ -106,9 +106,7 @@ def test_slots_resource_caps_the_runs_of_a_worker(tmp_path, saturn, dask_cluster
     running = tmp_path / "running"
     running.mkdir()
     seen = tmp_path / "seen"
-    command = (
-        f"mkdir {running}/$$; ls {running} | wc -l >> {seen}; sleep 0.3; rmdir {running}/$$"
-    )
+    command = f"mkdir {running}/$$; ls {running} | wc -l >> {seen}; sleep 0.3; rmdir {running}/$$"
     tasks = [{"name": f"t{i}", "command": command} for i in range(16)]
     executor = dask_executor(dask_cluster.address, slots_resource="saturn_slots")
     path = write_sweep(tmp_path, tasks, executor=executor, nprocs=2, batch_size=2)
