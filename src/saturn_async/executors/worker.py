@@ -14,6 +14,7 @@ them here, each imported only when the job names it (``executors/dask/worker.py`
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -95,7 +96,15 @@ def run_batches(job: WorkerJob, batches: list[bytes]) -> WorkerSummary:
         return _not_started(decoded)
     rerun = stop is not None and stop.started_before()
     channel, slots = _results_channel(job), _shared_slots(job)
-    return _process_loop().call(_run, job, decoded, stop, rerun, channel, slots)
+    running = _process_loop().start_task_soon(_run, job, decoded, stop, rerun, channel, slots)
+    try:
+        return running.result()
+    except BaseException:
+        # Interrupted here (Ray cancels the task of a dead owner): the batch goes too,
+        # as it did when its loop ran on this thread.
+        running.cancel()
+        concurrent.futures.wait([running])
+        raise
 
 
 _loop_lock = threading.Lock()
