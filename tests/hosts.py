@@ -52,7 +52,7 @@ def require_network_namespaces() -> None:
     """Fail the test, in one line, where namespaces cannot be made here."""
     if os.geteuid() != 0:
         pytest.fail("multi-host tests make network namespaces: they need root", pytrace=False)
-    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
+    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("nsenter", "util-linux")):
         if shutil.which(tool) is None:
             pytest.fail(f"multi-host tests need `{tool}`: apt-get install {package}", pytrace=False)
 
@@ -75,17 +75,23 @@ class Host:
             kwargs["env"] = {**os.environ, **self.env}
         return kwargs
 
-    def command(self, args: Sequence[str]) -> list[str]:
-        """``args`` as a command line that runs them inside this host."""
+    def command(self, args: Sequence[str], host_sys: bool = False) -> list[str]:
+        """``args`` as a command line that runs them inside this host. ``ip netns exec``
+        mounts a sysfs of the namespace over /sys, which hides /sys/fs/cgroup: with
+        ``host_sys``, only the network namespace is entered (``nsenter --net``), and /sys
+        stays the machine's (slurmd needs its cgroups)."""
         wrapper = 'hostname "$0" && exec "$@"'
-        return ["ip", "netns", "exec", self.netns, "unshare", "--uts", "sh", "-c", wrapper,
-                self.name, *args]  # fmt: skip
+        enter = (["nsenter", f"--net=/run/netns/{self.netns}"] if host_sys
+                 else ["ip", "netns", "exec", self.netns])  # fmt: skip
+        return [*enter, "unshare", "--uts", "sh", "-c", wrapper, self.name, *args]
 
-    def popen(self, args: Sequence[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    def popen(
+        self, args: Sequence[str], log: Path, host_sys: bool = False, **kwargs: Any
+    ) -> subprocess.Popen[bytes]:
         """Start ``args`` here, output appended to ``log``; stopped at teardown."""
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                self.command(args), stdout=out, stderr=subprocess.STDOUT,
+                self.command(args, host_sys), stdout=out, stderr=subprocess.STDOUT,
                 **self._environment(kwargs),
             )  # fmt: skip
         self.procs.append(proc)

@@ -2,7 +2,8 @@
 
 Everything lives in one temporary directory: the munge key and socket, a generated
 ``slurm.conf`` (this machine as node ``NODE`` with its real CPUs, partition ``debug``,
-no accounting, a short KillWait), the daemons' state, spool and logs. ``SLURM_CONF``
+no accounting, a short KillWait; or other nodes, as tests/test_multihost_slurm.py
+writes), the daemons' state, spool and logs. ``SLURM_CONF``
 points at it, so ``sbatch`` and the others on PATH (Debian's slurm-wlm, which
 scripts/test installs) talk to this cluster only. The daemons are stopped by PID.
 """
@@ -15,7 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +41,13 @@ def _free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def _node_line() -> str:
-    """``slurmd -C``'s description of this machine (its real CPUs and memory)."""
+def node_line(name: str = NODE, address: str | None = None) -> str:
+    """Node ``name`` (at ``address``, else found by its name) with this machine's real
+    CPUs and memory, as ``slurmd -C`` describes them."""
     out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout
     rest = out.splitlines()[0].partition(" ")[2]
-    return f"NodeName={NODE} {rest}"
+    where = f" NodeAddr={address}" if address else ""
+    return f"NodeName={name}{where} {rest}"
 
 
 @dataclass
@@ -58,17 +61,27 @@ class SlurmCluster:
     def conf(self) -> Path:
         return self.directory / "slurm.conf"
 
-    def write_conf(self) -> None:
+    def write_conf(
+        self,
+        controller: str = f"{NODE}(127.0.0.1)",
+        nodes: Sequence[str] = (),
+        slurmd_timeout: int = 30,
+    ) -> None:
+        """``controller`` is SlurmctldHost, ``nodes`` the NodeName lines (default: this
+        machine); each slurmd has its own spool, pid file and log (``%n``: its name)."""
         d = self.directory
+        node_lines = "".join(f"{line} State=UNKNOWN\n" for line in nodes or [node_line()])
         for name in ("state", "spool", "munge"):
             (d / name).mkdir(mode=0o700, exist_ok=True)
+        for line in nodes or [node_line()]:
+            (d / "spool" / line.split()[0].partition("=")[2]).mkdir(exist_ok=True)
         key = d / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
         ctld_port, slurmd_port = _free_ports(2)
         self.conf.write_text(
             f"""ClusterName=saturntest
-SlurmctldHost={NODE}(127.0.0.1)
+SlurmctldHost={controller}
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort={ctld_port}
@@ -83,24 +96,30 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
+SlurmdSpoolDir={d}/spool/%n
 SlurmctldPidFile={d}/slurmctld.pid
-SlurmdPidFile={d}/slurmd.pid
+SlurmdPidFile={d}/slurmd-%n.pid
 SlurmctldLogFile={d}/slurmctld.log
-SlurmdLogFile={d}/slurmd.log
+SlurmdLogFile={d}/slurmd-%n.log
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 KillWait={KILL_WAIT}
 MinJobAge=600
 ReturnToService=2
-SlurmdTimeout=30
-{_node_line()} State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+SlurmdTimeout={slurmd_timeout}
+{node_lines}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
         )
 
     def start(self) -> None:
+        self.start_munged()
+        self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
+        self.start_slurmd()
+        wait_for(self.node_idle, timeout=60, what=f"node {NODE} idle in sinfo")
+
+    def start_munged(self) -> None:
+        """munged's socket is a path: processes of every network namespace reach it."""
         d = self.directory
         self._spawn(
             "munged",
@@ -116,9 +135,6 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             ],
         )
         wait_for((d / "munge" / "socket").exists, timeout=30, what="munged")
-        self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
-        self.start_slurmd()
-        wait_for(self.node_idle, timeout=60, what=f"node {NODE} idle in sinfo")
 
     def start_slurmctld(self) -> None:
         """Started again, it reads the jobs back from its state directory."""
@@ -127,11 +143,15 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     def start_slurmd(self) -> None:
         self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf)])
 
-    def node_idle(self) -> bool:
+    def node_state(self, node: str = NODE) -> str:
+        """sinfo's short state of ``node`` (``idle``, ``alloc``, ``down*``, ...)."""
         out = subprocess.run(
-            ["sinfo", "-h", "-n", NODE, "-o", "%t"], capture_output=True, text=True, check=False
+            ["sinfo", "-h", "-n", node, "-o", "%t"], capture_output=True, text=True, check=False
         ).stdout
-        return out.strip() == "idle"
+        return out.strip()
+
+    def node_idle(self, node: str = NODE) -> bool:
+        return self.node_state(node) == "idle"
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.directory / f"{name}.out").open("ab")

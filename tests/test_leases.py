@@ -10,14 +10,20 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import msgspec
 import pytest
 
 from conftest import pid_alive, wait_for
+from saturn_async.storage.s3 import S3Storage
+from saturn_async.supervisor.lease import Holder, decode, encode, new_holder
+from saturn_async.supervisor.s3_lease import S3Lease
 
 Saturn = Callable[..., subprocess.CompletedProcess[str]]
 CLI = [sys.executable, "-m", "saturn_async"]
@@ -236,3 +242,24 @@ def test_a_killed_supervisors_run_is_lost_and_skip_completed_reruns_it(
     assert len(run_pids(pids)) == 2  # run 1 ran again
     report = status(saturn, job)
     assert (report["succeeded"], report["lost"], report["not_finished"]) == (2, 0, 0)
+
+
+def test_a_renewal_that_landed_unanswered_does_not_keep_the_lease_from_its_release(
+    s3: str,
+) -> None:
+    # A renewal cut off by a partition may reach S3 once the link is back, after the
+    # supervisor gave up on its answer: the lease object changed under the ETag the holder
+    # knows, and the conditional release was refused (412), leaving no tombstone.
+    async def main() -> Holder | None:
+        async with S3Storage() as storage:
+            lease = S3Lease(storage, f"{s3}/run", ttl=60)
+            assert await lease.try_acquire(new_holder()) is None
+            found = await storage.get_tagged(lease.location)
+            assert found is not None
+            landed = msgspec.structs.replace(decode(found[0]), expires=time.time() + 60)
+            assert await storage.put_if(lease.location, encode(landed), found[1]) is not None
+            await lease.release(finished=True)
+            return decode(await storage.get(lease.location))
+
+    holder = anyio.run(main)
+    assert holder is not None and holder.released is not None, holder

@@ -85,7 +85,7 @@ class S3Lease:
             await anyio.sleep(RENEW_SECONDS)
             renewed = msgspec.structs.replace(self._held, expires=time.time() + self.ttl)
             try:
-                etag = await self.storage.put_if(self.location, encode(renewed), self._etag)
+                etag = await self._overwrite(encode(renewed), self._held.token, self._etag)
             except StorageError as exc:
                 report(f"could not renew the lease {self.location}: {exc}")
                 continue
@@ -101,9 +101,25 @@ class S3Lease:
             return
         data = self._previous_data if not finished else None
         data = data or encode(msgspec.structs.replace(self._held, released=time.time()))
-        etag, self._held, self._etag = self._etag, None, None
+        token, etag = self._held.token, self._etag
+        self._held = self._etag = None
         with contextlib.suppress(StorageError):  # then it expires
-            await self.storage.put_if(self.location, data, etag)
+            await self._overwrite(data, token, etag)
+
+    async def _overwrite(self, data: bytes, token: str | None, etag: str) -> str | None:
+        """Write ``data`` over the lease object of ``token`` last seen at ``etag``: the new
+        ETag, or None when another holder's lease is there. A write of ours whose answer
+        was lost (a renewal cut off, then cancelled or retried) may have landed since, and
+        the condition then fails on our own lease: read back, and write again if the
+        object still names our token."""
+        written = await self.storage.put_if(self.location, data, etag)
+        while written is None:
+            found = await self.storage.get_tagged(self.location)
+            holder = decode(found[0]) if found is not None else None
+            if found is None or holder is None or holder.token != token:
+                return None
+            written = await self.storage.put_if(self.location, data, found[1])
+        return written
 
 
 async def lost_holders(storage: S3Storage, locations: Iterable[str]) -> dict[str, Holder]:
