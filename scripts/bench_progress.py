@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -117,6 +118,8 @@ def dask_million(root: Path, tasks: int, saturn: list[str]) -> list[Row]:
     once: wall time, and the peak RSS of the client (``saturn run``) and the scheduler
     (its own process, ``dask scheduler``)."""
     env = {**os.environ, "XDG_DATA_HOME": str(root / "million-state")}
+    # On disk: a million task directories of small files would take ~16 GB of tmpfs.
+    results = Path(tempfile.mkdtemp(prefix="saturn-million-", dir="/var/tmp"))
     sched_file = root / "scheduler.json"
     module = [sys.executable, "-m"]
     scheduler = [*module, "distributed.cli.dask_scheduler", "--scheduler-file", str(sched_file)]
@@ -135,7 +138,7 @@ def dask_million(root: Path, tasks: int, saturn: list[str]) -> list[Row]:
         doc = {
             "name": "million",
             "tasks": [{"name": f"t{i:07d}", "command": "true"} for i in range(tasks)],
-            "results": {"class_spec": "LocalDir", "directory": str(root / "million-out")},
+            "results": {"class_spec": "LocalDir", "directory": str(results)},
             "executor": {"class_spec": "DaskExecutor", "scheduler_address": address,
                          "slots_resource": "saturn_slots"},
             "nprocs": 2,
@@ -161,7 +164,7 @@ def dask_million(root: Path, tasks: int, saturn: list[str]) -> list[Row]:
         for proc in reversed(procs):
             proc.terminate()
             proc.wait()
-        shutil.rmtree(root / "million-out", ignore_errors=True)
+        shutil.rmtree(results, ignore_errors=True)
     client_mb, scheduler_mb = peaks.get(client.pid, 0) / 1024, peaks.get(procs[0].pid, 0) / 1024
     verdict = "completes" if code == 0 else f"exit {code}"
     return [
