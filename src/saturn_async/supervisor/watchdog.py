@@ -90,11 +90,15 @@ class Watchdog:
         come and go (one task waiting on its pidfd, whichever supervisor ends). Once it
         is gone and reaped, ``pid`` is None: :func:`process_watchdog` starts another."""
         if self._pidfd is not None and self.pid is not None:
-            args = (self._pidfd, self.pid)
+            # A pidfd of the thread's own: close() may close ours while it waits.
+            args = (os.dup(self._pidfd), self.pid)
             threading.Thread(target=self._wait, args=args, daemon=True).start()
 
     def _wait(self, pidfd: int, pid: int) -> None:
-        select.select([pidfd], [], [])
+        try:
+            select.select([pidfd], [], [])
+        finally:
+            os.close(pidfd)
         if not self._closing:
             self._lost(f"the watchdog (pid {pid}) is gone")
             with contextlib.suppress(ChildProcessError):
