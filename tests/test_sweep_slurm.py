@@ -266,6 +266,51 @@ def test_requeued_after_node_failure_reruns_only_tasks_without_status(
     _wait_for_empty_queue(slurm_cluster)
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("how", ["scontrol requeue", "node down and back"])
+def test_a_requeue_reruns_the_runs_it_stopped(tmp_path, saturn, slurm_cluster, how):
+    # Slurm TERMs every process of the array task (saturn batch and its runs at once),
+    # then runs it again: the run it stopped records nothing, so the requeued array
+    # task runs it again, and only it.
+    starts, gate, parent = tmp_path / "starts", tmp_path / "gate", tmp_path / "parent"
+    root = tmp_path / "results"
+    results = {"class_spec": "LocalDir", "directory": str(root)}
+    tasks = counted_tasks(starts, gate, done=2, held=1, parent=parent)
+    executor = slurm_executor(tmp_path, sbatch_args=["--requeue"])
+    path = write_sweep(tmp_path, tasks, executor=executor, results=results, nprocs=1, batch_size=3)
+    done = saturn("run", str(path), "-q", "--detach", timeout=60)
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: "h0" in starts_of(starts) and parent.exists(), timeout=120, what="h0")
+    wait_for(lambda: _stored([f"{root}/f0/status", f"{root}/f1/status"]), what="2 statuses")
+    supervisor = int(parent.read_text())
+    job = record_of(tmp_path)["handle"]["slurm_job"]
+    if how == "scontrol requeue":
+        slurm_cluster.scontrol("requeue", f"{job}_0")
+    else:
+        slurm_cluster.scontrol("update", f"nodename={NODE}", "state=down", "reason=test")
+    wait_for(lambda: not pid_alive(supervisor), timeout=60, what="saturn batch stopped")
+    assert not (root / "h0" / "status").exists()
+    wait_for(lambda: "Restarts=1" in slurm_cluster.scontrol("show", "job", job), timeout=60)
+    gate.touch()
+    if how != "scontrol requeue":
+        wait_for(lambda: _resumed(slurm_cluster), timeout=60, what="the node back")
+    collected = saturn("collect", "--name", "lr-sweep", "-q", timeout=240)
+    assert collected.returncode == 0, collected.stderr
+    assert starts_of(starts) == {"f0": 1, "f1": 1, "h0": 2}
+    status = json.loads(saturn("status", "--name", "lr-sweep", "--json").stdout)
+    assert status["succeeded"] == 3, status
+    assert len(attempts_in(saturn("logs", f"{root}/h0").stdout)) == 1
+    _wait_for_empty_queue(slurm_cluster)
+
+
+def _resumed(cluster: Any) -> bool:
+    """Ask Slurm to take the node back (refused while its jobs are still being killed);
+    whether it is up now."""
+    argv = ["scontrol", "update", f"nodename={NODE}", "state=resume"]
+    subprocess.run(argv, capture_output=True, check=False, env=cluster.env())
+    return not cluster.node_state().startswith(("down", "drain"))
+
+
 def _stored(locations: list[str]) -> bool:
     """Whether every location (a local path or an s3:// URL) holds something."""
 

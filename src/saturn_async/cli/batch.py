@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 from typing import Any
 
@@ -63,6 +64,16 @@ from saturn_async.supervisor.progress import SweepProgress
     "array tasks). Waits for runs a live supervisor still holds.",
 )
 @click.option(
+    "--requeue-on-term",
+    is_flag=True,
+    help="TERM means the job system takes this batch back to run it again (Slurm sends "
+    "it to requeue, preempt, at a time limit, on a plain scancel): the runs it stops "
+    "record no status and give their lease back, so the batch run again with "
+    "--skip-finished reruns them; a run dead of TERM first waits up to 10 s for saturn's "
+    "own. INT and HUP still record what they stop (saturn terminate sends INT). "
+    "SlurmExecutor's array tasks pass it.",
+)
+@click.option(
     "--submitted",
     metavar="TIME",
     help="The time of every run's submitted event (an ISO 8601 UTC time) [default: now]; "
@@ -104,6 +115,7 @@ def batch(
     grace: float,
     skip_completed: bool,
     skip_finished: bool,
+    requeue_on_term: bool,
     submitted: str | None,
     wait_for_owner: bool,
     log_chunk_minutes: float,
@@ -155,6 +167,7 @@ def batch(
         "memory_caps": caps,
         "gate": gate,
         "halt": halt,
+        "requeue_signal": signal.SIGTERM if requeue_on_term else None,
     }
     logger = open_attempt_logger(joblog, batches)
     try:

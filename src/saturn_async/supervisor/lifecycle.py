@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -26,6 +27,11 @@ from saturn_async.supervisor.usage import measured
 
 # The status recorded when a run could not be started at all (as a shell reports it).
 CANNOT_START = 127
+_TERM_STATUS = 128 + signal.SIGTERM
+REQUEUE_LAG = 10.0
+"""Seconds a run that died of TERM before its supervisor stopped it waits for the
+supervisor's own stop, when TERM means a requeue (``--requeue-on-term``): the job system
+signals every process of the job, and the run's exit may be seen first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,8 @@ class Outcome:
     """False when the final status could not be written (the run counts as failed)."""
     error: OSError | StorageError | None = None
     """Why the final status could not be written."""
+    requeued: bool = False
+    """The run was stopped for a requeue: nothing recorded, its lease given back."""
 
 
 class RunHost(Protocol):
@@ -48,6 +56,9 @@ class RunHost(Protocol):
     memory_caps: MemoryCaps
     stop_requested: anyio.Event
     forced: anyio.Event
+    requeue_signal: int | None
+    """The stop signal that means the batch will run again (``--requeue-on-term``)."""
+    stop_signal: int | None
     retries_cut: anyio.Event
     """Set when no retry may start any more (a stop, a drain): ends the waits before one."""
 
@@ -106,8 +117,10 @@ class RunLifecycle:
         self.halted_by: str | None = None
         """The run whose failure set off the halt that stopped this one."""
         self._waiting: anyio.CancelScope | None = None
-        self._batch = batch
+        self.batch = batch
         self.status = CANNOT_START
+        self.requeued = False
+        """Its attempt was stopped for a requeue: it records nothing."""
         self.memory_limit = supervisor.memory_caps.limit_for(batch, run)
         self.env = supervisor.environment_for(batch)
         if run.env:
@@ -146,6 +159,10 @@ class RunLifecycle:
         try:
             async with self.lease.kept(self.sup.report):
                 await self.attempt()
+            if self.requeued:
+                self.outputs.close()
+                await self.lease.give_back()
+                return Outcome(self.status, recorded=False, requeued=True)
             outcome = await self.record()
         except BaseException:
             self.lease.abandon()
@@ -206,6 +223,9 @@ class RunLifecycle:
                 self.on_start(attempt, proc)
             async with self.outputs.shipping():
                 exit, end, tree = await self._supervise(proc, cap)
+            if end in ("terminated", "failed") and await self._stopped_for_requeue(exit):
+                self.requeued = True
+                break
             if cap is not None and tree is not None and (oom := oom_event(cap, tree, attempt)):
                 self.events.append(oom)
                 exit, end = dataclasses.replace(exit, status=OOM_STATUS), "failed"
@@ -214,7 +234,7 @@ class RunLifecycle:
             self.sup.attempt_ended(self)
             if end != "failed" or attempt == self.last_attempt or self.sup.stopping:
                 break
-            rule = rule or RetryRule(self._batch, self.run)
+            rule = rule or RetryRule(self.batch, self.run)
             if not rule.retries(exit.status):
                 break
             delay = rule.next_delay()
@@ -231,6 +251,19 @@ class RunLifecycle:
                 )
             )
             await self.outputs.rotate(attempt)
+
+    async def _stopped_for_requeue(self, exit: Exit) -> bool:
+        """Whether the attempt that ended with ``exit`` was stopped by the signal that
+        means a requeue: stopped by the supervisor's stop, or dead of TERM (the job
+        system's, sent to every process) with that stop following within REQUEUE_LAG."""
+        sup = self.sup
+        if sup.requeue_signal is None:
+            return False
+        died_of_term = exit.status == _TERM_STATUS or exit.signal == signal.SIGTERM
+        if sup.stop_signal is None and died_of_term:
+            with anyio.move_on_after(REQUEUE_LAG):
+                await sup.stop_requested.wait()
+        return sup.stop_signal == sup.requeue_signal
 
     async def _wait_to_retry(self, delay: float) -> bool:
         """Wait ``delay`` seconds before a retry; False (no retry) when a stop, a drain or

@@ -22,7 +22,7 @@ from saturn_async.storage.layout import utcnow
 from saturn_async.storage.queue import QueueSink
 from saturn_async.supervisor.halt import Halt, halts_for
 from saturn_async.supervisor.lease import MetOwners
-from saturn_async.supervisor.lifecycle import RunLifecycle
+from saturn_async.supervisor.lifecycle import Outcome, RunLifecycle
 from saturn_async.supervisor.memory_caps import MemoryCaps
 from saturn_async.supervisor.process import RunProcess, kill_after
 from saturn_async.supervisor.progress import FailedRun, RunningRun, SweepProgress
@@ -83,6 +83,7 @@ class Supervisor:
         halt: HaltPolicy | None = None,
         keep_outcomes: bool = False,
         watchdog: Watchdog | None = None,
+        requeue_signal: int | None = None,
     ) -> None:
         """``sink``, when given, receives every run's outputs, local paths included
         (they are then names the client that receives the queue writes).
@@ -98,7 +99,10 @@ class Supervisor:
         holds for all the runs of :meth:`run` together; without it, each batch's ``halt:``
         holds for its own runs (supervisor/halt.py).
         ``keep_outcomes`` keeps every run's final status in ``summary.kept``.
-        ``watchdog``, when given, is shared with other supervisors (not closed here)."""
+        ``watchdog``, when given, is shared with other supervisors (not closed here).
+        ``requeue_signal``: a first stop by this signal means the job system will run the
+        batch again (``--requeue-on-term``): the runs it stops record nothing and give
+        their lease back, for the batch run again with ``skip_finished`` to rerun."""
         if nprocs < 1:
             raise ValueError("nprocs must be at least 1")
         self.nprocs = nprocs
@@ -124,6 +128,7 @@ class Supervisor:
         self.gate = gate
         self.progress = SweepProgress(total=0)
         self.stop_signal: int | None = None
+        self.requeue_signal = requeue_signal
         self._running: dict[int, RunProcess] = {}
         self._base_env = dict(os.environ)
         self._env_cache: dict[int, dict[str, str]] = {}
@@ -273,21 +278,24 @@ class Supervisor:
                 self._leave(ticket)
             if outcome is None:
                 self.progress.skipped += 1
-                continue
-            if outcome.recorded:
-                location = run.remote_output_path
-                shipped = self.run_storage.ships(location)
-                self.summary.record(batch, location, outcome.status_code, shipped)
-            if outcome.status_code == 0 and outcome.recorded:
-                self.progress.succeeded += 1
-            else:
-                self.progress.add_failure(
-                    FailedRun(run.remote_output_path, run.cmd, outcome.status_code)
-                )
-                if halt is not None and halt.run_ended(
-                    run.remote_output_path, outcome.status_code, lifecycle.halted_by is not None
-                ):
-                    self.report(halt.describe())
+            elif not outcome.requeued:  # a requeued run stays pending: the batch runs again
+                self._count(lifecycle, outcome)
+
+    def _count(self, lifecycle: RunLifecycle, outcome: Outcome) -> None:
+        """Count a run's final status, in the summary, the progress and its halt."""
+        run, location = lifecycle.run, lifecycle.run_dir
+        if outcome.recorded:
+            shipped = self.run_storage.ships(location)
+            self.summary.record(lifecycle.batch, location, outcome.status_code, shipped)
+        if outcome.status_code == 0 and outcome.recorded:
+            self.progress.succeeded += 1
+            return
+        self.progress.add_failure(FailedRun(location, run.cmd, outcome.status_code))
+        halt = lifecycle.halt
+        if halt is not None and halt.run_ended(
+            location, outcome.status_code, lifecycle.halted_by is not None
+        ):
+            self.report(halt.describe())
 
     def _leave(self, ticket: Ticket | None) -> None:
         """Give back a run's slot and its pass."""

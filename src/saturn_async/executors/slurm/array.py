@@ -70,6 +70,7 @@ def sweep_script(
     flags = [
         "-q",
         "--failed-runs-exit-zero",
+        "--requeue-on-term",
         f"--grace={options.grace:g}",
         f"--log-chunk-minutes={options.log_chunk_seconds / 60:g}",
     ]

@@ -157,12 +157,13 @@ def index_range(text: str) -> list[int]:
 
 async def cancel(job_id: str, *, grace: float, source: str) -> None:
     """Cancel the pending array tasks (they never start), send the running ones' batch
-    shell (``saturn batch``, exec'd) TERM, so their supervisors stop the runs (TERM, then
-    KILL after ``grace``) and record them; what still runs ``STOP_MARGIN`` seconds after
-    the grace is cancelled outright (Slurm: TERM to every process, KILL after KillWait).
-    A job Slurm no longer knows is already gone."""
+    shell (``saturn batch``, exec'd) INT, so their supervisors stop the runs (TERM, then
+    KILL after ``grace``) and record them (TERM would mean a requeue to them:
+    ``--requeue-on-term``); what still runs ``STOP_MARGIN`` seconds after the grace is
+    cancelled outright (Slurm: TERM to every process, KILL after KillWait). A job Slurm
+    no longer knows is already gone."""
     await _run(["scancel", "--state=PENDING", job_id], source=source)
-    await _run(["scancel", "--batch", "--signal=TERM", job_id], source=source)
+    await _run(["scancel", "--batch", "--signal=INT", job_id], source=source)
     with anyio.move_on_after(grace + STOP_MARGIN):
         while await live_tasks(job_id, source=source):  # noqa: ASYNC110 - Slurm ends them
             await anyio.sleep(_CANCEL_POLL)
