@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Protocol, Self
 
+import anyio
 import msgspec
 
 from saturn_async.executors.jobs import ResultsVia, SlotsVia, StopVia, WorkerJob
@@ -117,6 +118,11 @@ class Executor(ABC):
     @abstractmethod
     async def outstanding(self) -> Outstanding:
         """How many batches are still queued or running."""
+
+    async def until_changed(self, longest: float) -> None:
+        """Return once a batch may have ended, at the latest after ``longest`` seconds:
+        the wait of the follow loop between two looks (default: ``longest``)."""
+        await anyio.sleep(longest)
 
     @abstractmethod
     async def terminate(self) -> None:

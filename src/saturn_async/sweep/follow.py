@@ -102,8 +102,9 @@ async def follow(
                 return FollowOutcome(list(tasks.pending), outstanding.errors)
             if show_running and not is_remote(root):
                 await in_thread(tasks.note_running)
-            busy = time.monotonic() - started
-            await anyio.sleep(max(interval, busy / BUSY_SHARE))
+            # A breather in proportion to the look's cost, then until a batch ends.
+            await anyio.sleep(max(0.0, (time.monotonic() - started) / BUSY_SHARE - interval))
+            await executor.until_changed(interval)
 
 
 class PendingTasks:

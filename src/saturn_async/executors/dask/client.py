@@ -16,10 +16,12 @@ distributed's client blocks: every call to it runs in a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from typing import Any, Literal
 
+import anyio
 import anyio.to_thread
 import msgspec
 
@@ -162,6 +164,15 @@ class DaskExecutor(Executor):
         client = await self.client()
         return await anyio.to_thread.run_sync(_outstanding, client, futures, self._returned)
 
+    async def until_changed(self, longest: float) -> None:
+        """Until a batch future that is pending now ends, at most ``longest`` seconds."""
+        pending = [f for f in await self._futures() if f.status == "pending"]
+        if not pending:
+            await anyio.sleep(longest)
+            return
+        # Abandoned on cancel: the thread ends by itself within ``longest``.
+        await anyio.to_thread.run_sync(_first_ended, pending, longest, abandon_on_cancel=True)
+
     async def terminate(self) -> None:
         client = await self.client()
         futures = await self._futures()
@@ -192,6 +203,11 @@ class DaskExecutor(Executor):
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+def _first_ended(futures: list[distributed.Future[Any]], timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        distributed.wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
 
 
 def _outstanding(
