@@ -517,7 +517,11 @@ def dask_benchmarks(root: Path, runs: int, repeats: int) -> None:
 
 
 def dask_throughput(root: Path, runs: int, repeats: int, address: str, env: dict[str, str]) -> None:
-    """Same 4 slots: saturn batch nprocs 4 here, or DaskExecutor over 2 workers x nprocs 2."""
+    """saturn batch nprocs 4 here, or DaskExecutor over 2 workers x nprocs 2 batches.
+
+    The Dask workers share ``saturn_slots`` 4 each (the cluster is the makespan row's
+    too), so up to 8 runs at once there against 4 here; with 2 each (4 in all) the row
+    measured the same (docs/benchmarks.md)."""
     job = write_true_job(root / "true.json", runs, root / "sat")
     executor = {
         "class_spec": "DaskExecutor",
