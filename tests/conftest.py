@@ -321,7 +321,7 @@ class DaskCluster:
 
     def start_scheduler(self) -> None:
         ip = self.host.address if self.host is not None else "127.0.0.1"
-        self._spawn(
+        self.scheduler = self._spawn(
             "scheduler",
             "--host", ip,
             "--port", "0",

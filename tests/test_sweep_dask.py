@@ -226,6 +226,30 @@ def test_worker_tree_killed_mid_batch_reruns_only_unfinished_tasks(
     assert '"succeeded": 6' in status.stdout, status.stdout
 
 
+def test_scheduler_lost_while_following_is_reported_without_a_traceback(tmp_path, own_dask_cluster):
+    # The client's futures are cancelled when its scheduler goes: following must say
+    # so and end, as it did when it polled (not raise out of its wait between polls).
+    cluster = own_dask_cluster
+    cluster.add_worker(slots=2)
+    cluster.wait_for_workers(1)
+    starts, gate, results = tmp_path / "starts", tmp_path / "gate", tmp_path / "results"
+    backend = {"class_spec": "LocalDir", "directory": str(results)}
+    tasks = counted_tasks(starts, gate, done=0, held=2)
+    executor = dask_executor(cluster.address)
+    path = write_sweep(tmp_path, tasks, executor=executor, results=backend, nprocs=1, batch_size=1)
+    with saturn_in_background("run", str(path), "-q") as run:
+        wait_for(lambda: starts_of(starts).keys() >= {"h0", "h1"}, timeout=120, what="2 starts")
+        cluster.scheduler.kill()
+        cluster.scheduler.wait()
+        _, stderr = run.communicate(timeout=120)
+    gate.touch()
+    assert run.returncode == 1, stderr
+    saturn_lines = [line for line in stderr.splitlines() if line.startswith("saturn: ")]
+    assert "/saturn_async/" not in stderr, stderr  # distributed logs its own tracebacks
+    assert any(line.endswith(": cancelled") for line in saturn_lines), stderr
+    assert any("2 tasks have no status" in line for line in saturn_lines), stderr
+
+
 def test_seed_tasks_have_names():
     assert [t["name"] for t in SEED_TASKS] == ["lr-0.5", "lr-0.6", "lr-0.8", "lr-0.7"]
 

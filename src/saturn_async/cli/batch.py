@@ -67,11 +67,11 @@ from saturn_async.supervisor.progress import SweepProgress
     "--requeue-on-term",
     is_flag=True,
     help="TERM means the job system takes this batch back to run it again (Slurm sends "
-    "it to requeue, preempt, at a time limit, on a plain scancel): the runs it stops "
-    "record no status and give their lease back, so the batch run again with "
-    "--skip-finished reruns them; a run dead of TERM first waits up to 10 s for saturn's "
-    "own. INT and HUP still record what they stop (saturn terminate sends INT). "
-    "SlurmExecutor's array tasks pass it.",
+    "it to requeue, preempt, at a time limit, on a plain scancel): the runs it stops, and "
+    "those waiting to retry, record no status and give their lease back, so the batch run "
+    "again with --skip-finished reruns them. A failing attempt is held up to 1 s for that "
+    "TERM (the job system's may reach the run first). INT and HUP still record what they "
+    "stop (saturn terminate sends INT). SlurmExecutor's array tasks pass it.",
 )
 @click.option(
     "--submitted",
@@ -180,7 +180,9 @@ def batch(
     if not quiet:
         print(
             f"{summary.succeeded} succeeded, {summary.failed} failed, "
-            f"{summary.skipped} skipped, {summary.not_started} not started {pace(progress)}"
+            f"{summary.skipped} skipped, {summary.not_started} not started"
+            + (f", {summary.requeued} left to the requeue" if summary.requeued else "")
+            + f" {pace(progress)}"
         )
         every = f"saturn status {shlex.quote(files[0] if files else str(output))}" + (
             " (and each other FILE)" if len(files) > 1 else ""

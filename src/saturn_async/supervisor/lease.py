@@ -53,6 +53,14 @@ class Holder(msgspec.Struct, kw_only=True, omit_defaults=True):
     """s3://: the Unix time after which another host may take the lease over."""
     released: float | None = None
     """When the attempt's final status was recorded; the lease is free since."""
+    given_back: bool = False
+    """Let go without a final status (a requeue, a halt before the start): free, and the
+    run is to run again."""
+
+    @property
+    def free(self) -> bool:
+        """Whether nobody holds the lease any more (released or given back)."""
+        return self.released is not None or self.given_back
 
     def describe(self) -> str:
         return f"host {self.host} pid {self.pid}"
@@ -104,7 +112,7 @@ def holder_alive(holder: Holder) -> bool:
     process is there (same pid, same start time, same boot); on another host, its lease
     has not expired. A lease that names no expiry (a local one) is judged on this host
     only."""
-    if holder.released is not None:
+    if holder.free:
         return False
     host, _ticks, boot = _identity(os.getpid())
     if holder.host == host:
@@ -181,7 +189,7 @@ def lost_holder(run_dir: str) -> Holder | None:
         return None
     try:
         holder = decode(_read(fd))
-        if holder is None or holder.released is not None:
+        if holder is None or holder.free:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -27,11 +26,10 @@ from saturn_async.supervisor.usage import measured
 
 # The status recorded when a run could not be started at all (as a shell reports it).
 CANNOT_START = 127
-_TERM_STATUS = 128 + signal.SIGTERM
-REQUEUE_LAG = 10.0
-"""Seconds a run that died of TERM before its supervisor stopped it waits for the
-supervisor's own stop, when TERM means a requeue (``--requeue-on-term``): the job system
-signals every process of the job, and the run's exit may be seen first."""
+REQUEUE_LAG = 1.0
+"""Seconds a run that failed before its supervisor stopped waits for that stop, when TERM
+means a requeue (``--requeue-on-term``): the job system signals every process of the job
+at once, and the run's end may be seen before the supervisor's own TERM."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +119,7 @@ class RunLifecycle:
         self.status = CANNOT_START
         self.requeued = False
         """Its attempt was stopped for a requeue: it records nothing."""
+        self._rule: RetryRule | None = None
         self.memory_limit = supervisor.memory_caps.limit_for(batch, run)
         self.env = supervisor.environment_for(batch)
         if run.env:
@@ -205,7 +204,6 @@ class RunLifecycle:
                 await self.outputs.drop_lost_chunks(self.last_attempt)
             except StorageError as exc:
                 self.sup.report(f"could not remove a lost attempt's log chunks: {exc}")
-        rule: RetryRule | None = None
         if self.halt is not None:  # from here to the first spawn nothing awaits
             self.halt.running.add(self)
         for attempt in range(self.first_attempt, self.last_attempt + 1):
@@ -232,38 +230,58 @@ class RunLifecycle:
             self.status = exit.status
             self.events.append(self._end_event(end, exit, attempt, tree))
             self.sup.attempt_ended(self)
-            if end != "failed" or attempt == self.last_attempt or self.sup.stopping:
+            if not await self._retries(end, exit, attempt):
                 break
-            rule = rule or RetryRule(self.batch, self.run)
-            if not rule.retries(exit.status):
-                break
-            delay = rule.next_delay()
-            if delay and not await self._wait_to_retry(delay):
-                if self.halted_by is not None:
-                    self.events.append(self._halted_event())
-                break
-            self.events.append(
-                Event(
-                    type="retry",
-                    utctimestamp=utcnow(),
-                    attempt=attempt + 1,
-                    delay_seconds=delay or None,
-                )
-            )
             await self.outputs.rotate(attempt)
 
-    async def _stopped_for_requeue(self, exit: Exit) -> bool:
-        """Whether the attempt that ended with ``exit`` was stopped by the signal that
-        means a requeue: stopped by the supervisor's stop, or dead of TERM (the job
-        system's, sent to every process) with that stop following within REQUEUE_LAG."""
-        sup = self.sup
-        if sup.requeue_signal is None:
+    async def _retries(self, end: str, exit: Exit, attempt: int) -> bool:
+        """After an attempt that ended ``end``: whether another follows, after its delay
+        (its ``retry`` event added). A stop for a requeue leaves the retry to the batch
+        run again: the run records nothing."""
+        if end != "failed" or attempt == self.last_attempt:
             return False
-        died_of_term = exit.status == _TERM_STATUS or exit.signal == signal.SIGTERM
-        if sup.stop_signal is None and died_of_term:
+        if self.sup.stopping and not self.requeueing:
+            return False
+        self._rule = self._rule or RetryRule(self.batch, self.run)
+        if not self._rule.retries(exit.status):
+            return False
+        if self.requeueing:
+            self.requeued = True
+            return False
+        delay = self._rule.next_delay()
+        if delay and not await self._wait_to_retry(delay):
+            if self.halted_by is not None:
+                self.events.append(self._halted_event())
+            elif self.requeueing:
+                self.requeued = True
+            return False
+        self.events.append(
+            Event(
+                type="retry",
+                utctimestamp=utcnow(),
+                attempt=attempt + 1,
+                delay_seconds=delay or None,
+            )
+        )
+        return True
+
+    @property
+    def requeueing(self) -> bool:
+        """Whether the supervisor is stopping for a requeue (``--requeue-on-term``)."""
+        sup = self.sup
+        return sup.requeue_signal is not None and sup.stop_signal == sup.requeue_signal
+
+    async def _stopped_for_requeue(self, exit: Exit) -> bool:
+        """Whether the attempt that failed with ``exit`` ends for a requeue: the
+        supervisor stops for one, or its stop comes within REQUEUE_LAG (the job system
+        signals every process of the job at once, and this run's end may come first,
+        whatever code it exits with)."""
+        if self.sup.requeue_signal is None or exit.status == 0:
+            return False
+        if self.sup.stop_signal is None:
             with anyio.move_on_after(REQUEUE_LAG):
-                await sup.stop_requested.wait()
-        return sup.stop_signal == sup.requeue_signal
+                await self.sup.stop_requested.wait()
+        return self.requeueing
 
     async def _wait_to_retry(self, delay: float) -> bool:
         """Wait ``delay`` seconds before a retry; False (no retry) when a stop, a drain or

@@ -27,6 +27,8 @@ class SweepProgress:
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
+    requeued: int = 0
+    """Stopped for a requeue (``--requeue-on-term``): nothing recorded, to run again."""
     running: dict[int | str, RunningRun] = field(default_factory=dict)
     """Keyed by slot rank (a supervisor) or by task location (a client following a sweep)."""
     running_label: str = "slot"
@@ -40,7 +42,7 @@ class SweepProgress:
 
     @property
     def pending(self) -> int:
-        return self.total - self.finished - len(self.running)
+        return self.total - self.finished - self.requeued - len(self.running)
 
     def add_failure(self, failure: FailedRun) -> None:
         self.failed += 1

@@ -96,11 +96,15 @@ class S3Lease:
             self._held, self._etag = renewed, etag
 
     async def release(self, finished: bool) -> None:
-        """Write a tombstone when ``finished``, else what was there before."""
+        """Write a tombstone when ``finished``, else what was there before (or, where
+        there was nothing, the holder marked ``given_back``: free, and not finished)."""
         if self._held is None or self._etag is None:
             return
-        data = self._previous_data if not finished else None
-        data = data or encode(msgspec.structs.replace(self._held, released=time.time()))
+        if finished:
+            data = encode(msgspec.structs.replace(self._held, released=time.time()))
+        else:
+            given_back = msgspec.structs.replace(self._held, given_back=True)
+            data = self._previous_data or encode(given_back)
         token, etag = self._held.token, self._etag
         self._held = self._etag = None
         with contextlib.suppress(StorageError):  # then it expires
@@ -131,7 +135,7 @@ async def lost_holders(storage: S3Storage, locations: Iterable[str]) -> dict[str
     async def look(location: str) -> None:
         async with limiter:
             holder = decode(await storage.get(f"{location}/{LEASE}"))
-        if holder is not None and holder.released is None and not holder_alive(holder):
+        if holder is not None and not holder.free and not holder_alive(holder):
             lost[location] = holder
 
     async with anyio.create_task_group() as tg:

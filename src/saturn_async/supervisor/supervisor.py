@@ -47,6 +47,8 @@ class BatchSummary:
     """The signal that interrupted the supervisor, if one did."""
     halted_by: tuple[str, ...] = ()
     """The runs whose failures set off a halt (``--halt``, ``halt:``), one per halt."""
+    requeued: int = 0
+    """Runs stopped for a requeue (``--requeue-on-term``), left without a status."""
 
     @property
     def exit_code(self) -> int:
@@ -169,7 +171,7 @@ class Supervisor:
         p = self.progress
         halted_by = tuple(dict.fromkeys(h.trigger for h in self._halts.values() if h.trigger))
         return BatchSummary(
-            p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal, halted_by
+            p.succeeded, p.failed, p.skipped, p.pending, self.stop_signal, halted_by, p.requeued
         )
 
     @contextlib.asynccontextmanager
@@ -278,7 +280,9 @@ class Supervisor:
                 self._leave(ticket)
             if outcome is None:
                 self.progress.skipped += 1
-            elif not outcome.requeued:  # a requeued run stays pending: the batch runs again
+            elif outcome.requeued:  # nothing recorded: the batch runs again
+                self.progress.requeued += 1
+            else:
                 self._count(lifecycle, outcome)
 
     def _count(self, lifecycle: RunLifecycle, outcome: Outcome) -> None:

@@ -192,8 +192,11 @@ class DaskExecutor(Executor):
 
     def _unpublish(self, client: distributed.Client) -> None:
         name = dataset_name(self.record)
-        if name in client.list_datasets():
-            client.unpublish_dataset(name)
+        # A scheduler that cannot be reached (lost, its futures cancelled) holds nothing
+        # of the sweep any more, or will time it out: there is nothing left to release.
+        with contextlib.suppress(OSError):
+            if name in client.list_datasets():
+                client.unpublish_dataset(name)
 
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self._close)
@@ -205,9 +208,12 @@ class DaskExecutor(Executor):
             self._cluster.close()
 
 
-def _first_ended(futures: list[distributed.Future[Any]], timeout: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        distributed.wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
+def _first_ended(futures: list[distributed.Future[Any]], longest: float) -> None:
+    # Cancelled futures (the scheduler lost and reconnected) end the wait: outstanding()
+    # reports them. distributed's CancelledError is asyncio's, which must not reach the
+    # event loop as if this task were cancelled.
+    with contextlib.suppress(TimeoutError, distributed.client.FuturesCancelledError):
+        distributed.wait(futures, timeout=longest, return_when="FIRST_COMPLETED")
 
 
 def _outstanding(
