@@ -288,7 +288,7 @@ import os, time
 from saturn_async.supervisor.watchdog import ID_VARIABLE, Watchdog
 watchdog = Watchdog({grace}, print)
 env = {{**os.environ, ID_VARIABLE: watchdog.id}}
-command = "trap '' TERM; setsid sleep 300 & echo $!; sleep 300"
+command = "trap '' TERM; setsid sleep 300 & echo $! > {escaped}; sleep 300"
 pid = os.posix_spawn("/bin/sh", ["sh", "-c", command], env, setsid=True)
 print(pid, flush=True)
 time.sleep(300)
@@ -298,10 +298,14 @@ time.sleep(300)
 def test_the_watchdog_stops_what_carries_its_id_even_out_of_the_group(tmp_path: Path) -> None:
     """What the watchdog stops is found by the id in the environment: the run's group
     and a descendant that left it with setsid."""
-    script = CARRIES_THE_ID.format(grace=GRACE)
+    # The descendant's pid comes in a file: two writers of one pipe may interleave.
+    escaped_file = tmp_path / "escaped"
+    script = CARRIES_THE_ID.format(grace=GRACE, escaped=escaped_file)
     with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None
-        escaped, run = int(proc.stdout.readline()), int(proc.stdout.readline())
+        run = int(proc.stdout.readline())
+        wait_for(lambda: escaped_file.read_text().strip() if escaped_file.exists() else "")
+        escaped = int(escaped_file.read_text())
         assert pid_alive(run) and pid_alive(escaped)
         proc.kill()
     wait_for(lambda: not pid_alive(run), GRACE + 2, "the run to go")
