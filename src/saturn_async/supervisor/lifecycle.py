@@ -159,8 +159,7 @@ class RunLifecycle:
             async with self.lease.kept(self.sup.report):
                 await self.attempt()
             if self.requeued:
-                self.outputs.close()
-                await self.lease.give_back()
+                await self.let_go()
                 return Outcome(self.status, recorded=False, requeued=True)
             outcome = await self.record()
         except BaseException:
