@@ -20,7 +20,7 @@ import time
 
 import bench
 import psutil
-from distributed import Client, LocalCluster
+from distributed import Client
 
 
 def own_and_children(process: psutil.Process) -> tuple[float, float]:
@@ -55,14 +55,7 @@ def main() -> None:
     sizes = sys.argv[3:] or ["auto", str(-(-runs // 8))]
     root = bench.scratch_root()
     job = bench.write_true_job(root / "true.json", runs, root / "sat")
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=4,
-        processes=True,
-        resources={"saturn_slots": 4},
-        dashboard_address=None,
-        local_directory=str(root / "dask"),
-    ) as cluster:
+    with bench.dask_row_cluster(root) as cluster:
         with Client(cluster) as client:
             workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
         executor = {

@@ -498,18 +498,23 @@ def long_tailed_sleeps(count: int, seed: int = 7) -> list[float]:
     return [round(min(2.0, 0.05 * rng.paretovariate(1.2)), 3) for _ in range(count)]
 
 
-def dask_benchmarks(root: Path, runs: int, repeats: int) -> None:
+def dask_row_cluster(root: Path) -> Any:
+    """The Dask rows' cluster: 2 worker processes x 4 threads, ``saturn_slots`` 4 each.
+    Real worker processes (behind nannies); the scheduler lives in the caller's process."""
     from distributed import LocalCluster
 
-    # Real worker processes (behind nannies); the scheduler lives in this idle process.
-    with LocalCluster(
+    return LocalCluster(
         n_workers=2,
         threads_per_worker=4,
         processes=True,
         resources={"saturn_slots": 4},
         dashboard_address=None,
         local_directory=str(root / "dask"),
-    ) as cluster:
+    )
+
+
+def dask_benchmarks(root: Path, runs: int, repeats: int) -> None:
+    with dask_row_cluster(root) as cluster:
         address = cluster.scheduler_address
         env = {**os.environ, "XDG_DATA_HOME": str(root / "state")}
         dask_throughput(root, runs, repeats, address, env)
