@@ -19,13 +19,25 @@ from saturn_async.sweep.plan import batch_sizes, plan_sweep
 from sweeps import events_of
 
 
-@pytest.mark.parametrize(("tasks", "groups"), [(600, 8), (10, 4), (1, 3), (5000, 2)])
+@pytest.mark.parametrize(
+    ("tasks", "groups"), [(600, 8), (10, 4), (1, 3), (5000, 2), (5000, 8), (10**6, 8), (10**6, 64)]
+)
 def test_auto_batches_shrink_toward_the_end(tasks, groups):
     sizes = batch_sizes(tasks, "auto", groups)
     assert sum(sizes) == tasks
     assert sizes == sorted(sizes, reverse=True)
     assert sizes[0] == -(-tasks // (2 * groups))
-    assert sizes[-1] == 1
+    # About 4 batches per group, however many tasks: each costs its engine a dispatch.
+    assert len(sizes) <= min(tasks, 4 * groups)
+    # The last is small next to a group's share (tasks / groups).
+    assert sizes[-1] <= 3 * max(1, tasks / (4 * groups**2))
+
+
+def test_auto_batches_fall_linearly():
+    sizes = batch_sizes(5000, "auto", 8)
+    steps = [a - b for a, b in zip(sizes, sizes[1:-1], strict=False)]
+    assert len(sizes) == 30
+    assert all(9 <= step <= 12 for step in steps), steps
 
 
 def test_fixed_batches():

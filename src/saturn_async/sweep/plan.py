@@ -1,9 +1,11 @@
 """Cut a sweep's tasks into batches: fixed sizes, or shrinking toward the end (``auto``).
 
-``auto`` is guided self-scheduling in the factoring variant: each batch takes
-``ceil(remaining / (2 * groups))`` tasks, where ``groups`` is how many batches the
-executor runs at once. Early batches are big (little dispatch overhead), the last ones
-hold a task or two, so no worker is left with a long batch when the others are done.
+``auto`` is trapezoid self-scheduling (Tzen and Ni, 1993): sizes fall linearly from
+``ceil(tasks / (2 * groups))`` toward one task, where ``groups`` is how many batches the
+executor runs at once. In terms of what is left, each batch takes
+``ceil(sqrt(tasks * remaining) / (2 * groups))``, so a sweep of any size makes about
+``4 * groups`` batches: few to dispatch (each costs its engine milliseconds), and small
+ones at the end, so no worker is left with a long batch when the others are done.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def batch_sizes(tasks: int, batch_size: int | str, groups: int) -> list[int]:
     remaining = tasks
     while remaining:
         if batch_size == "auto":
-            size = math.ceil(remaining / (2 * max(groups, 1)))
+            size = min(remaining, math.ceil(math.sqrt(tasks * remaining) / (2 * max(groups, 1))))
         else:
             assert isinstance(batch_size, int)
             size = min(batch_size, remaining)
