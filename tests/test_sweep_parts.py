@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import datetime
 
@@ -35,7 +36,7 @@ def test_auto_batches_shrink_toward_the_end(tasks, groups):
 
 def test_auto_batches_fall_linearly():
     sizes = batch_sizes(5000, "auto", 8)
-    steps = [a - b for a, b in zip(sizes, sizes[1:-1], strict=False)]
+    steps = [a - b for a, b in itertools.pairwise(sizes[:-1])]
     assert len(sizes) == 30
     assert all(9 <= step <= 12 for step in steps), steps
 
