@@ -536,8 +536,8 @@ def dask_throughput(root: Path, runs: int, repeats: int, address: str, env: dict
     sweep = write_sweep(
         root / "dask-true.json", ["true"] * runs, root / "dask-out", executor=executor, nprocs=2
     )
-    # The same runs in 8 batches, one per worker thread: what the auto sizing's ~100
-    # batches cost in dispatch (docs/benchmarks.md, "fourth session").
+    # The same runs in 8 batches, one per worker thread: what the auto sizing's ~30
+    # batches cost in dispatch (docs/benchmarks.md, "fourth session", "2026-12-03").
     eight = write_sweep(
         root / "dask-true-8.json",
         ["true"] * runs,
