@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -102,4 +103,11 @@ def cli() -> None:
 
 def main() -> None:
     name = os.path.basename(sys.argv[0])
-    cli(prog_name=name if name in ("saturn", "sc") else "saturn")
+    try:
+        cli(prog_name=name if name in ("saturn", "sc") else "saturn")
+    finally:
+        # The command is over. What is left is the interpreter's teardown, whose garbage
+        # collections walk every object still alive: 80 ms once distributed is imported
+        # (measured on 2 cores), 16 ms with them frozen. Objects are still freed by their
+        # reference counts, and atexit handlers still run.
+        gc.freeze()
