@@ -1,4 +1,5 @@
-"""The pieces behind ``saturn run``: batch sizing, the queue collector, shared slots, ledger."""
+"""The pieces behind ``saturn run``: batch sizing, the queue collector, shared slots, ledger,
+the shared stop wait."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import threading
 from datetime import datetime
 
 import anyio
+import anyio.lowlevel
 import pytest
 
+from saturn_async.executors.shared_stop import shared_wait
 from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.sweep import Sweep, Task
 from saturn_async.storage.ledger import LedgerWriter, read_ledger
@@ -140,6 +143,43 @@ def test_shared_slots_bound_runs_across_supervisors_in_threads(tmp_path):
     assert len(spans) == 8
     most = max(sum(1 for s, e in spans if s <= moment < e) for moment, _ in spans)
     assert most == 2
+
+
+def test_shared_stop_wait_is_taken_over_when_the_waiting_batch_ends():
+    polls: list[str] = []
+    released: list[str] = []
+    stopped = anyio.Event()
+    send, receive = anyio.create_memory_object_stream[str](10)
+
+    def waiter(name: str):
+        async def wait() -> None:  # what a stop signal's wait does: poll until set
+            polls.append(name)
+            await send.send(name)
+            await stopped.wait()
+
+        return wait
+
+    async def batch(name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            await shared_wait(b"sweep", waiter(name))
+            released.append(name)
+
+    async def main() -> None:
+        first = anyio.CancelScope()
+        with anyio.fail_after(30), send, receive:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(batch, "first", first)
+                assert await receive.receive() == "first"
+                tg.start_soon(batch, "second", anyio.CancelScope())
+                tg.start_soon(batch, "third", anyio.CancelScope())
+                await anyio.lowlevel.checkpoint()  # both wait on the first one now
+                first.cancel()  # the batch that waits ends: one of the others takes over
+                assert await receive.receive() in ("second", "third")
+                stopped.set()
+
+    anyio.run(main)
+    assert len(polls) == 2, polls
+    assert sorted(released) == ["second", "third"]
 
 
 def test_following_a_sweep_shows_its_running_tasks(tmp_path):

@@ -37,6 +37,7 @@ from saturn_async.executors.jobs import (
     WorkerJob,
     WorkerSummary,
 )
+from saturn_async.executors.shared_stop import shared_wait
 from saturn_async.linux import prompt_scheduling
 from saturn_async.spec.models import Batch
 from saturn_async.storage.queue import Channel, QueueSink
@@ -207,7 +208,7 @@ async def _run(
         )
         async with anyio.create_task_group() as tg:
             if stop is not None:
-                tg.start_soon(_stop_when, stop, supervisor)
+                tg.start_soon(_stop_when, msgspec.json.encode(job.stop), stop, supervisor)
             summary = await supervisor.run(batches)
             tg.cancel_scope.cancel()
     return WorkerSummary(
@@ -220,8 +221,8 @@ async def _run(
     )
 
 
-async def _stop_when(stop: StopSignal, supervisor: Supervisor) -> None:
-    await stop.wait()
+async def _stop_when(via: bytes, stop: StopSignal, supervisor: Supervisor) -> None:
+    await shared_wait(via, stop.wait)
     supervisor.stop(signal.SIGTERM)
 
 

@@ -8,7 +8,8 @@ import distributed
 
 from saturn_async.executors.dask.queue import current_task
 
-# How often a supervisor looks at the terminate Event.
+# How often a worker process looks at the terminate Event: one of its running batches
+# at a time waits on it, for all (executors/shared_stop.py).
 _EVENT_POLL = 1.0
 
 
