@@ -24,10 +24,13 @@ import anyio
 import msgspec
 
 from saturn_async.exceptions import StorageError
-from saturn_async.spec.paths import RESERVED
+from saturn_async.spec.paths import RESERVED, is_remote
 from saturn_async.storage.base import Sink, Storage
+from saturn_async.storage.local import shared_with_nobody
 
 LEDGER = f"{RESERVED}/ledger"
+MAX_SEGMENT_BYTES = 256 * 2**20
+"""A larger segment is not read: no supervisor writes one (a minute of outcomes)."""
 FLUSH_SECONDS = 10.0
 
 
@@ -97,9 +100,14 @@ async def read_ledger(storage: Storage, root: str) -> dict[str, int]:
 
 class LedgerReader:
     """Reads the ledger of one root as it grows: segments are never rewritten, so each is
-    read once. With ``submitted``, only the segments of that submission count (a sweep's
-    followers); a segment that cannot be decoded is left out (its runs' own status is
-    read instead)."""
+    read once. A segment that cannot be read or decoded, or is over
+    :data:`MAX_SEGMENT_BYTES`, is left out (its runs' own status is read instead), and so
+    is a local ledger that a user other than us could write to.
+
+    With ``submitted`` (a sweep's followers), only the segments of that submission give
+    outcomes; a run that a later segment of another submission names (another sweep of
+    the same task names, or a batch file run again by hand) has no outcome here: its
+    status file, the truth, was written after ours."""
 
     def __init__(self, storage: Storage, root: str, submitted: str | None = None) -> None:
         self.storage = storage
@@ -109,28 +117,33 @@ class LedgerReader:
 
     async def new_segments(self) -> list[LedgerSegment]:
         """The segments written since the last call, oldest first."""
+        if not is_remote(self.root) and not shared_with_nobody(self.root, LEDGER):
+            return []
         segments: list[LedgerSegment] = []
         for stored in await self.storage.list(f"{self.root}/{LEDGER}"):
             if stored.name in self._seen or not stored.name.endswith(".json"):
                 continue  # read already, or a local write's temporary
-            data = await self.storage.get(f"{self.root}/{LEDGER}/{stored.name}")
-            if data is None:
-                continue
             self._seen.add(stored.name)
-            try:
-                segment = _decoder.decode(data)
-            except msgspec.DecodeError:
+            if stored.size > MAX_SEGMENT_BYTES:
                 continue
-            if self.submitted is None or segment.submitted == self.submitted:
-                segments.append(segment)
+            try:
+                data = await self.storage.get(f"{self.root}/{LEDGER}/{stored.name}")
+                if data is not None:
+                    segments.append(_decoder.decode(data))
+            except (OSError, msgspec.DecodeError):
+                continue
         return sorted(segments, key=lambda s: s.written)
 
     async def new_runs(self) -> dict[str, int | None]:
         """Run location relative to the root -> its latest status code (None: dispatched
-        again), from the segments written since the last call."""
+        again, or run again by another submission), from the segments written since the
+        last call."""
         runs: dict[str, int | None] = {}
         for segment in await self.new_segments():
-            runs.update(segment.runs)
+            if self.submitted is None or segment.submitted == self.submitted:
+                runs.update(segment.runs)
+            else:
+                runs.update(dict.fromkeys(segment.runs))
         return runs
 
     async def new_outcomes(self) -> dict[str, int]:

@@ -9,11 +9,11 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import anyio.to_thread
 
-from saturn_async.exceptions import InputError, StorageError
+from saturn_async.exceptions import InputError, NotRegularFile, StorageError
 from saturn_async.storage.base import Storage, StoredObject
 from saturn_async.storage.layout import (
     ERROR,
@@ -162,6 +162,23 @@ def make_directory(name: str, dir_fd: int, mode: int = 0o777) -> None:
     """``mkdir`` in ``dir_fd``; an existing entry of that name is left as it is."""
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, mode, dir_fd=dir_fd)
+
+
+def shared_with_nobody(root: str, relative: str) -> bool:
+    """Whether each directory from ``root`` down to ``root/relative`` is ours and no one
+    else may write to it, so only we put or replace what is in it (links not followed)."""
+    path = root
+    for part in relative.split("/"):
+        path = f"{path}/{part}"
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            return False
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    return True
 
 
 def open_private_directory(path: str) -> int:
@@ -318,21 +335,53 @@ def put_file_in(dir_fd: int | None, location: str, path: str) -> None:
 
 
 def _get(location: str) -> bytes | None:
+    """The regular file at ``location``; None when there is none (or a directory). A link,
+    a FIFO or a device there raises NotRegularFile, and is never read or waited on."""
     try:
-        with open(location, "rb") as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return read_regular(location)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except NotRegularFile:
+        if os.path.isdir(location) and not os.path.islink(location):
+            return None
+        raise
 
 
 def _list(prefix: str) -> list[StoredObject]:
+    """The regular files below ``prefix``; links (to files or directories) are not objects."""
     found = []
     for directory, _dirs, files in os.walk(prefix):
         for name in files:
             path = os.path.join(directory, name)
             with contextlib.suppress(FileNotFoundError):
-                found.append(StoredObject(os.path.relpath(path, prefix), os.stat(path).st_size))
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode):
+                    found.append(StoredObject(os.path.relpath(path, prefix), info.st_size))
     return sorted(found, key=lambda o: o.name)
+
+
+def remove_below(root_fd: int, relative: str, names: Iterable[str]) -> None:
+    """Unlink ``names`` in the directory ``relative`` below ``root_fd``, reached one
+    component at a time without following a link; a component that is missing, a link
+    or not a directory leaves everything as it is (what is behind a link is not saturn's)."""
+    fd = root_fd
+    try:
+        for part in relative.split("/"):
+            try:
+                child = os.open(part, DIRECTORY_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return
+                raise
+            if fd != root_fd:
+                os.close(fd)
+            fd = child
+        for name in names:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(name, dir_fd=fd)
+    finally:
+        if fd != root_fd:
+            os.close(fd)
 
 
 def _delete(location: str) -> None:

@@ -50,7 +50,7 @@ def _put_below_root(location: str, data: bytes) -> None:
     root, _, below = location.partition(f"/{LEDGER}/")
     root_fd = local.open_directory(root)
     try:
-        ledger_fd = local.open_below(root_fd, LEDGER)
+        ledger_fd = local.open_below(root_fd, LEDGER, 0o755)  # readers trust no other writer
         try:
             local.write_atomically(below, data, dir_fd=ledger_fd)
         finally:
