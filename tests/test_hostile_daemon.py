@@ -132,6 +132,29 @@ SUBMITS: dict[str, tuple[Callable[[Path], dict[str, Any]], str]] = {
         "b.json: $.runs[0].remote_output_path: '{t}/out/0' is also the output path of "
         "$.runs[0] in {t}/a.json",
     ),
+    "two batches of one submit, a run inside the other's": (
+        lambda t: submit_message(
+            (f"{t}/a.json", resolved(t / OUT, {"cmd": "true"})),
+            (
+                f"{t}/b.json",
+                {
+                    "nprocs": 1,
+                    "remote_output_path": str(t / OUT),
+                    "runs": [{"cmd": "true", "remote_output_path": str(t / OUT / "0/results")}],
+                },
+            ),
+        ),
+        "b.json: $.runs[0].remote_output_path: '{t}/out/0/results' lies inside the output path "
+        "of $.runs[0] in {t}/a.json",
+    ),
+    "two batches of one submit, a root inside the other's .saturn/": (
+        lambda t: submit_message(
+            (f"{t}/a.json", resolved(t / OUT, {"cmd": "true"})),
+            (f"{t}/b.json", resolved(t / OUT / ".saturn/ledger", {"cmd": "true"})),
+        ),
+        "b.json: $.remote_output_path: '{t}/out/.saturn/ledger' lies inside saturn's reserved "
+        ".saturn/ of {t}/a.json",
+    ),
     "a run inside .saturn/": (
         lambda t: submit_message(
             (

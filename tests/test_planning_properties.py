@@ -31,7 +31,7 @@ from saturn_async.sweep.plan import plan_sweep
 PROPERTY = settings(max_examples=400, deadline=None, database=None)
 ROOTS = ["/srv/out", "/", "//net/out", "rel/out", "s3://bucket", "s3://bucket/k/ey", "/srv/ü"]
 PLAIN = ["a", "b", "0", "1", ".hidden", "é", "x y", "n" * 70]
-ODD = [".", "..", "", ".saturn", "a\0"]
+ODD = [".", "..", "", ".saturn", "a\0", "c\x01", "d\n"]  # a control character: not on S3
 COMPONENTS = PLAIN + ODD
 component = st.one_of(*[st.sampled_from(PLAIN)] * 6, st.sampled_from(ODD))
 components = st.lists(component, min_size=0, max_size=4)
@@ -58,19 +58,24 @@ def output_paths(draw: st.DrawFn, root: str) -> str | None:
 def batches(draw: st.DrawFn) -> Batch:
     root = draw(st.sampled_from(ROOTS))
     paths = draw(st.lists(output_paths(root), min_size=1, max_size=8))
-    odd_dirs = st.sampled_from(["/tmp/r", "r", "a\0b", "/" + "d" * 300, "/x/" * 40])
+    odd_dirs = st.sampled_from(
+        ["/tmp/r", "r", "./r//s/", "//r", "/t/../r", "a\0b", "/" + "d" * 300, "/x/" * 40]
+    )
     dirs = st.one_of(*[st.none()] * 6, odd_dirs)
     runs = [Run(cmd="true", remote_output_path=p, local_results_dir=draw(dirs)) for p in paths]
     return Batch(nprocs=2, remote_output_path=root, runs=runs)
 
 
-def outcome(action: Callable[[], object], runs: list[Run] = ()) -> list[str | None] | str:
-    """The output paths of ``runs`` after ``action``, or its error's one line."""
+def outcome(
+    action: Callable[[], object], runs: list[Run] = ()
+) -> list[tuple[str | None, str | None]] | str:
+    """The output paths and ``local_results_dir`` of ``runs`` after ``action``, or its
+    error's one line."""
     try:
         action()
     except InputError as exc:
         return str(exc)
-    return [run.remote_output_path for run in runs]
+    return [(run.remote_output_path, run.local_results_dir) for run in runs]
 
 
 @PROPERTY
@@ -86,7 +91,7 @@ def test_resolving_a_batch_at_once_gives_what_run_by_run_gives(batch: Batch) -> 
     taken = _resolve_plain(at_once.runs, base)
     event(f"at once: {taken}; run by run: {'ok' if isinstance(expected, list) else 'error'}")
     if taken:
-        assert [run.remote_output_path for run in at_once.runs] == expected
+        assert [(run.remote_output_path, run.local_results_dir) for run in at_once.runs] == expected
     else:
         assert at_once == batch  # changed nothing: the run-by-run checks decide
     whole = copy(batch, runs=[copy(run) for run in batch.runs])
@@ -190,7 +195,7 @@ def test_a_path_below_the_root_slash_that_starts_with_two_slashes_is_resolved() 
     with pytest.raises(InputError) as caught:  # before: dirname('//') is '//', forever
         resolve_batch(Batch(nprocs=1, remote_output_path="/", runs=runs), "job.json")
     assert str(caught.value) == (
-        "job.json: $.runs[0].remote_output_path: '//a/b' lies inside the output path of $.runs[1]"
+        "job.json: $.runs[0].remote_output_path: '/a/b' lies inside the output path of $.runs[1]"
     )
     alone = resolve_batch(Batch(nprocs=1, remote_output_path="/", runs=runs[:1]), "job.json")
-    assert alone.runs[0].remote_output_path == "//a/b"
+    assert alone.runs[0].remote_output_path == "/a/b"  # one spelling: '//a/b' is '/a/b'

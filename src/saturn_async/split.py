@@ -114,7 +114,7 @@ def split_job(
     job = load_batch_file(
         job_path,
         nprocs=nprocs,
-        remote_output_path=remote_output_path,
+        remote_output_path=_utf8(remote_output_path, "--remote-output-path"),
         max_input_size=max_input_size,
         output_flag="--remote-output-path",
         data=job_data,
@@ -161,6 +161,18 @@ def split_job(
     if report.shipped_to is not None:
         anyio.from_thread.run(upload, out, shipped, report.shipped_to)
     return report
+
+
+def _utf8(value: str | None, flag: str) -> str | None:
+    """``value``, or InputError when it (from the command line: bytes that are not UTF-8
+    kept as surrogates) cannot go into a batch file, which is JSON."""
+    try:
+        value is None or value.encode()
+    except UnicodeEncodeError:
+        raise InputError(
+            f"{value!r} is not UTF-8, which the batch files (JSON) must be", source=flag
+        ) from None
+    return value
 
 
 def _check_slurm_split(

@@ -23,7 +23,9 @@ from saturn_async.spec.results_dirs import check_local_results_dirs
 
 def check_submitted(submitted: list[SubmittedBatch], live: Sequence[Batch] = ()) -> None:
     """Raise InputError for the first batch of a submit request that ``saturn batch``
-    would refuse, for two runs of the request that share an output path, for a
+    would refuse, for batches of the request whose output paths meet (a run's is, lies
+    inside or holds another batch's, or a root lies inside one or in another's
+    ``.saturn/``: ``spec.overlap.check_distinct_outputs``), for a
     ``local_results_dir`` saturn did not create (not checked again at replay, where it
     may be one the daemon created before a crash), or for a run output path or
     ``local_results_dir`` that is, lies inside or holds a run output path of a ``live``

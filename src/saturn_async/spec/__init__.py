@@ -11,7 +11,8 @@ from saturn_async.exceptions import InputError
 from saturn_async.spec.decode import decode_document
 from saturn_async.spec.input_file import check_input_size, read_input
 from saturn_async.spec.models import Batch, Run
-from saturn_async.spec.paths import is_remote, normalize_location, real_output_paths
+from saturn_async.spec.overlap import check_distinct_outputs
+from saturn_async.spec.paths import is_remote, normalize_location
 from saturn_async.spec.resolve import resolve_batch
 from saturn_async.spec.results_dirs import check_local_results_dirs
 
@@ -78,9 +79,10 @@ def load_batch_files(
     max_input_size: int | None = None,
     data: Mapping[str, bytes] = MappingProxyType({}),
 ) -> list[Batch]:
-    """Load several batch files, each named once; no two runs of any of them may share an
-    output path, and each ``local_results_dir`` must be one saturn can create
-    (``spec.results_dirs``). ``data``: the content of the ``s3://`` ones, by path."""
+    """Load several batch files, each named once; no run of any of them may have an output
+    path that is, lies inside or holds another's (``spec.overlap``), and each
+    ``local_results_dir`` must be one saturn can create (``spec.results_dirs``).
+    ``data``: the content of the ``s3://`` ones, by path."""
     check_named_once(paths)
     batches = [
         load_batch_file(path, nprocs=nprocs, max_input_size=max_input_size, data=data.get(path))
@@ -115,22 +117,3 @@ def _identity(path: str) -> object:
     except (OSError, ValueError):
         return None
     return (info.st_dev, info.st_ino)
-
-
-def check_distinct_outputs(named: list[tuple[str, Batch]]) -> None:
-    """InputError when two runs of these resolved batches (each with its source) share
-    an output path; local paths are compared as real paths (``real_output_paths``).
-    Within one batch, resolving has compared them already (one root, one real root)."""
-    if len(named) < 2:
-        return
-    owner: dict[str, tuple[str, int]] = {}
-    for path, batch in named:
-        for index, real in enumerate(real_output_paths(batch)):
-            first = owner.setdefault(real, (path, index))
-            if first != (path, index):
-                raise InputError(
-                    f"{batch.runs[index].remote_output_path!r} is also the output path of "
-                    f"$.runs[{first[1]}] in {first[0]}",
-                    source=path,
-                    field=f"$.runs[{index}].remote_output_path",
-                )

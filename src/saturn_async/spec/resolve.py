@@ -11,6 +11,7 @@ from saturn_async.spec.models import Batch, Run
 from saturn_async.spec.paths import (
     NAME_MAX,
     RESERVED,
+    absolute,
     check_length,
     is_strictly_inside,
     local_path,
@@ -27,7 +28,8 @@ def resolve_batch(
     remote_output_path: str | None = None,
     output_flag: str | None = None,
 ) -> Batch:
-    """Fill in ``nprocs`` and every run's absolute ``remote_output_path``, then validate.
+    """Fill in ``nprocs`` and every run's absolute ``remote_output_path`` (and make its
+    ``local_results_dir`` absolute), then validate.
 
     Overrides (from command-line flags) win over the file; ``output_flag`` names the
     caller's flag that gives the output root, if it has one. Raises InputError naming the
@@ -65,8 +67,9 @@ def resolve_batch(
 
 
 def _resolve_plain(runs: list[Run], base: str) -> bool:
-    """Resolve the runs' output paths as :func:`_resolve_each` would, batch-wide, when
-    no run can fail: their ``local_results_dir`` pass ``local_path``; the paths they give
+    """Resolve the runs' output paths and ``local_results_dir`` as :func:`_resolve_each`
+    would, batch-wide, when no run can fail: their ``local_results_dir`` pass
+    ``local_path`` (and are made absolute, only those not already so); the paths they give
     are plainly inside ``base`` (``spec.paths.plainly_inside``), none twice, none inside
     another's. Returns False, having changed nothing, when some run may fail: then
     :func:`_resolve_each` decides, and names the first that does."""
@@ -90,6 +93,10 @@ def _resolve_plain(runs: list[Run], base: str) -> bool:
         for index, run in enumerate(runs):
             if run.remote_output_path is None:
                 run.remote_output_path = f"{root}/{index}"
+    if dirs and not plainly_inside("/", dirs):  # some not absolute, or not normalized
+        for run in runs:
+            if run.local_results_dir is not None:
+                run.local_results_dir = absolute(run.local_results_dir)
     return True
 
 
@@ -131,7 +138,7 @@ def _resolve_each(runs: list[Run], base: str, source: str) -> None:
     for index, run in enumerate(runs):
         if run.local_results_dir is not None:
             where = f"$.runs[{index}].local_results_dir"
-            local_path(run.local_results_dir, source=source, field=where)
+            run.local_results_dir = local_path(run.local_results_dir, source=source, field=where)
         if run.remote_output_path is None:
             path = f"{base}/{index}" if base != "/" else f"/{index}"
         else:
@@ -147,7 +154,7 @@ def _resolve_each(runs: list[Run], base: str, source: str) -> None:
         run.remote_output_path = path
     for path in chosen:
         parent, up = path, os.path.dirname(path)
-        # Below the root '/', a path may start '//' (POSIX keeps two): dirname('//') is '//'.
+        # No path starts with '//' (``spec.paths.absolute``), where dirname('//') is '//'.
         while len(up) > len(base) and up != parent:
             parent = up
             if parent in owner:

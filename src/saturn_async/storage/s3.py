@@ -31,7 +31,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from saturn_async.exceptions import StorageError
-from saturn_async.spec.paths import CONTROL_CHARACTERS, S3_KEY_MAX
+from saturn_async.spec.paths import key_problem
 from saturn_async.storage.base import Storage, StoredObject
 from saturn_async.storage.results_walk import open_regular, read_at
 from saturn_async.storage.retry import retry_transient
@@ -67,24 +67,6 @@ _REASONS = {
     "403": "access denied",
     "404": "no such bucket",
 }
-
-
-def key_problem(key: str) -> str | None:
-    """Why S3 would refuse ``key``, or break listing it, or None.
-
-    Checked here so the file, not the bucket, is named: a key that is not UTF-8 (a file
-    name in another encoding), is over 1,024 bytes, or holds a control character (which
-    S3's XML listings cannot carry).
-    """
-    try:
-        size = len(key.encode())
-    except UnicodeEncodeError:
-        return "its name is not UTF-8, which S3 keys must be"
-    if size > S3_KEY_MAX:
-        return f"its S3 key is {size:,} bytes; S3 takes at most {S3_KEY_MAX:,}"
-    if not CONTROL_CHARACTERS.isdisjoint(key):
-        return "its name holds a control character, which S3 listings cannot carry"
-    return None
 
 
 def read_with_crc32(fd: int, start: int, length: int) -> tuple[bytes, str]:
