@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
+import anyio.to_thread
 import msgspec
 
 from saturn_async.exceptions import StorageError
@@ -117,7 +118,9 @@ class LedgerReader:
 
     async def new_segments(self) -> list[LedgerSegment]:
         """The segments written since the last call, oldest first."""
-        if not is_remote(self.root) and not shared_with_nobody(self.root, LEDGER):
+        if not is_remote(self.root) and not await anyio.to_thread.run_sync(
+            shared_with_nobody, self.root, LEDGER
+        ):
             return []
         segments: list[LedgerSegment] = []
         for stored in await self.storage.list(f"{self.root}/{LEDGER}"):
